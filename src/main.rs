@@ -1,1 +1,47 @@
-fn main(){}
+//! `balagh`: config, telemetry, the application, and a wait for a signal. Nothing else.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use balagh::app::Application;
+use balagh::config::{Config, LogFormat, ServeArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "balagh",
+    version,
+    about = "Muscat Municipality's ticket registry"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC service.
+    Serve(ServeArgs),
+    /// Drive a real server over gRPC and report throughput and latency (docs/benchmarks.md).
+    Bench(balagh::bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let config = Config::resolve(&args)?;
+            balagh::telemetry::init(config.log_format);
+            let app = Application::build(config).await?;
+            // Tests and scripts read the real address from this first line of stdout.
+            println!("balagh listening on {}", app.local_addr());
+            let shutdown = CancellationToken::new();
+            balagh::shutdown::cancel_on_signal(shutdown.clone());
+            app.run_until_stopped(shutdown).await
+        }
+        Command::Bench(args) => {
+            balagh::telemetry::init(LogFormat::Text);
+            balagh::bench::run(args).await.context("bench failed")
+        }
+    }
+}

@@ -91,9 +91,21 @@ impl CatalogData {
             .wilayats
             .iter()
             .map(|w| (&w.code, &w.name_ar, &w.name_en))
-            .chain(data.directorates.iter().map(|d| (&d.code, &d.name_ar, &d.name_en)))
-            .chain(data.outlets.iter().map(|o| (&o.code, &o.name_ar, &o.name_en)))
-            .chain(data.categories.iter().map(|c| (&c.code, &c.name_ar, &c.name_en)))
+            .chain(
+                data.directorates
+                    .iter()
+                    .map(|d| (&d.code, &d.name_ar, &d.name_en)),
+            )
+            .chain(
+                data.outlets
+                    .iter()
+                    .map(|o| (&o.code, &o.name_ar, &o.name_en)),
+            )
+            .chain(
+                data.categories
+                    .iter()
+                    .map(|c| (&c.code, &c.name_ar, &c.name_en)),
+            )
         {
             Code::parse("code", entry.0.as_str()).map_err(|e| e.to_string())?;
             parse_names(entry.0.as_str(), entry.1, entry.2)
@@ -103,12 +115,18 @@ impl CatalogData {
         let has_wilayat = |c: &Code| data.wilayats.iter().any(|w| &w.code == c);
         for outlet in &data.outlets {
             if !has_directorate(&outlet.directorate_code) || !has_wilayat(&outlet.wilayat_code) {
-                return Err(format!("outlet {} points at an unknown directorate or wilayat", outlet.code));
+                return Err(format!(
+                    "outlet {} points at an unknown directorate or wilayat",
+                    outlet.code
+                ));
             }
         }
         for category in &data.categories {
             if !has_directorate(&category.default_directorate_code) {
-                return Err(format!("category {} points at an unknown directorate", category.code));
+                return Err(format!(
+                    "category {} points at an unknown directorate",
+                    category.code
+                ));
             }
         }
         Ok(data)
@@ -125,9 +143,21 @@ mod tests {
         let wilayats: Vec<_> = catalog.wilayats.iter().map(|w| w.code.as_str()).collect();
         assert_eq!(
             wilayats,
-            ["muscat", "muttrah", "bawshar", "as_seeb", "al_amerat", "qurayyat"]
+            [
+                "muscat",
+                "muttrah",
+                "bawshar",
+                "as_seeb",
+                "al_amerat",
+                "qurayyat"
+            ]
         );
         assert!(catalog.categories.len() >= 10);
-        assert!(catalog.outlets.iter().all(|o| wilayats.contains(&o.wilayat_code.as_str())));
+        assert!(
+            catalog
+                .outlets
+                .iter()
+                .all(|o| wilayats.contains(&o.wilayat_code.as_str()))
+        );
     }
 }

@@ -16,16 +16,39 @@ use super::{FieldViolation, Timestamp};
 /// A move of a ticket through its lifecycle, or a comment on it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Assign { assignment: Assignment, note: Option<String> },
-    StartWork { note: Option<String> },
-    WaitOnBeneficiary { reason: String },
-    Resolve { resolution: Resolution },
-    Close { note: Option<String> },
-    Reopen { reason: String },
-    Reject { reason: String },
-    Transfer { entity: String, reason: Option<String> },
-    Merge { duplicate_of: TicketId },
-    Comment { text: String, visibility: Visibility },
+    Assign {
+        assignment: Assignment,
+        note: Option<String>,
+    },
+    StartWork {
+        note: Option<String>,
+    },
+    WaitOnBeneficiary {
+        reason: String,
+    },
+    Resolve {
+        resolution: Resolution,
+    },
+    Close {
+        note: Option<String>,
+    },
+    Reopen {
+        reason: String,
+    },
+    Reject {
+        reason: String,
+    },
+    Transfer {
+        entity: String,
+        reason: Option<String>,
+    },
+    Merge {
+        duplicate_of: TicketId,
+    },
+    Comment {
+        text: String,
+        visibility: Visibility,
+    },
 }
 
 /// The kind of an action, without its data: what the transition table is keyed on.
@@ -134,7 +157,6 @@ pub enum LifecycleError {
     #[error("invalid change")]
     Invalid(Vec<FieldViolation>),
 }
-
 
 /// What kind of change an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,14 +337,29 @@ pub fn apply_patch(
             }
         }
     }
-    set(&mut next.ticket_type, patch.ticket_type, "type", &mut changed);
+    set(
+        &mut next.ticket_type,
+        patch.ticket_type,
+        "type",
+        &mut changed,
+    );
     set(&mut next.category, patch.category, "category", &mut changed);
     set(&mut next.priority, patch.priority, "priority", &mut changed);
     set(&mut next.subject, patch.subject, "subject", &mut changed);
-    set(&mut next.description, patch.description, "description", &mut changed);
+    set(
+        &mut next.description,
+        patch.description,
+        "description",
+        &mut changed,
+    );
     set::<Reporter>(&mut next.reporter, patch.reporter, "reporter", &mut changed);
     set::<Location>(&mut next.location, patch.location, "location", &mut changed);
-    set::<Vec<Attachment>>(&mut next.attachments, patch.attachments, "attachments", &mut changed);
+    set::<Vec<Attachment>>(
+        &mut next.attachments,
+        patch.attachments,
+        "attachments",
+        &mut changed,
+    );
     let violations = check_ticket_rules(next.ticket_type, &next.reporter, &next.location);
     if !violations.is_empty() {
         return Err(LifecycleError::Invalid(violations));
@@ -349,7 +386,13 @@ mod tests {
         for s in S::ALL {
             rows.push((*s, A::Comment, *s));
         }
-        for s in [S::New, S::Assigned, S::InProgress, S::WaitingOnBeneficiary, S::Reopened] {
+        for s in [
+            S::New,
+            S::Assigned,
+            S::InProgress,
+            S::WaitingOnBeneficiary,
+            S::Reopened,
+        ] {
             rows.push((s, A::Assign, S::Assigned));
             rows.push((s, A::Resolve, S::Resolved));
             rows.push((s, A::Merge, S::Merged));

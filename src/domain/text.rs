@@ -63,7 +63,10 @@ mod tests {
     fn folds_alef_forms_taa_marbuta_and_maqsura() {
         assert_eq!(normalize_for_search("أإآٱا"), "ااااا");
         assert_eq!(normalize_for_search("مدرسة"), normalize_for_search("مدرسه"));
-        assert_eq!(normalize_for_search("مستشفى"), normalize_for_search("مستشفي"));
+        assert_eq!(
+            normalize_for_search("مستشفى"),
+            normalize_for_search("مستشفي")
+        );
     }
 
     #[test]
@@ -74,7 +77,10 @@ mod tests {
 
     #[test]
     fn maps_digits_and_latin_case_and_collapses_separators() {
-        assert_eq!(normalize_for_search("  Pothole،  شارع ١٨ نوفمبر!! "), "pothole شارع 18 نوفمبر");
+        assert_eq!(
+            normalize_for_search("  Pothole،  شارع ١٨ نوفمبر!! "),
+            "pothole شارع 18 نوفمبر"
+        );
         assert_eq!(normalize_for_search("MCT-2026-000001"), "mct-2026-000001");
     }
 

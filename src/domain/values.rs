@@ -41,9 +41,9 @@ pub fn parse_text(
             },
         ));
     }
-    let bad_control = value.chars().any(|c| {
-        c.is_control() && !(c == '\t' || (multiline && (c == '\n' || c == '\r')))
-    });
+    let bad_control = value
+        .chars()
+        .any(|c| c.is_control() && !(c == '\t' || (multiline && (c == '\n' || c == '\r'))));
     if bad_control {
         return Err(violation(field, "must not contain control characters"));
     }
@@ -110,7 +110,10 @@ impl ReferenceNumber {
             || year.len() != 4
             || number.is_empty()
             || number.len() > 9
-            || !year.bytes().chain(number.bytes()).all(|b| b.is_ascii_digit())
+            || !year
+                .bytes()
+                .chain(number.bytes())
+                .all(|b| b.is_ascii_digit())
         {
             return Err(invalid());
         }
@@ -287,7 +290,10 @@ impl CivilId {
         if (6..=10).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit()) {
             Ok(Self(value.to_owned()))
         } else {
-            Err(violation(field, "must be a civil ID number of 6 to 10 digits"))
+            Err(violation(
+                field,
+                "must be a civil ID number of 6 to 10 digits",
+            ))
         }
     }
 
@@ -431,11 +437,29 @@ mod tests {
 
     #[test]
     fn phone_numbers_in_the_forms_people_write() {
-        for ok in ["91234567", "+968 9123 4567", "00968-91234567", "96891234567", "24123456", "(+968) 7123-4567"] {
+        for ok in [
+            "91234567",
+            "+968 9123 4567",
+            "00968-91234567",
+            "96891234567",
+            "24123456",
+            "(+968) 7123-4567",
+        ] {
             assert!(PhoneNumber::parse("phone", ok).is_ok(), "{ok}");
         }
-        assert_eq!(PhoneNumber::parse("p", "+968 9123 4567").unwrap().as_str(), "+96891234567");
-        for bad in ["", "1234567", "912345678", "+971501234567", "81234567", "9123456a", "+96891234567+"] {
+        assert_eq!(
+            PhoneNumber::parse("p", "+968 9123 4567").unwrap().as_str(),
+            "+96891234567"
+        );
+        for bad in [
+            "",
+            "1234567",
+            "912345678",
+            "+971501234567",
+            "81234567",
+            "9123456a",
+            "+96891234567+",
+        ] {
             assert!(PhoneNumber::parse("phone", bad).is_err(), "{bad}");
         }
     }
@@ -445,8 +469,20 @@ mod tests {
         let r = ReferenceNumber::new(2026, 123).unwrap();
         assert_eq!(r.to_string(), "MCT-2026-000123");
         assert_eq!(ReferenceNumber::parse("r", "MCT-2026-000123").unwrap(), r);
-        assert_eq!(ReferenceNumber::parse("r", "mct-2026-1234567").unwrap().number(), 1_234_567);
-        for bad in ["", "MCT-26-1", "ABC-2026-000001", "MCT-2026-", "MCT-2026-00000x", "MCT-2026-000000"] {
+        assert_eq!(
+            ReferenceNumber::parse("r", "mct-2026-1234567")
+                .unwrap()
+                .number(),
+            1_234_567
+        );
+        for bad in [
+            "",
+            "MCT-26-1",
+            "ABC-2026-000001",
+            "MCT-2026-",
+            "MCT-2026-00000x",
+            "MCT-2026-000000",
+        ] {
             assert!(ReferenceNumber::parse("r", bad).is_err(), "{bad}");
         }
     }
@@ -454,7 +490,9 @@ mod tests {
     #[test]
     fn emails_codes_civil_ids_points() {
         assert!(Email::parse("e", "a.b@mm.gov.om").is_ok());
-        for bad in ["", "a", "a@b", "a@@b.om", "a b@c.om", "@c.om", "a@.om", "a@c..om"] {
+        for bad in [
+            "", "a", "a@b", "a@@b.om", "a b@c.om", "@c.om", "a@.om", "a@c..om",
+        ] {
             assert!(Email::parse("e", bad).is_err(), "{bad}");
         }
         assert!(Code::parse("c", "waste_collection").is_ok());

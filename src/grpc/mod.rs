@@ -1,1 +1,11 @@
+//! The gRPC edge: generated types, the services, request parsing and error mapping.
+//!
+//! Architecture invariant: generated protobuf types do not leave this module (clients such
+//! as the bench tool use them too, as any client would).
+
+pub mod catalog_service;
+pub mod convert;
+pub mod error;
 pub mod proto;
+pub mod request;
+pub mod ticket_service;

@@ -1,0 +1,164 @@
+//! Wiring: the store, the gRPC server with health and reflection, and background upkeep.
+//!
+//! `Application::build` opens the store and binds the listener (port 0 works: tests read the
+//! real port from [`Application::local_addr`] and never sleep waiting for a server).
+//! `run_until_stopped` serves until the root token is cancelled, then: health turns
+//! NOT_SERVING first, in-flight calls finish, the store finishes the writes it accepted and
+//! closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::domain::{Clock, SystemClock, Timestamp};
+use crate::grpc::catalog_service::CatalogServiceImpl;
+use crate::grpc::proto::FILE_DESCRIPTOR_SET;
+use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
+use crate::grpc::proto::ticket_service_server::TicketServiceServer;
+use crate::grpc::ticket_service::TicketServiceImpl;
+use crate::store::{SqliteStore, SqliteStoreOptions, Store};
+
+/// How often forgotten request ids are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let options = SqliteStoreOptions {
+            url: config.database_url.clone(),
+            max_batch: config.store.max_batch,
+            queue_depth: config.store.queue_depth,
+            readers: config.store.readers,
+        };
+        let store = SqliteStore::open(options, clock.clone())
+            .await
+            .context("cannot open the database")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Self {
+            config,
+            listener,
+            store: Arc::new(store),
+            clock,
+        })
+    }
+
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            config,
+            listener,
+            store,
+            clock,
+        } = self;
+        let limits = &config.limits;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let ticket_service = TicketServiceServer::new(TicketServiceImpl::new(store.clone()))
+            .max_decoding_message_size(limits.max_message_bytes);
+        let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
+            .max_decoding_message_size(limits.max_message_bytes);
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build the reflection service")?;
+        for name in ["", "balagh.v1.TicketService", "balagh.v1.CatalogService"] {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+
+        let upkeep = tokio::spawn(purge_request_records(
+            store.clone(),
+            clock,
+            config.request_id_retention,
+            shutdown.clone(),
+        ));
+
+        let stopping = {
+            let shutdown = shutdown.clone();
+            let health = health.clone();
+            async move {
+                shutdown.cancelled().await;
+                // Load balancers stop sending new calls before the server stops taking them.
+                for name in ["", "balagh.v1.TicketService", "balagh.v1.CatalogService"] {
+                    health
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+                tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+            }
+        };
+        tracing::info!(address = %listener.local_addr()?, "balagh is serving gRPC");
+        let served = Server::builder()
+            .timeout(Duration::from_secs(limits.request_timeout_seconds))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(
+                limits.http2_keepalive_interval_seconds,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(ticket_service)
+            .add_service(catalog_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+            .await;
+        shutdown.cancel();
+        if let Err(error) = upkeep.await {
+            tracing::error!(error = %error, "the upkeep task failed");
+        }
+        store.close().await;
+        tracing::info!("balagh stopped");
+        served.context("the gRPC server failed")
+    }
+}
+
+/// Forgets request ids older than the retention, hourly, until shutdown.
+async fn purge_request_records(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let retention_micros = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        let before =
+            Timestamp::from_micros(clock.now().as_micros().saturating_sub(retention_micros));
+        match store.purge_request_records(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n_purged = n, "forgot expired request ids"),
+            Err(error) => tracing::warn!(error = %error, "purging request ids failed"),
+        }
+    }
+}

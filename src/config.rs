@@ -1,0 +1,169 @@
+//! Configuration: command-line flags, then environment variables, then an optional TOML file,
+//! then defaults a newcomer can use (127.0.0.1:50051, SQLite under `./data/`).
+//!
+//! No secret lives here or in the repository; later parts (the national platform's client
+//! secret) are read from the environment or a file named here.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/balagh.db";
+
+/// Everything `balagh serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    pub store: StoreTuning,
+    /// How long a request id's first answer is kept for replay (at least 24 h).
+    pub request_id_retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for production log collectors.
+    Json,
+}
+
+/// Protection of the server from oversized or endless requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Deadline for a unary call when the client sets none, in seconds.
+    pub request_timeout_seconds: u64,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keepalive ping interval, in seconds.
+    pub http2_keepalive_interval_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+            request_timeout_seconds: 30,
+            max_concurrent_streams: 256,
+            http2_keepalive_interval_seconds: 30,
+        }
+    }
+}
+
+/// Tuning of the embedded store's group commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreTuning {
+    pub max_batch: usize,
+    pub queue_depth: usize,
+    pub readers: u32,
+}
+
+impl Default for StoreTuning {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            queue_depth: 4096,
+            readers: 4,
+        }
+    }
+}
+
+/// The optional TOML file (`--config`). Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub request_id_retention_hours: Option<u64>,
+    pub limits: Limits,
+    pub store: StoreTuning,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "BALAGH_LISTEN")]
+    pub listen: Option<String>,
+    /// Database URL: sqlite://PATH (postgres:// in a later release).
+    #[arg(long, env = "BALAGH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// TOML file with the remaining settings (see docs/operations.md).
+    #[arg(long, env = "BALAGH_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Log format.
+    #[arg(long, env = "BALAGH_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen.parse().with_context(|| {
+            format!("--listen {listen:?} is not an address like 127.0.0.1:50051")
+        })?;
+        let database_url = args
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !database_url.starts_with("sqlite:") {
+            anyhow::bail!(
+                "--database-url must be a sqlite:// URL in this release (PostgreSQL support is planned)"
+            );
+        }
+        let retention_hours = file.request_id_retention_hours.unwrap_or(48);
+        if retention_hours < 24 {
+            anyhow::bail!("request_id_retention_hours must be at least 24");
+        }
+        Ok(Self {
+            listen,
+            database_url,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            limits: file.limits,
+            store: file.store,
+            request_id_retention: Duration::from_secs(retention_hours * 3600),
+        })
+    }
+
+    /// A configuration for tests: port 0 on loopback and the given database.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            database_url: database_url.into(),
+            log_format: LogFormat::Text,
+            limits: Limits::default(),
+            store: StoreTuning::default(),
+            request_id_retention: Duration::from_secs(48 * 3600),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}

@@ -1,0 +1,671 @@
+//! `balagh.v1.TicketService`: requests are parsed into domain values here, in one place, and
+//! handed to the store; answers are converted back. No business rule lives here.
+
+use std::sync::Arc;
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::convert::{
+    EnumInput, Violations, event_to_proto, optional_enum, optional_text, parse_assignment,
+    parse_attachments, parse_location, parse_new_ticket, parse_reporter, parse_resolution,
+    required_text, ticket_to_proto, timestamp_from_proto,
+};
+use super::error::{invalid_argument, prefixed};
+use super::proto::{self, ticket_service_server::TicketService};
+use super::request::{PageToken, filter_hash, page_size, parse_etag, request_key, write_context};
+use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
+use crate::domain::text::search_words;
+use crate::domain::ticket::{
+    Channel, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS, MAX_SUBJECT_CHARS, Priority,
+    Status as TicketStatus, SupportLine, Ticket, TicketPatch, TicketType, Visibility,
+};
+use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId, parse_text};
+use crate::store::{Store, StoreError, TicketQuery};
+
+/// ListTickets page size when none is asked for, and the most it returns.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+pub const MAX_PAGE_SIZE: u32 = 500;
+const DEFAULT_EVENT_PAGE_SIZE: u32 = 100;
+const MAX_EVENT_PAGE_SIZE: u32 = 1000;
+/// Most words of a free-text search that are used.
+const MAX_SEARCH_WORDS: usize = 8;
+/// Most values of one repeated list filter.
+const MAX_FILTER_VALUES: usize = 50;
+
+pub struct TicketServiceImpl {
+    store: Arc<dyn Store>,
+}
+
+impl TicketServiceImpl {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// The shared path of every lifecycle RPC: parse the common fields and the action, apply.
+    async fn act<R: LifecycleRequest>(
+        &self,
+        request: Request<R>,
+        parse_action: impl FnOnce(&R, &mut Violations) -> Option<Action>,
+    ) -> Result<(Ticket, TicketEvent), Status> {
+        let message = request.get_ref();
+        let mut v = Violations::default();
+        let id = v.take(TicketId::parse("ticket_id", message.ticket_id()));
+        let version = v.take(parse_etag("etag", message.etag()));
+        let key = v.take(request_key(
+            R::OPERATION,
+            message.request_id(),
+            message,
+            R::clear_request_id,
+        ));
+        let action = parse_action(message, &mut v);
+        let (id, version, key, action) = v
+            .finish(|| Some((id?, version?, key?, action?)))
+            .map_err(invalid_argument)?;
+        let ctx = write_context(&request, key);
+        let (ticket, event) = self.store.apply_action(ctx, id, version, action).await?;
+        tracing::info!(
+            ticket_id = %ticket.id,
+            reference = %ticket.reference,
+            operation = R::OPERATION,
+            status = %ticket.status,
+            cursor = event.cursor,
+            "ticket changed"
+        );
+        Ok((ticket, event))
+    }
+}
+
+/// The fields every lifecycle request shares.
+trait LifecycleRequest: Message + Clone + Default + Send + Sync + 'static {
+    const OPERATION: &'static str;
+    fn ticket_id(&self) -> &str;
+    fn etag(&self) -> &str;
+    fn request_id(&self) -> &str;
+    fn clear_request_id(&mut self);
+}
+
+macro_rules! lifecycle_request {
+    ($($name:ident => $op:literal),+ $(,)?) => {$(
+        impl LifecycleRequest for proto::$name {
+            const OPERATION: &'static str = $op;
+            fn ticket_id(&self) -> &str { &self.ticket_id }
+            fn etag(&self) -> &str { &self.etag }
+            fn request_id(&self) -> &str { &self.request_id }
+            fn clear_request_id(&mut self) { self.request_id.clear(); }
+        }
+    )+};
+}
+
+lifecycle_request!(
+    AssignTicketRequest => "AssignTicket",
+    StartWorkRequest => "StartWork",
+    WaitOnBeneficiaryRequest => "WaitOnBeneficiary",
+    ResolveTicketRequest => "ResolveTicket",
+    CloseTicketRequest => "CloseTicket",
+    ReopenTicketRequest => "ReopenTicket",
+    RejectTicketRequest => "RejectTicket",
+    TransferTicketRequest => "TransferTicket",
+    MergeTicketRequest => "MergeTicket",
+    AddCommentRequest => "AddComment",
+);
+
+fn note(v: &mut Violations, field: &str, value: &str) -> Option<Option<String>> {
+    let before = v.0.len();
+    let parsed = optional_text(v, field, value, MAX_NOTE_CHARS, true);
+    (v.0.len() == before).then_some(parsed)
+}
+
+fn reason(v: &mut Violations, value: &str) -> Option<String> {
+    required_text(v, "reason", value, MAX_NOTE_CHARS, true)
+}
+
+/// Parses repeated filter values, refusing more than [`MAX_FILTER_VALUES`].
+fn filter_values<T>(
+    v: &mut Violations,
+    field: &str,
+    values: &[impl AsRef<str>],
+    parse: impl Fn(&str, &str) -> Result<T, crate::domain::FieldViolation>,
+) -> Vec<T> {
+    if values.len() > MAX_FILTER_VALUES {
+        v.push(field, format!("at most {MAX_FILTER_VALUES} values"));
+        return Vec::new();
+    }
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, value)| v.take(parse(&format!("{field}[{i}]"), value.as_ref())))
+        .collect()
+}
+
+fn enum_filter<T: EnumInput>(v: &mut Violations, field: &str, values: &[i32]) -> Vec<T> {
+    if values.len() > MAX_FILTER_VALUES {
+        v.push(field, format!("at most {MAX_FILTER_VALUES} values"));
+        return Vec::new();
+    }
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, value)| v.take(T::from_proto(&format!("{field}[{i}]"), *value)))
+        .collect()
+}
+
+/// The query of a ListTickets request, and the hash of its filters that page tokens carry.
+fn parse_list_query(
+    req: &proto::ListTicketsRequest,
+) -> Result<(TicketQuery, u64), Vec<crate::domain::FieldViolation>> {
+    let mut v = Violations::default();
+    let limit = v.take(page_size(req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE));
+    let hash = filter_hash(req, |r| {
+        r.page_size = 0;
+        r.page_token.clear();
+    });
+    let token = v.take(PageToken::decode(&req.page_token, hash));
+    let time = |v: &mut Violations, field: &str, t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(|t| v.take(timestamp_from_proto(field, t)))
+    };
+    let words = if req.text.is_empty() {
+        Vec::new()
+    } else {
+        match parse_text("text", &req.text, 1, MAX_NAME_CHARS, false) {
+            Ok(text) => {
+                let words = search_words(&text, MAX_SEARCH_WORDS);
+                if words.is_empty() {
+                    v.push("text", "has no letters or digits to search for");
+                }
+                words
+            }
+            Err(violation) => {
+                v.0.push(violation);
+                Vec::new()
+            }
+        }
+    };
+    let query = TicketQuery {
+        statuses: enum_filter::<TicketStatus>(&mut v, "statuses", &req.statuses),
+        types: enum_filter::<TicketType>(&mut v, "types", &req.types),
+        channels: enum_filter::<Channel>(&mut v, "channels", &req.channels),
+        categories: filter_values(&mut v, "categories", &req.categories, Code::parse),
+        priorities: enum_filter::<Priority>(&mut v, "priorities", &req.priorities),
+        directorates: filter_values(&mut v, "directorates", &req.directorates, Code::parse),
+        outlets: filter_values(&mut v, "outlets", &req.outlets, Code::parse),
+        wilayats: filter_values(&mut v, "wilayats", &req.wilayats, Code::parse),
+        assignees: filter_values(&mut v, "assignees", &req.assignees, EmployeeId::parse),
+        support_lines: enum_filter::<SupportLine>(&mut v, "support_lines", &req.support_lines),
+        create_time_from: time(&mut v, "create_time_from", &req.create_time_from),
+        create_time_to: time(&mut v, "create_time_to", &req.create_time_to),
+        update_time_from: time(&mut v, "update_time_from", &req.update_time_from),
+        update_time_to: time(&mut v, "update_time_to", &req.update_time_to),
+        words,
+        before_position: token.flatten().map(|t| t.position),
+        limit: 0,
+    };
+    // One more than asked tells whether a next page exists.
+    v.finish(|| {
+        Some((
+            TicketQuery {
+                limit: limit? + 1,
+                ..query
+            },
+            hash,
+        ))
+    })
+}
+
+/// The paths UpdateTicket may change.
+const MUTABLE_PATHS: [&str; 8] = [
+    "type",
+    "category",
+    "priority",
+    "subject",
+    "description",
+    "reporter",
+    "location",
+    "attachments",
+];
+
+fn parse_patch(
+    req: &proto::UpdateTicketRequest,
+) -> Result<(TicketId, Option<i64>, TicketPatch), Vec<crate::domain::FieldViolation>> {
+    let mut v = Violations::default();
+    let Some(t) = req.ticket.as_ref() else {
+        return Err(vec![crate::domain::FieldViolation::new(
+            "ticket",
+            "is required",
+        )]);
+    };
+    let id = v.take(TicketId::parse("ticket.id", &t.id));
+    let version = v.take(parse_etag("ticket.etag", &t.etag));
+    let mask: Vec<String> = match req.update_mask.as_ref().map(|m| m.paths.as_slice()) {
+        Some(paths) if paths.iter().any(|p| p == "*") => {
+            MUTABLE_PATHS.iter().map(|p| (*p).to_owned()).collect()
+        }
+        Some(paths) if !paths.is_empty() => paths.to_vec(),
+        // AIP-134: no mask means every mutable field that is set.
+        _ => {
+            let populated = [
+                t.r#type != 0,
+                !t.category.is_empty(),
+                t.priority != 0,
+                !t.subject.is_empty(),
+                !t.description.is_empty(),
+                t.reporter.is_some(),
+                t.location.is_some(),
+                !t.attachments.is_empty(),
+            ];
+            MUTABLE_PATHS
+                .iter()
+                .zip(populated)
+                .filter(|(_, set)| *set)
+                .map(|(p, _)| (*p).to_owned())
+                .collect()
+        }
+    };
+    let mut patch = TicketPatch::default();
+    for path in &mask {
+        match path.as_str() {
+            "type" => patch.ticket_type = v.take(TicketType::from_proto("ticket.type", t.r#type)),
+            "category" => patch.category = v.take(Code::parse("ticket.category", &t.category)),
+            "priority" => {
+                patch.priority = v.take(Priority::from_proto("ticket.priority", t.priority));
+            }
+            "subject" => {
+                patch.subject = required_text(
+                    &mut v,
+                    "ticket.subject",
+                    &t.subject,
+                    MAX_SUBJECT_CHARS,
+                    false,
+                );
+            }
+            "description" => {
+                patch.description = v.take(parse_text(
+                    "ticket.description",
+                    &t.description,
+                    0,
+                    MAX_DESCRIPTION_CHARS,
+                    true,
+                ));
+            }
+            "reporter" => {
+                patch.reporter = parse_reporter(&mut v, "ticket.reporter", t.reporter.as_ref());
+            }
+            "location" => {
+                patch.location = Some(parse_location(
+                    &mut v,
+                    "ticket.location",
+                    t.location.as_ref(),
+                ));
+            }
+            "attachments" => {
+                patch.attachments = Some(parse_attachments(
+                    &mut v,
+                    "ticket.attachments",
+                    &t.attachments,
+                ));
+            }
+            other => v.push(
+                "update_mask",
+                format!(
+                    "{other:?} cannot be updated; mutable paths are {}",
+                    MUTABLE_PATHS.join(", ")
+                ),
+            ),
+        }
+    }
+    if mask.is_empty() {
+        v.push("update_mask", "names no field to update");
+    }
+    v.finish(|| Some((id?, version?, patch)))
+}
+
+#[tonic::async_trait]
+impl TicketService for TicketServiceImpl {
+    async fn create_ticket(
+        &self,
+        request: Request<proto::CreateTicketRequest>,
+    ) -> Result<Response<proto::CreateTicketResponse>, Status> {
+        let message = request.get_ref();
+        let key = request_key("CreateTicket", &message.request_id, message, |r| {
+            r.request_id.clear()
+        });
+        let new = parse_new_ticket(message);
+        let (key, new) = match (key, new) {
+            (Ok(key), Ok(new)) => (key, new),
+            (key, new) => {
+                let violations = key.err().into_iter().chain(new.err().into_iter().flatten());
+                return Err(invalid_argument(violations.collect()));
+            }
+        };
+        let ticket = self
+            .store
+            .create_ticket(write_context(&request, key), new)
+            .await?;
+        tracing::info!(
+            ticket_id = %ticket.id,
+            reference = %ticket.reference,
+            r#type = %ticket.ticket_type,
+            category = %ticket.category,
+            "ticket created"
+        );
+        Ok(Response::new(proto::CreateTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn get_ticket(
+        &self,
+        request: Request<proto::GetTicketRequest>,
+    ) -> Result<Response<proto::GetTicketResponse>, Status> {
+        use proto::get_ticket_request::Lookup;
+        let ticket = match &request.get_ref().lookup {
+            Some(Lookup::Id(id)) => {
+                let id = TicketId::parse("id", id).map_err(|v| invalid_argument(vec![v]))?;
+                self.store.get_ticket(id).await?
+            }
+            Some(Lookup::Reference(reference)) => {
+                let reference = ReferenceNumber::parse("reference", reference)
+                    .map_err(|v| invalid_argument(vec![v]))?;
+                self.store.get_ticket_by_reference(reference).await?
+            }
+            None => {
+                return Err(invalid_argument(vec![crate::domain::FieldViolation::new(
+                    "lookup",
+                    "set id or reference",
+                )]));
+            }
+        };
+        let ticket = ticket.ok_or(StoreError::TicketNotFound)?;
+        Ok(Response::new(proto::GetTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn list_tickets(
+        &self,
+        request: Request<proto::ListTicketsRequest>,
+    ) -> Result<Response<proto::ListTicketsResponse>, Status> {
+        let message = request.get_ref();
+        let (query, hash) = parse_list_query(message).map_err(invalid_argument)?;
+        let page_size = query.limit - 1;
+        let mut rows = self.store.list_tickets(&query).await?;
+        let next_page_token = if rows.len() > page_size as usize {
+            rows.truncate(page_size as usize);
+            rows.last()
+                .map(|last| {
+                    PageToken {
+                        position: last.position,
+                        filter_hash: hash,
+                    }
+                    .encode()
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListTicketsResponse {
+            tickets: rows.iter().map(|r| ticket_to_proto(&r.ticket)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_ticket(
+        &self,
+        request: Request<proto::UpdateTicketRequest>,
+    ) -> Result<Response<proto::UpdateTicketResponse>, Status> {
+        let message = request.get_ref();
+        let key = request_key("UpdateTicket", &message.request_id, message, |r| {
+            r.request_id.clear()
+        });
+        let parsed = parse_patch(message);
+        let (key, (id, version, patch)) = match (key, parsed) {
+            (Ok(key), Ok(parsed)) => (key, parsed),
+            (key, parsed) => {
+                let violations = key
+                    .err()
+                    .into_iter()
+                    .chain(parsed.err().into_iter().flatten());
+                return Err(invalid_argument(violations.collect()));
+            }
+        };
+        let ticket = self
+            .store
+            .update_ticket(write_context(&request, key), id, version, patch)
+            .await
+            .map_err(|e| match e {
+                StoreError::Lifecycle(LifecycleError::Invalid(v)) => {
+                    invalid_argument(prefixed("ticket.", v))
+                }
+                other => Status::from(other),
+            })?;
+        tracing::info!(ticket_id = %ticket.id, reference = %ticket.reference, "ticket edited");
+        Ok(Response::new(proto::UpdateTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn assign_ticket(
+        &self,
+        request: Request<proto::AssignTicketRequest>,
+    ) -> Result<Response<proto::AssignTicketResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                let assignment =
+                    parse_assignment(v, &r.directorate, &r.outlet, &r.assignee, r.support_line);
+                let note = note(v, "note", &r.note);
+                Some(Action::Assign {
+                    assignment: assignment?,
+                    note: note?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::AssignTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn start_work(
+        &self,
+        request: Request<proto::StartWorkRequest>,
+    ) -> Result<Response<proto::StartWorkResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                Some(Action::StartWork {
+                    note: note(v, "note", &r.note)?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::StartWorkResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn wait_on_beneficiary(
+        &self,
+        request: Request<proto::WaitOnBeneficiaryRequest>,
+    ) -> Result<Response<proto::WaitOnBeneficiaryResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                Some(Action::WaitOnBeneficiary {
+                    reason: reason(v, &r.reason)?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::WaitOnBeneficiaryResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn resolve_ticket(
+        &self,
+        request: Request<proto::ResolveTicketRequest>,
+    ) -> Result<Response<proto::ResolveTicketResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                Some(Action::Resolve {
+                    resolution: parse_resolution(v, r.resolution.as_ref())?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::ResolveTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn close_ticket(
+        &self,
+        request: Request<proto::CloseTicketRequest>,
+    ) -> Result<Response<proto::CloseTicketResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                Some(Action::Close {
+                    note: note(v, "note", &r.note)?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::CloseTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn reopen_ticket(
+        &self,
+        request: Request<proto::ReopenTicketRequest>,
+    ) -> Result<Response<proto::ReopenTicketResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                Some(Action::Reopen {
+                    reason: reason(v, &r.reason)?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::ReopenTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn reject_ticket(
+        &self,
+        request: Request<proto::RejectTicketRequest>,
+    ) -> Result<Response<proto::RejectTicketResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                Some(Action::Reject {
+                    reason: reason(v, &r.reason)?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::RejectTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn transfer_ticket(
+        &self,
+        request: Request<proto::TransferTicketRequest>,
+    ) -> Result<Response<proto::TransferTicketResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                let entity = required_text(v, "entity", &r.entity, MAX_NAME_CHARS, false);
+                let reason = note(v, "reason", &r.reason);
+                Some(Action::Transfer {
+                    entity: entity?,
+                    reason: reason?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::TransferTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn merge_ticket(
+        &self,
+        request: Request<proto::MergeTicketRequest>,
+    ) -> Result<Response<proto::MergeTicketResponse>, Status> {
+        let (ticket, _) = self
+            .act(request, |r, v| {
+                let original = v.take(TicketId::parse(
+                    "duplicate_of_ticket_id",
+                    &r.duplicate_of_ticket_id,
+                ));
+                Some(Action::Merge {
+                    duplicate_of: original?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::MergeTicketResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+        }))
+    }
+
+    async fn add_comment(
+        &self,
+        request: Request<proto::AddCommentRequest>,
+    ) -> Result<Response<proto::AddCommentResponse>, Status> {
+        let (ticket, event) = self
+            .act(request, |r, v| {
+                let text = required_text(v, "text", &r.text, MAX_NOTE_CHARS, true);
+                let visibility = v
+                    .take(optional_enum::<Visibility>("visibility", r.visibility))
+                    .map(|vis| vis.unwrap_or(Visibility::Internal));
+                Some(Action::Comment {
+                    text: text?,
+                    visibility: visibility?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::AddCommentResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+            event: Some(event_to_proto(&event)),
+        }))
+    }
+
+    async fn list_ticket_events(
+        &self,
+        request: Request<proto::ListTicketEventsRequest>,
+    ) -> Result<Response<proto::ListTicketEventsResponse>, Status> {
+        let message = request.get_ref();
+        let mut v = Violations::default();
+        let id = v.take(TicketId::parse("ticket_id", &message.ticket_id));
+        let limit = v.take(page_size(
+            message.page_size,
+            DEFAULT_EVENT_PAGE_SIZE,
+            MAX_EVENT_PAGE_SIZE,
+        ));
+        let hash = filter_hash(message, |r| {
+            r.page_size = 0;
+            r.page_token.clear();
+        });
+        let token = v.take(PageToken::decode(&message.page_token, hash));
+        let (id, limit, token) = v
+            .finish(|| Some((id?, limit?, token?)))
+            .map_err(invalid_argument)?;
+        let after = token.map_or(0, |t| t.position);
+        let mut events = self
+            .store
+            .list_ticket_events(id, after, limit + 1)
+            .await?
+            .ok_or(StoreError::TicketNotFound)?;
+        let next_page_token = if events.len() > limit as usize {
+            events.truncate(limit as usize);
+            events
+                .last()
+                .map(|e| {
+                    PageToken {
+                        position: e.cursor,
+                        filter_hash: hash,
+                    }
+                    .encode()
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListTicketEventsResponse {
+            events: events.iter().map(event_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+}

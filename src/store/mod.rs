@@ -1,0 +1,168 @@
+//! Storage of tickets, their event log, the catalog and request ids, behind one trait.
+//!
+//! Architecture invariants:
+//! - Every change of a ticket appends its event in the same transaction, and the event's cursor
+//!   order is the commit order.
+//! - A mutation with a request id records its first answer in the same transaction as its
+//!   effect, so a retry can never act twice.
+//! - Catalog references (category, wilayat, directorate, outlet, the original of a merge) are
+//!   checked inside the writing transaction, so no ticket ever points at nothing.
+//! - SQL is never built from input: values are always bound.
+//!
+//! [`SqliteStore`] is the embedded implementation; a PostgreSQL one implements the same trait.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
+use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
+use crate::domain::ticket::{
+    Channel, NewTicket, Priority, Status, SupportLine, Ticket, TicketPatch, TicketType,
+};
+use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
+use crate::domain::{FieldViolation, Timestamp};
+
+pub use sqlite::{SqliteStore, SqliteStoreOptions};
+
+/// Who is writing, and the request id that makes the write idempotent.
+#[derive(Debug, Clone)]
+pub struct WriteContext {
+    /// Who did it, for the audit trail.
+    pub actor: String,
+    pub request: Option<RequestKey>,
+}
+
+/// An AIP-155 request id and the fingerprint of the request it came with (operation name and
+/// payload), so a reuse with another payload is told apart from a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub request_id: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// What ListTickets filters on. Empty vectors and `None` do not filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TicketQuery {
+    pub statuses: Vec<Status>,
+    pub types: Vec<TicketType>,
+    pub channels: Vec<Channel>,
+    pub categories: Vec<Code>,
+    pub priorities: Vec<Priority>,
+    pub directorates: Vec<Code>,
+    pub outlets: Vec<Code>,
+    pub wilayats: Vec<Code>,
+    pub assignees: Vec<EmployeeId>,
+    pub support_lines: Vec<SupportLine>,
+    pub create_time_from: Option<Timestamp>,
+    pub create_time_to: Option<Timestamp>,
+    pub update_time_from: Option<Timestamp>,
+    pub update_time_to: Option<Timestamp>,
+    /// Normalised search words; every word must match (as a prefix of a word).
+    pub words: Vec<String>,
+    /// Only tickets created before this position (the previous page's last).
+    pub before_position: Option<i64>,
+    pub limit: u32,
+}
+
+/// A ticket with its position in the creation order, for keyset pagination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedTicket {
+    pub position: i64,
+    pub ticket: Ticket,
+}
+
+/// Why a store call failed. The gRPC layer maps each variant to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ticket not found")]
+    TicketNotFound,
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error("the ticket changed since its etag was read (now at version {current_version})")]
+    EtagMismatch { current_version: i64 },
+    /// A referenced catalog entry or ticket does not exist or is inactive.
+    #[error("unknown reference: {0}")]
+    UnknownReference(FieldViolation),
+    #[error("the request id was already used with another request")]
+    RequestIdReused,
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    #[error("the transaction holding this write failed to commit")]
+    CommitFailed,
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+}
+
+/// The storage every backend implements, with the same behaviour (see the conformance tests).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_ticket(&self, ctx: WriteContext, new: NewTicket) -> Result<Ticket, StoreError>;
+
+    /// Edits descriptive fields. `expected_version`, when set, must be the current version.
+    async fn update_ticket(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        patch: TicketPatch,
+    ) -> Result<Ticket, StoreError>;
+
+    /// Moves a ticket through its lifecycle (or comments on it) and returns it with the event.
+    async fn apply_action(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        action: Action,
+    ) -> Result<(Ticket, TicketEvent), StoreError>;
+
+    async fn get_ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
+
+    async fn get_ticket_by_reference(
+        &self,
+        reference: ReferenceNumber,
+    ) -> Result<Option<Ticket>, StoreError>;
+
+    /// Tickets matching the query, newest first, at most `query.limit`.
+    async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError>;
+
+    /// A ticket's events with a cursor above `after_cursor`, oldest first, at most `limit`.
+    /// `None` when the ticket does not exist.
+    async fn list_ticket_events(
+        &self,
+        id: TicketId,
+        after_cursor: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<TicketEvent>>, StoreError>;
+
+    async fn catalog(&self) -> Result<CatalogData, StoreError>;
+
+    async fn upsert_wilayat(
+        &self,
+        ctx: WriteContext,
+        wilayat: Wilayat,
+    ) -> Result<Wilayat, StoreError>;
+
+    async fn upsert_directorate(
+        &self,
+        ctx: WriteContext,
+        directorate: Directorate,
+    ) -> Result<Directorate, StoreError>;
+
+    async fn upsert_outlet(&self, ctx: WriteContext, outlet: Outlet) -> Result<Outlet, StoreError>;
+
+    async fn upsert_category(
+        &self,
+        ctx: WriteContext,
+        category: Category,
+    ) -> Result<Category, StoreError>;
+
+    /// Forgets request ids recorded before `before`; returns how many.
+    async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Finishes the writes already accepted, refuses new ones, and closes the database.
+    async fn close(&self);
+}

@@ -1,0 +1,1179 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! Writes go through a single writer task that owns the only writing connection. It takes
+//! every write waiting in its queue (up to `max_batch`), runs each inside its own savepoint of
+//! one transaction, commits once, and only then answers each caller. This is group commit: one
+//! fsync acknowledges many concurrent writes, and a write that fails rolls back its savepoint
+//! alone. Reads use a separate pool of connections, which WAL lets run beside the writer.
+//!
+//! Invariants: a caller hears `Ok` only after the transaction holding its write is durable;
+//! the writer is the only writer, so event cursors (AUTOINCREMENT) are in commit order.
+
+use std::any::Any;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{ListedTicket, RequestKey, Store, StoreError, TicketQuery, WriteContext};
+use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
+use crate::domain::lifecycle::{
+    Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
+};
+use crate::domain::ticket::{
+    Assignment, NewTicket, Priority, Status, SupportLine, Ticket, TicketPatch,
+};
+use crate::domain::values::{Code, ReferenceNumber, TicketId};
+use crate::domain::{Clock, FieldViolation, Timestamp};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How to open a [`SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStoreOptions {
+    /// A `sqlite://` URL, for example `sqlite://data/balagh.db`.
+    pub url: String,
+    /// Most writes committed together in one transaction.
+    pub max_batch: usize,
+    /// Writes waiting for the writer before callers wait to enqueue (back-pressure).
+    pub queue_depth: usize,
+    /// Connections in the read pool.
+    pub readers: u32,
+}
+
+impl SqliteStoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_batch: 512,
+            queue_depth: 4096,
+            readers: 4,
+        }
+    }
+}
+
+type Output = Box<dyn Any + Send>;
+type Op = Box<
+    dyn for<'c> FnOnce(
+            &'c mut SqliteConnection,
+            Timestamp,
+        ) -> BoxFuture<'c, Result<Output, StoreError>>
+        + Send,
+>;
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Output, StoreError>>,
+}
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    readers: SqlitePool,
+    jobs: mpsc::Sender<Job>,
+    stop_writer: CancellationToken,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database, runs migrations, loads the default catalog
+    /// into an empty database, and starts the writer.
+    pub async fn open(
+        options: SqliteStoreOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(&options.url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let file = connect.get_filename();
+        if let Some(parent) = Path::new(file).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Corrupt(format!("cannot create the database folder: {e}"))
+            })?;
+        }
+        let mut writer = SqliteConnection::connect_with(&connect).await?;
+        MIGRATOR
+            .run(&mut writer)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
+        seed_default_catalog(&mut writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .min_connections(1)
+            .connect_with(connect)
+            .await?;
+        let (jobs, queue) = mpsc::channel(options.queue_depth.max(1));
+        let stop_writer = CancellationToken::new();
+        let task = tokio::spawn(run_writer(
+            writer,
+            queue,
+            stop_writer.clone(),
+            clock,
+            options.max_batch.max(1),
+        ));
+        Ok(Self {
+            readers,
+            jobs,
+            stop_writer,
+            writer: Mutex::new(Some(task)),
+        })
+    }
+
+    /// Hands `op` to the writer and waits until its transaction committed. With a request
+    /// key, a recorded first answer is returned instead of running `op` again.
+    async fn submit<T, F>(&self, request: Option<RequestKey>, op: F) -> Result<T, StoreError>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: for<'c> FnOnce(
+                &'c mut SqliteConnection,
+                Timestamp,
+            ) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        let op = erase(move |conn, now| {
+            Box::pin(async move {
+                if let Some(key) = &request
+                    && let Some(first) = replay::<T>(conn, key).await?
+                {
+                    return Ok(Box::new(first) as Output);
+                }
+                let out = op(conn, now).await?;
+                if let Some(key) = &request {
+                    record(conn, key, now, &out).await?;
+                }
+                Ok(Box::new(out) as Output)
+            })
+        });
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        let out = answer.await.map_err(|_| StoreError::ShuttingDown)??;
+        out.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StoreError::Corrupt("the writer answered with another type".into()))
+    }
+}
+
+fn erase<F>(f: F) -> Op
+where
+    F: for<'c> FnOnce(
+            &'c mut SqliteConnection,
+            Timestamp,
+        ) -> BoxFuture<'c, Result<Output, StoreError>>
+        + Send
+        + 'static,
+{
+    Box::new(f)
+}
+
+async fn run_writer(
+    mut conn: SqliteConnection,
+    mut queue: mpsc::Receiver<Job>,
+    stop: CancellationToken,
+    clock: Arc<dyn Clock>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut closed = false;
+    loop {
+        let n = tokio::select! {
+            biased;
+            n = queue.recv_many(&mut batch, max_batch) => n,
+            () = stop.cancelled(), if !closed => {
+                // Refuse new writes, but finish every write already accepted.
+                queue.close();
+                closed = true;
+                continue;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        write_batch(&mut conn, batch.drain(..), clock.as_ref()).await;
+    }
+    if let Err(error) = conn.close().await {
+        tracing::warn!(error = %error, "closing the writer connection failed");
+    }
+}
+
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    jobs: impl ExactSizeIterator<Item = Job>,
+    clock: &dyn Clock,
+) {
+    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot begin a write transaction");
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::CommitFailed));
+            }
+            return;
+        }
+    };
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let now = clock.now();
+        let outcome = match tx.begin().await {
+            Ok(mut savepoint) => match (job.op)(&mut savepoint, now).await {
+                Ok(out) => savepoint
+                    .commit()
+                    .await
+                    .map(|()| out)
+                    .map_err(StoreError::from),
+                Err(error) => {
+                    if let Err(rollback) = savepoint.rollback().await {
+                        tracing::error!(error = %rollback, "rolling back a savepoint failed");
+                    }
+                    Err(error)
+                }
+            },
+            Err(error) => Err(error.into()),
+        };
+        answers.push((job.reply, outcome));
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            tracing::error!(error = %error, n_writes = answers.len(), "group commit failed");
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome.and(Err(StoreError::CommitFailed)));
+            }
+        }
+    }
+}
+
+async fn replay<T: DeserializeOwned>(
+    conn: &mut SqliteConnection,
+    key: &RequestKey,
+) -> Result<Option<T>, StoreError> {
+    let row = sqlx::query("SELECT fingerprint, response FROM request_records WHERE request_id = ?")
+        .bind(&key.request_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let fingerprint: Vec<u8> = row.try_get("fingerprint")?;
+    if fingerprint != key.fingerprint {
+        return Err(StoreError::RequestIdReused);
+    }
+    let response: String = row.try_get("response")?;
+    serde_json::from_str(&response)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))
+}
+
+async fn record<T: Serialize>(
+    conn: &mut SqliteConnection,
+    key: &RequestKey,
+    now: Timestamp,
+    out: &T,
+) -> Result<(), StoreError> {
+    let response = to_json(out)?;
+    sqlx::query(
+        "INSERT INTO request_records (request_id, fingerprint, response, create_time) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&key.request_id)
+    .bind(key.fingerprint.as_slice())
+    .bind(response)
+    .bind(now.as_micros())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+async fn seed_default_catalog(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM wilayats")
+        .fetch_one(&mut *conn)
+        .await?;
+    if n > 0 {
+        return Ok(());
+    }
+    let catalog = CatalogData::default_catalog().map_err(StoreError::Corrupt)?;
+    let mut tx = conn.begin().await?;
+    for w in &catalog.wilayats {
+        put_wilayat(&mut tx, w).await?;
+    }
+    for d in &catalog.directorates {
+        put_directorate(&mut tx, d).await?;
+    }
+    for o in &catalog.outlets {
+        put_outlet(&mut tx, o).await?;
+    }
+    for c in &catalog.categories {
+        put_category(&mut tx, c).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(
+        n_categories = catalog.categories.len(),
+        "loaded the default catalog into an empty database"
+    );
+    Ok(())
+}
+
+async fn put_wilayat(conn: &mut SqliteConnection, w: &Wilayat) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO wilayats (code, name_ar, name_en) VALUES (?, ?, ?)
+         ON CONFLICT (code) DO UPDATE SET name_ar = excluded.name_ar, name_en = excluded.name_en",
+    )
+    .bind(w.code.as_str())
+    .bind(&w.name_ar)
+    .bind(&w.name_en)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn put_directorate(conn: &mut SqliteConnection, d: &Directorate) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO directorates (code, name_ar, name_en, active) VALUES (?, ?, ?, ?)
+         ON CONFLICT (code) DO UPDATE SET name_ar = excluded.name_ar, name_en = excluded.name_en,
+             active = excluded.active",
+    )
+    .bind(d.code.as_str())
+    .bind(&d.name_ar)
+    .bind(&d.name_en)
+    .bind(d.active)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn put_outlet(conn: &mut SqliteConnection, o: &Outlet) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outlets (code, directorate_code, wilayat_code, name_ar, name_en, active)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (code) DO UPDATE SET directorate_code = excluded.directorate_code,
+             wilayat_code = excluded.wilayat_code, name_ar = excluded.name_ar,
+             name_en = excluded.name_en, active = excluded.active",
+    )
+    .bind(o.code.as_str())
+    .bind(o.directorate_code.as_str())
+    .bind(o.wilayat_code.as_str())
+    .bind(&o.name_ar)
+    .bind(&o.name_en)
+    .bind(o.active)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn put_category(conn: &mut SqliteConnection, c: &Category) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO categories (code, name_ar, name_en, default_directorate_code,
+             default_priority, sla_policy_code, active)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (code) DO UPDATE SET name_ar = excluded.name_ar, name_en = excluded.name_en,
+             default_directorate_code = excluded.default_directorate_code,
+             default_priority = excluded.default_priority,
+             sla_policy_code = excluded.sla_policy_code, active = excluded.active",
+    )
+    .bind(c.code.as_str())
+    .bind(&c.name_ar)
+    .bind(&c.name_en)
+    .bind(c.default_directorate_code.as_str())
+    .bind(c.default_priority.as_str())
+    .bind(c.sla_policy_code.as_str())
+    .bind(c.active)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn unknown(field: &str, description: &str) -> StoreError {
+    StoreError::UnknownReference(FieldViolation::new(field, description))
+}
+
+/// The category's routing defaults, when it exists and is in use.
+async fn check_category(
+    conn: &mut SqliteConnection,
+    field: &str,
+    code: &Code,
+) -> Result<(Code, Priority), StoreError> {
+    let row = sqlx::query(
+        "SELECT default_directorate_code, default_priority, active FROM categories WHERE code = ?",
+    )
+    .bind(code.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Err(unknown(field, "is not a category of the catalog"));
+    };
+    if !row.try_get::<bool, _>("active")? {
+        return Err(unknown(field, "is a category no longer in use"));
+    }
+    let directorate: String = row.try_get("default_directorate_code")?;
+    let priority: String = row.try_get("default_priority")?;
+    let directorate = Code::parse("default_directorate_code", &directorate)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let priority = Priority::from_str_opt(&priority)
+        .ok_or_else(|| StoreError::Corrupt(format!("category priority {priority}")))?;
+    Ok((directorate, priority))
+}
+
+async fn check_exists(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    code: &Code,
+) -> Result<Option<bool>, StoreError> {
+    let active: Option<bool> = sqlx::query_scalar(sql)
+        .bind(code.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(active)
+}
+
+async fn check_wilayat(
+    conn: &mut SqliteConnection,
+    field: &str,
+    code: &Code,
+) -> Result<(), StoreError> {
+    match check_exists(conn, "SELECT 1 FROM wilayats WHERE code = ?", code).await? {
+        Some(_) => Ok(()),
+        None => Err(unknown(field, "is not a wilayat of Muscat Governorate")),
+    }
+}
+
+async fn check_directorate(
+    conn: &mut SqliteConnection,
+    field: &str,
+    code: &Code,
+) -> Result<(), StoreError> {
+    match check_exists(conn, "SELECT active FROM directorates WHERE code = ?", code).await? {
+        Some(true) => Ok(()),
+        Some(false) => Err(unknown(field, "is a directorate no longer in use")),
+        None => Err(unknown(field, "is not a directorate of the catalog")),
+    }
+}
+
+async fn check_assignment(
+    conn: &mut SqliteConnection,
+    assignment: &Assignment,
+) -> Result<(), StoreError> {
+    if let Some(directorate) = &assignment.directorate {
+        check_directorate(conn, "directorate", directorate).await?;
+    }
+    if let Some(outlet) = &assignment.outlet {
+        let row = sqlx::query("SELECT directorate_code, active FROM outlets WHERE code = ?")
+            .bind(outlet.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            return Err(unknown("outlet", "is not an outlet of the catalog"));
+        };
+        if !row.try_get::<bool, _>("active")? {
+            return Err(unknown("outlet", "is an outlet no longer in use"));
+        }
+        let owner: String = row.try_get("directorate_code")?;
+        if assignment.directorate.as_ref().map(Code::as_str) != Some(owner.as_str()) {
+            return Err(unknown("outlet", "belongs to another directorate"));
+        }
+    }
+    Ok(())
+}
+
+fn search_document(ticket: &Ticket) -> String {
+    crate::domain::text::normalize_for_search(&format!(
+        "{} {} {}",
+        ticket.reference, ticket.subject, ticket.description
+    ))
+}
+
+async fn insert_ticket(conn: &mut SqliteConnection, ticket: &Ticket) -> Result<i64, StoreError> {
+    let body = to_json(ticket)?;
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
+             directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
+             version, body)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         RETURNING seq",
+    )
+    .bind(ticket.id.to_string())
+    .bind(ticket.reference.to_string())
+    .bind(ticket.ticket_type.as_str())
+    .bind(ticket.channel.as_str())
+    .bind(ticket.category.as_str())
+    .bind(ticket.priority.as_str())
+    .bind(ticket.status.as_str())
+    .bind(ticket.assignment.directorate.as_ref().map(Code::as_str))
+    .bind(ticket.assignment.outlet.as_ref().map(Code::as_str))
+    .bind(ticket.location.wilayat.as_ref().map(Code::as_str))
+    .bind(ticket.assignment.assignee.as_ref().map(|a| a.as_str()))
+    .bind(
+        ticket
+            .assignment
+            .support_line
+            .map(|l| i64::from(l.number())),
+    )
+    .bind(ticket.create_time.as_micros())
+    .bind(ticket.update_time.as_micros())
+    .bind(ticket.version)
+    .bind(body)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO tickets_fts (rowid, content) VALUES (?, ?)")
+        .bind(seq)
+        .bind(search_document(ticket))
+        .execute(&mut *conn)
+        .await?;
+    Ok(seq)
+}
+
+async fn save_ticket(
+    conn: &mut SqliteConnection,
+    seq: i64,
+    before: &Ticket,
+    ticket: &Ticket,
+) -> Result<(), StoreError> {
+    let body = to_json(ticket)?;
+    sqlx::query(
+        "UPDATE tickets SET ticket_type = ?, channel = ?, category = ?, priority = ?, status = ?,
+             directorate = ?, outlet = ?, wilayat = ?, assignee = ?, support_line = ?,
+             update_time = ?, version = ?, body = ?
+         WHERE seq = ?",
+    )
+    .bind(ticket.ticket_type.as_str())
+    .bind(ticket.channel.as_str())
+    .bind(ticket.category.as_str())
+    .bind(ticket.priority.as_str())
+    .bind(ticket.status.as_str())
+    .bind(ticket.assignment.directorate.as_ref().map(Code::as_str))
+    .bind(ticket.assignment.outlet.as_ref().map(Code::as_str))
+    .bind(ticket.location.wilayat.as_ref().map(Code::as_str))
+    .bind(ticket.assignment.assignee.as_ref().map(|a| a.as_str()))
+    .bind(
+        ticket
+            .assignment
+            .support_line
+            .map(|l| i64::from(l.number())),
+    )
+    .bind(ticket.update_time.as_micros())
+    .bind(ticket.version)
+    .bind(body)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    if before.subject != ticket.subject || before.description != ticket.description {
+        sqlx::query("UPDATE tickets_fts SET content = ? WHERE rowid = ?")
+            .bind(search_document(ticket))
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn append_event(
+    conn: &mut SqliteConnection,
+    ticket: &Ticket,
+    actor: &str,
+    now: Timestamp,
+    record: EventRecord,
+) -> Result<TicketEvent, StoreError> {
+    let cursor: i64 = sqlx::query_scalar(
+        "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body)
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(ticket.id.to_string())
+    .bind(record.kind.as_str())
+    .bind(actor)
+    .bind(now.as_micros())
+    .bind(ticket.version)
+    .bind(to_json(&record)?)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(TicketEvent {
+        cursor,
+        ticket_id: ticket.id,
+        actor: actor.to_owned(),
+        occur_time: now,
+        version: ticket.version,
+        record,
+    })
+}
+
+async fn load_ticket(
+    conn: &mut SqliteConnection,
+    id: TicketId,
+) -> Result<(i64, Ticket), StoreError> {
+    let row = sqlx::query("SELECT seq, body FROM tickets WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::TicketNotFound)?;
+    let body: String = row.try_get("body")?;
+    Ok((row.try_get("seq")?, from_json(&body, "ticket")?))
+}
+
+fn check_version(ticket: &Ticket, expected: Option<i64>) -> Result<(), StoreError> {
+    match expected {
+        Some(version) if version != ticket.version => Err(StoreError::EtagMismatch {
+            current_version: ticket.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+async fn create_ticket_tx(
+    conn: &mut SqliteConnection,
+    actor: String,
+    new: NewTicket,
+    now: Timestamp,
+) -> Result<Ticket, StoreError> {
+    let (directorate, default_priority) = check_category(conn, "category", &new.category).await?;
+    if let Some(wilayat) = &new.location.wilayat {
+        check_wilayat(conn, "location.wilayat", wilayat).await?;
+    }
+    let year = now.muscat_year();
+    let number: i64 = sqlx::query_scalar(
+        "INSERT INTO reference_counters (year, last_value) VALUES (?, 1)
+         ON CONFLICT (year) DO UPDATE SET last_value = last_value + 1
+         RETURNING last_value",
+    )
+    .bind(year)
+    .fetch_one(&mut *conn)
+    .await?;
+    let reference = u32::try_from(number)
+        .ok()
+        .and_then(|n| ReferenceNumber::new(year, n))
+        .ok_or_else(|| StoreError::Corrupt(format!("reference counter {year}/{number}")))?;
+    let ticket = Ticket {
+        id: TicketId::new_v7(),
+        reference,
+        ticket_type: new.ticket_type,
+        channel: new.channel,
+        category: new.category,
+        priority: new.priority.unwrap_or(default_priority),
+        status: Status::New,
+        subject: new.subject,
+        description: new.description,
+        reporter: new.reporter,
+        location: new.location,
+        attachments: new.attachments,
+        assignment: Assignment {
+            directorate: Some(directorate),
+            outlet: None,
+            assignee: None,
+            support_line: Some(SupportLine::First),
+        },
+        resolution: None,
+        transferred_to: None,
+        duplicate_of: None,
+        status_reason: None,
+        create_time: now,
+        update_time: now,
+        resolve_time: None,
+        close_time: None,
+        version: 1,
+    };
+    insert_ticket(conn, &ticket).await?;
+    append_event(conn, &ticket, &actor, now, created_event(&ticket)).await?;
+    Ok(ticket)
+}
+
+async fn update_ticket_tx(
+    conn: &mut SqliteConnection,
+    actor: String,
+    id: TicketId,
+    expected_version: Option<i64>,
+    patch: TicketPatch,
+    now: Timestamp,
+) -> Result<Ticket, StoreError> {
+    let (seq, current) = load_ticket(conn, id).await?;
+    check_version(&current, expected_version)?;
+    if let Some(category) = &patch.category {
+        check_category(conn, "ticket.category", category).await?;
+    }
+    if let Some(wilayat) = patch.location.as_ref().and_then(|l| l.wilayat.as_ref()) {
+        check_wilayat(conn, "ticket.location.wilayat", wilayat).await?;
+    }
+    let (next, record) = apply_patch(&current, patch, now)?;
+    if next.version == current.version {
+        return Ok(current);
+    }
+    save_ticket(conn, seq, &current, &next).await?;
+    append_event(conn, &next, &actor, now, record).await?;
+    Ok(next)
+}
+
+async fn apply_action_tx(
+    conn: &mut SqliteConnection,
+    actor: String,
+    id: TicketId,
+    expected_version: Option<i64>,
+    action: Action,
+    now: Timestamp,
+) -> Result<(Ticket, TicketEvent), StoreError> {
+    let (seq, current) = load_ticket(conn, id).await?;
+    check_version(&current, expected_version)?;
+    match &action {
+        Action::Assign { assignment, .. } => check_assignment(conn, assignment).await?,
+        Action::Merge { duplicate_of } if *duplicate_of != id => {
+            let original = match load_ticket(conn, *duplicate_of).await {
+                Ok((_, original)) => original,
+                Err(StoreError::TicketNotFound) => {
+                    return Err(unknown("duplicate_of_ticket_id", "is not a ticket"));
+                }
+                Err(other) => return Err(other),
+            };
+            if original.status == Status::Merged {
+                return Err(unknown(
+                    "duplicate_of_ticket_id",
+                    "is itself merged: merge into its original instead",
+                ));
+            }
+        }
+        _ => {}
+    }
+    let (next, record) = apply_action(&current, action, now)?;
+    save_ticket(conn, seq, &current, &next).await?;
+    let event = append_event(conn, &next, &actor, now, record).await?;
+    Ok((next, event))
+}
+
+fn ticket_from_row(row: &SqliteRow) -> Result<Ticket, StoreError> {
+    let body: String = row.try_get("body")?;
+    from_json(&body, "ticket")
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<TicketEvent, StoreError> {
+    let ticket_id: String = row.try_get("ticket_id")?;
+    let body: String = row.try_get("body")?;
+    Ok(TicketEvent {
+        cursor: row.try_get("seq")?,
+        ticket_id: TicketId::parse("ticket_id", &ticket_id)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        actor: row.try_get("actor")?,
+        occur_time: Timestamp::from_micros(row.try_get("occur_time")?),
+        version: row.try_get("version")?,
+        record: from_json(&body, "event")?,
+    })
+}
+
+fn push_in<I, T>(qb: &mut QueryBuilder<Sqlite>, column: &'static str, values: I)
+where
+    I: IntoIterator<Item = T>,
+    T: for<'t> sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let mut values = values.into_iter().peekable();
+    if values.peek().is_none() {
+        return;
+    }
+    qb.push(" AND ").push(column).push(" IN (");
+    let mut list = qb.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    qb.push(")");
+}
+
+fn push_range(
+    qb: &mut QueryBuilder<Sqlite>,
+    column: &'static str,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) {
+    if let Some(from) = from {
+        qb.push(" AND ")
+            .push(column)
+            .push(" >= ")
+            .push_bind(from.as_micros());
+    }
+    if let Some(to) = to {
+        qb.push(" AND ")
+            .push(column)
+            .push(" < ")
+            .push_bind(to.as_micros());
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_ticket(&self, ctx: WriteContext, new: NewTicket) -> Result<Ticket, StoreError> {
+        let actor = ctx.actor;
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(create_ticket_tx(conn, actor, new, now))
+        })
+        .await
+    }
+
+    async fn update_ticket(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        patch: TicketPatch,
+    ) -> Result<Ticket, StoreError> {
+        let actor = ctx.actor;
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(update_ticket_tx(
+                conn,
+                actor,
+                id,
+                expected_version,
+                patch,
+                now,
+            ))
+        })
+        .await
+    }
+
+    async fn apply_action(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        action: Action,
+    ) -> Result<(Ticket, TicketEvent), StoreError> {
+        let actor = ctx.actor;
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(apply_action_tx(
+                conn,
+                actor,
+                id,
+                expected_version,
+                action,
+                now,
+            ))
+        })
+        .await
+    }
+
+    async fn get_ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        sqlx::query("SELECT body FROM tickets WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await?
+            .as_ref()
+            .map(ticket_from_row)
+            .transpose()
+    }
+
+    async fn get_ticket_by_reference(
+        &self,
+        reference: ReferenceNumber,
+    ) -> Result<Option<Ticket>, StoreError> {
+        sqlx::query("SELECT body FROM tickets WHERE reference = ?")
+            .bind(reference.to_string())
+            .fetch_optional(&self.readers)
+            .await?
+            .as_ref()
+            .map(ticket_from_row)
+            .transpose()
+    }
+
+    async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM tickets WHERE 1 = 1");
+        push_in(&mut qb, "status", query.statuses.iter().map(|s| s.as_str()));
+        push_in(
+            &mut qb,
+            "ticket_type",
+            query.types.iter().map(|t| t.as_str()),
+        );
+        push_in(
+            &mut qb,
+            "channel",
+            query.channels.iter().map(|c| c.as_str()),
+        );
+        push_in(
+            &mut qb,
+            "category",
+            query.categories.iter().map(|c| c.as_str().to_owned()),
+        );
+        push_in(
+            &mut qb,
+            "priority",
+            query.priorities.iter().map(|p| p.as_str()),
+        );
+        push_in(
+            &mut qb,
+            "directorate",
+            query.directorates.iter().map(|c| c.as_str().to_owned()),
+        );
+        push_in(
+            &mut qb,
+            "outlet",
+            query.outlets.iter().map(|c| c.as_str().to_owned()),
+        );
+        push_in(
+            &mut qb,
+            "wilayat",
+            query.wilayats.iter().map(|c| c.as_str().to_owned()),
+        );
+        push_in(
+            &mut qb,
+            "assignee",
+            query.assignees.iter().map(|a| a.as_str().to_owned()),
+        );
+        push_in(
+            &mut qb,
+            "support_line",
+            query.support_lines.iter().map(|l| i64::from(l.number())),
+        );
+        push_range(
+            &mut qb,
+            "create_time",
+            query.create_time_from,
+            query.create_time_to,
+        );
+        push_range(
+            &mut qb,
+            "update_time",
+            query.update_time_from,
+            query.update_time_to,
+        );
+        if !query.words.is_empty() {
+            // Each normalised word as a quoted FTS5 prefix term; the words hold no quotes.
+            let expression = query
+                .words
+                .iter()
+                .map(|w| format!("\"{}\"*", w.replace('"', "")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            qb.push(" AND seq IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
+                .push_bind(expression)
+                .push(")");
+        }
+        if let Some(before) = query.before_position {
+            qb.push(" AND seq < ").push_bind(before);
+        }
+        qb.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ListedTicket {
+                    position: row.try_get("seq")?,
+                    ticket: ticket_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_ticket_events(
+        &self,
+        id: TicketId,
+        after_cursor: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<TicketEvent>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, ticket_id, actor, occur_time, version, body FROM ticket_events
+             WHERE ticket_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(after_cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        if rows.is_empty() {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tickets WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.readers)
+                .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+        }
+        rows.iter()
+            .map(event_from_row)
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    async fn catalog(&self) -> Result<CatalogData, StoreError> {
+        let parse = |field: &str, text: String| {
+            Code::parse(field, &text).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        let mut conn = self.readers.acquire().await?;
+        let wilayats = sqlx::query("SELECT code, name_ar, name_en FROM wilayats ORDER BY code")
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(Wilayat {
+                    code: parse("code", r.try_get("code")?)?,
+                    name_ar: r.try_get("name_ar")?,
+                    name_en: r.try_get("name_en")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let directorates =
+            sqlx::query("SELECT code, name_ar, name_en, active FROM directorates ORDER BY code")
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok(Directorate {
+                        code: parse("code", r.try_get("code")?)?,
+                        name_ar: r.try_get("name_ar")?,
+                        name_en: r.try_get("name_en")?,
+                        active: r.try_get("active")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+        let outlets = sqlx::query(
+            "SELECT code, directorate_code, wilayat_code, name_ar, name_en, active
+             FROM outlets ORDER BY code",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(Outlet {
+                code: parse("code", r.try_get("code")?)?,
+                directorate_code: parse("directorate_code", r.try_get("directorate_code")?)?,
+                wilayat_code: parse("wilayat_code", r.try_get("wilayat_code")?)?,
+                name_ar: r.try_get("name_ar")?,
+                name_en: r.try_get("name_en")?,
+                active: r.try_get("active")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let categories = sqlx::query(
+            "SELECT code, name_ar, name_en, default_directorate_code, default_priority,
+                 sla_policy_code, active
+             FROM categories ORDER BY code",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let priority: String = r.try_get("default_priority")?;
+            Ok(Category {
+                code: parse("code", r.try_get("code")?)?,
+                name_ar: r.try_get("name_ar")?,
+                name_en: r.try_get("name_en")?,
+                default_directorate_code: parse(
+                    "default_directorate_code",
+                    r.try_get("default_directorate_code")?,
+                )?,
+                default_priority: Priority::from_str_opt(&priority)
+                    .ok_or_else(|| StoreError::Corrupt(format!("priority {priority}")))?,
+                sla_policy_code: parse("sla_policy_code", r.try_get("sla_policy_code")?)?,
+                active: r.try_get("active")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(CatalogData {
+            wilayats,
+            directorates,
+            outlets,
+            categories,
+        })
+    }
+
+    async fn upsert_wilayat(
+        &self,
+        ctx: WriteContext,
+        wilayat: Wilayat,
+    ) -> Result<Wilayat, StoreError> {
+        self.submit(ctx.request, move |conn, _now| {
+            Box::pin(async move {
+                put_wilayat(conn, &wilayat).await?;
+                Ok(wilayat)
+            })
+        })
+        .await
+    }
+
+    async fn upsert_directorate(
+        &self,
+        ctx: WriteContext,
+        directorate: Directorate,
+    ) -> Result<Directorate, StoreError> {
+        self.submit(ctx.request, move |conn, _now| {
+            Box::pin(async move {
+                put_directorate(conn, &directorate).await?;
+                Ok(directorate)
+            })
+        })
+        .await
+    }
+
+    async fn upsert_outlet(&self, ctx: WriteContext, outlet: Outlet) -> Result<Outlet, StoreError> {
+        self.submit(ctx.request, move |conn, _now| {
+            Box::pin(async move {
+                check_directorate(conn, "outlet.directorate_code", &outlet.directorate_code)
+                    .await?;
+                check_wilayat(conn, "outlet.wilayat_code", &outlet.wilayat_code).await?;
+                put_outlet(conn, &outlet).await?;
+                Ok(outlet)
+            })
+        })
+        .await
+    }
+
+    async fn upsert_category(
+        &self,
+        ctx: WriteContext,
+        category: Category,
+    ) -> Result<Category, StoreError> {
+        self.submit(ctx.request, move |conn, _now| {
+            Box::pin(async move {
+                check_directorate(
+                    conn,
+                    "category.default_directorate_code",
+                    &category.default_directorate_code,
+                )
+                .await?;
+                put_category(conn, &category).await?;
+                Ok(category)
+            })
+        })
+        .await
+    }
+
+    async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.submit(None, move |conn, _now| {
+            Box::pin(async move {
+                let done = sqlx::query("DELETE FROM request_records WHERE create_time < ?")
+                    .bind(before.as_micros())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        self.stop_writer.cancel();
+        if let Some(task) = self.writer.lock().await.take()
+            && let Err(error) = task.await
+        {
+            tracing::error!(error = %error, "the writer task failed");
+        }
+        self.readers.close().await;
+    }
+}
