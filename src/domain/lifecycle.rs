@@ -360,7 +360,7 @@ pub fn apply_patch(
         "attachments",
         &mut changed,
     );
-    let violations = check_ticket_rules(next.ticket_type, &next.reporter, &next.location);
+    let violations = check_ticket_rules(next.ticket_type, Some(&next.reporter), &next.location);
     if !violations.is_empty() {
         return Err(LifecycleError::Invalid(violations));
     }

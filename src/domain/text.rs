@@ -45,6 +45,30 @@ pub fn normalize_for_search(input: &str) -> String {
     out
 }
 
+/// Prefixes of the definite article (with the conjunctions and prepositions that fuse with
+/// it), longest first: "والمدرسة" is indexed as itself and as "مدرسه".
+const ARTICLE_PREFIXES: [&str; 6] = ["وال", "بال", "كال", "فال", "لل", "ال"];
+
+/// The text to index for search: the normalised text, followed by each word that carries the
+/// definite article once more without it, so a search for "مدرسة" finds "المدرسة".
+/// Query words are only normalised; the expansion on the index side is enough.
+pub fn index_terms(input: &str) -> String {
+    let normalized = normalize_for_search(input);
+    let mut extra = String::new();
+    for word in normalized.split(' ') {
+        for prefix in ARTICLE_PREFIXES {
+            if let Some(stem) = word.strip_prefix(prefix)
+                && stem.chars().count() >= 2
+            {
+                extra.push(' ');
+                extra.push_str(stem);
+                break;
+            }
+        }
+    }
+    normalized + &extra
+}
+
 /// The normalised words of a search query, at most `max_words`, each non-empty.
 pub fn search_words(query: &str, max_words: usize) -> Vec<String> {
     normalize_for_search(query)
@@ -82,6 +106,17 @@ mod tests {
             "pothole شارع 18 نوفمبر"
         );
         assert_eq!(normalize_for_search("MCT-2026-000001"), "mct-2026-000001");
+    }
+
+    #[test]
+    fn index_terms_add_words_without_the_article() {
+        assert_eq!(index_terms("أمام المدرسة"), "امام المدرسه مدرسه");
+        assert_eq!(
+            index_terms("والحديقة للأطفال"),
+            "والحديقه للاطفال حديقه اطفال"
+        );
+        // Too short a stem is not a word.
+        assert_eq!(index_terms("الى"), "الي");
     }
 
     #[test]

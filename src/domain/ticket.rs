@@ -287,13 +287,14 @@ pub struct NewTicket {
 }
 
 /// Checks the rules that tie fields together, for a new ticket or after an update.
+/// `reporter` is `None` when it could not be parsed; the other rules are checked anyway.
 pub fn check_ticket_rules(
     ticket_type: TicketType,
-    reporter: &Reporter,
+    reporter: Option<&Reporter>,
     location: &Location,
 ) -> Vec<FieldViolation> {
     let mut violations = Vec::new();
-    if reporter.is_anonymous() && ticket_type != TicketType::Suggestion {
+    if reporter.is_some_and(Reporter::is_anonymous) && ticket_type != TicketType::Suggestion {
         violations.push(FieldViolation::new(
             "reporter.anonymous",
             "only suggestions may be filed anonymously",

@@ -283,8 +283,8 @@ pub fn parse_new_ticket(
     let reporter = parse_reporter(&mut v, "reporter", req.reporter.as_ref());
     let location = parse_location(&mut v, "location", req.location.as_ref());
     let attachments = parse_attachments(&mut v, "attachments", &req.attachments);
-    if let (Some(t), Some(r)) = (ticket_type, &reporter) {
-        v.0.extend(check_ticket_rules(t, r, &location));
+    if let Some(t) = ticket_type {
+        v.0.extend(check_ticket_rules(t, reporter.as_ref(), &location));
     }
     v.finish(|| {
         Some(NewTicket {

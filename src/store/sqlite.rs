@@ -504,7 +504,7 @@ async fn check_assignment(
 }
 
 fn search_document(ticket: &Ticket) -> String {
-    crate::domain::text::normalize_for_search(&format!(
+    crate::domain::text::index_terms(&format!(
         "{} {} {}",
         ticket.reference, ticket.subject, ticket.description
     ))

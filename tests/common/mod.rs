@@ -1,0 +1,151 @@
+//! Shared helpers of the end-to-end tests: the real application on port 0 with a fresh SQLite
+//! file, real gRPC clients, and readers of the rich error details.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use balagh::app::Application;
+use balagh::config::Config;
+use balagh::grpc::proto;
+use balagh::grpc::proto::catalog_service_client::CatalogServiceClient;
+use balagh::grpc::proto::ticket_service_client::TicketServiceClient;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub tickets: TicketServiceClient<Channel>,
+    pub catalog: CatalogServiceClient<Channel>,
+    pub shutdown: CancellationToken,
+    pub server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub db_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// Stops the server the way SIGTERM does, and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("balagh.db");
+    spawn_app_on(dir, db_path).await
+}
+
+pub async fn spawn_app_on(dir: tempfile::TempDir, db_path: PathBuf) -> TestApp {
+    let config = Config::for_tests(format!("sqlite://{}", db_path.display()));
+    let app = Application::build(config).await.expect("build app");
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let channel = connect(addr).await;
+    TestApp {
+        addr,
+        tickets: TicketServiceClient::new(channel.clone()),
+        catalog: CatalogServiceClient::new(channel.clone()),
+        channel,
+        shutdown,
+        server: Some(server),
+        db_path,
+        _dir: dir,
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// A valid report of a pothole in Bawshar, from an identified citizen.
+pub fn pothole_report() -> proto::CreateTicketRequest {
+    proto::CreateTicketRequest {
+        r#type: proto::TicketType::Report.into(),
+        channel: proto::Channel::ContactCentre.into(),
+        category: "pothole".into(),
+        priority: 0,
+        subject: "حفرة كبيرة في شارع الخوير".into(),
+        description: "حفرة عميقة أمام المدرسة تسبب خطراً على السيارات.\nيرجى الإصلاح.".into(),
+        reporter: Some(proto::Reporter {
+            name: "Test Citizen".into(),
+            phone: "+968 9000 0001".into(),
+            email: String::new(),
+            civil_id: String::new(),
+            anonymous: false,
+        }),
+        location: Some(proto::Location {
+            wilayat: "bawshar".into(),
+            area: "Al Khuwair".into(),
+            point: Some(proto::LatLng {
+                latitude: 23.5880,
+                longitude: 58.4059,
+            }),
+        }),
+        attachments: vec![proto::Attachment {
+            uri: "https://files.example.om/photos/1.jpg".into(),
+            media_type: "image/jpeg".into(),
+            size_bytes: 123_456,
+            sha256: "a".repeat(64),
+        }],
+        request_id: String::new(),
+    }
+}
+
+pub async fn create(app: &mut TestApp, request: proto::CreateTicketRequest) -> proto::Ticket {
+    app.tickets
+        .create_ticket(request)
+        .await
+        .expect("create ticket")
+        .into_inner()
+        .ticket
+        .expect("ticket in response")
+}
+
+/// The ErrorInfo reason of a status; panics unless there is exactly one ErrorInfo in domain
+/// "balagh".
+pub fn reason(status: &tonic::Status) -> String {
+    let details = status.get_error_details_vec();
+    let infos: Vec<_> = details
+        .iter()
+        .filter_map(|d| match d {
+            tonic_types::ErrorDetail::ErrorInfo(info) => Some(info.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(infos.len(), 1, "exactly one ErrorInfo in {status:?}");
+    assert_eq!(infos[0].domain, "balagh");
+    infos[0].reason.clone()
+}
+
+/// The fields named by the BadRequest detail of a status.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts code and reason, returning the violated fields.
+pub fn expect_error(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: tonic::Code,
+    expected_reason: &str,
+) -> Vec<String> {
+    let status = result.expect_err("the call should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(&status), expected_reason, "{status:?}");
+    violated_fields(&status)
+}
