@@ -108,17 +108,18 @@ impl SqliteStore {
                 StoreError::Corrupt(format!("cannot create the database folder: {e}"))
             })?;
         }
-        let mut writer = SqliteConnection::connect_with(&connect).await?;
-        MIGRATOR
-            .run(&mut writer)
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
-        seed_default_catalog(&mut writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .min_connections(1)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
+        // Migrations run before the writer starts, so nothing else writes meanwhile.
+        MIGRATOR
+            .run(&readers)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
+        let mut writer = SqliteConnection::connect_with(&connect).await?;
+        seed_default_catalog(&mut writer).await?;
         let (jobs, queue) = mpsc::channel(options.queue_depth.max(1));
         let stop_writer = CancellationToken::new();
         let task = tokio::spawn(run_writer(

@@ -1,0 +1,403 @@
+//! The store conformance suite: the same tests, with the same expectations, for every
+//! implementation of `Store`. Each backend's test file instantiates it with
+//! `conformance_suite!(open_fn)`, where `open_fn(clock) -> Harness`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use balagh::domain::lifecycle::Action;
+use balagh::domain::ticket::{
+    Channel, Location, NewTicket, Reporter, Resolution, ResolutionCode, Status, TicketType,
+};
+use balagh::domain::values::{Code, PhoneNumber};
+use balagh::domain::{ManualClock, Timestamp};
+use balagh::store::{RequestKey, Store, StoreError, TicketQuery, WriteContext};
+
+/// A store under test, and how to open the same database again (to prove durability).
+pub struct Harness {
+    pub store: Arc<dyn Store>,
+    pub reopen: Box<
+        dyn Fn(ManualClock) -> futures::future::BoxFuture<'static, Arc<dyn Store>> + Send + Sync,
+    >,
+    pub guard: Box<dyn std::any::Any + Send>,
+}
+
+/// 2026-06-01T08:00:00+04:00.
+pub const JUNE_2026: i64 = 1_780_286_400_000_000;
+/// 2027-01-01T00:00:00+04:00.
+pub const NEW_YEAR_2027_MUSCAT: i64 = 1_798_747_200_000_000;
+
+pub fn ctx() -> WriteContext {
+    WriteContext {
+        actor: "tester".into(),
+        request: None,
+    }
+}
+
+pub fn ctx_with(request_id: &str, fingerprint: u8) -> WriteContext {
+    WriteContext {
+        actor: "tester".into(),
+        request: Some(RequestKey {
+            request_id: request_id.into(),
+            fingerprint: [fingerprint; 32],
+        }),
+    }
+}
+
+pub fn new_ticket(category: &str) -> NewTicket {
+    NewTicket {
+        ticket_type: TicketType::Report,
+        channel: Channel::App,
+        category: Code::parse("category", category).unwrap(),
+        priority: None,
+        subject: "إنارة معطلة في الشارع".into(),
+        description: String::new(),
+        reporter: Reporter::identified(
+            "reporter",
+            "Citizen".into(),
+            Some(PhoneNumber::parse("phone", "99000000").unwrap()),
+            None,
+            None,
+        )
+        .unwrap(),
+        location: Location {
+            wilayat: Some(Code::parse("w", "muttrah").unwrap()),
+            area: None,
+            point: None,
+        },
+        attachments: vec![],
+    }
+}
+
+pub async fn reference_numbers_are_unique_and_gap_free_under_concurrent_writes(h: Harness) {
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = h.store.clone();
+        // Every seventh write fails inside the group commit; it must leave no gap.
+        let category = if i % 7 == 3 {
+            "no_such_category"
+        } else {
+            "street_lighting"
+        };
+        tasks.push(tokio::spawn(async move {
+            store.create_ticket(ctx(), new_ticket(category)).await
+        }));
+    }
+    let mut numbers = BTreeSet::new();
+    let mut n_failed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(ticket) => {
+                assert_eq!(ticket.reference.year(), 2026);
+                assert!(
+                    numbers.insert(ticket.reference.number()),
+                    "duplicate reference"
+                );
+            }
+            Err(StoreError::UnknownReference(v)) => {
+                assert_eq!(v.field, "category");
+                n_failed += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(n_failed, 43);
+    let expected: BTreeSet<u32> = (1..=257).collect();
+    assert_eq!(numbers, expected);
+    let all = h
+        .store
+        .list_tickets(&TicketQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 257, "failed writes left nothing behind");
+}
+
+pub async fn reference_numbers_restart_each_muscat_year_and_survive_a_restart(
+    h: Harness,
+    clock: ManualClock,
+) {
+    for _ in 0..3 {
+        h.store
+            .create_ticket(ctx(), new_ticket("pothole"))
+            .await
+            .unwrap();
+    }
+    h.store.close().await;
+    clock.set(Timestamp::from_micros(NEW_YEAR_2027_MUSCAT - 1));
+    let store = (h.reopen)(clock.clone()).await;
+    let last_of_2026 = store
+        .create_ticket(ctx(), new_ticket("pothole"))
+        .await
+        .unwrap();
+    assert_eq!(last_of_2026.reference.to_string(), "MCT-2026-000004");
+    clock.set(Timestamp::from_micros(NEW_YEAR_2027_MUSCAT));
+    let first_of_2027 = store
+        .create_ticket(ctx(), new_ticket("pothole"))
+        .await
+        .unwrap();
+    assert_eq!(first_of_2027.reference.to_string(), "MCT-2027-000001");
+    assert!(
+        store
+            .get_ticket_by_reference(last_of_2026.reference)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.close().await;
+}
+
+pub async fn request_ids_replay_the_first_answer_even_after_a_restart(
+    h: Harness,
+    clock: ManualClock,
+) {
+    let first = h
+        .store
+        .create_ticket(ctx_with("r-1", 1), new_ticket("pothole"))
+        .await
+        .unwrap();
+    let again = h
+        .store
+        .create_ticket(ctx_with("r-1", 1), new_ticket("pothole"))
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert!(matches!(
+        h.store
+            .create_ticket(ctx_with("r-1", 2), new_ticket("pothole"))
+            .await,
+        Err(StoreError::RequestIdReused)
+    ));
+    h.store.close().await;
+    let store = (h.reopen)(clock.clone()).await;
+    let after_restart = store
+        .create_ticket(ctx_with("r-1", 1), new_ticket("pothole"))
+        .await
+        .unwrap();
+    assert_eq!(after_restart, first);
+    // Once purged, the id is free again.
+    clock.advance_micros(49 * 3600 * 1_000_000);
+    let purged = store
+        .purge_request_records(Timestamp::from_micros(
+            clock_now(&clock) - 48 * 3600 * 1_000_000,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    let fresh = store
+        .create_ticket(ctx_with("r-1", 1), new_ticket("pothole"))
+        .await
+        .unwrap();
+    assert_ne!(fresh.id, first.id);
+    store.close().await;
+}
+
+fn clock_now(clock: &ManualClock) -> i64 {
+    use balagh::domain::Clock;
+    clock.now().as_micros()
+}
+
+pub async fn a_stale_version_or_an_impossible_move_changes_nothing(h: Harness) {
+    let ticket = h
+        .store
+        .create_ticket(ctx(), new_ticket("pothole"))
+        .await
+        .unwrap();
+    let resolve = || Action::Resolve {
+        resolution: Resolution {
+            code: ResolutionCode::Fixed,
+            text: "done".into(),
+        },
+    };
+    assert!(matches!(
+        h.store
+            .apply_action(ctx(), ticket.id, Some(9), resolve())
+            .await,
+        Err(StoreError::EtagMismatch { current_version: 1 })
+    ));
+    let (resolved, event) = h
+        .store
+        .apply_action(ctx(), ticket.id, Some(1), resolve())
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, Status::Resolved);
+    assert_eq!(resolved.version, 2);
+    assert_eq!(event.version, 2);
+    assert!(matches!(
+        h.store
+            .apply_action(ctx(), ticket.id, None, Action::StartWork { note: None })
+            .await,
+        Err(StoreError::Lifecycle(_))
+    ));
+    let events = h
+        .store
+        .list_ticket_events(ticket.id, 0, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(events.len(), 2, "refused changes append no event");
+    assert!(events[0].cursor < events[1].cursor);
+    let stored = h.store.get_ticket(ticket.id).await.unwrap().unwrap();
+    assert_eq!(stored, resolved);
+}
+
+pub async fn event_cursors_grow_with_commit_order_under_concurrency(h: Harness) {
+    let ticket = h
+        .store
+        .create_ticket(ctx(), new_ticket("pothole"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .apply_action(
+                    ctx(),
+                    ticket.id,
+                    None,
+                    Action::Comment {
+                        text: format!("comment {i}"),
+                        visibility: balagh::domain::ticket::Visibility::Internal,
+                    },
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut by_version = Vec::new();
+    for task in tasks {
+        let (ticket, event) = task.await.unwrap();
+        assert_eq!(ticket.version, event.version);
+        by_version.push((event.version, event.cursor));
+    }
+    by_version.sort();
+    // The version order (the order the writes applied) is the cursor order.
+    assert!(by_version.windows(2).all(|w| w[0].1 < w[1].1));
+    let events = h
+        .store
+        .list_ticket_events(ticket.id, 0, 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(events.len(), 101);
+    let page = h
+        .store
+        .list_ticket_events(ticket.id, events[49].cursor, 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.len(), 51);
+    assert_eq!(page[0], events[50]);
+}
+
+pub async fn list_pages_by_position_newest_first(h: Harness) {
+    for _ in 0..7 {
+        h.store
+            .create_ticket(ctx(), new_ticket("pothole"))
+            .await
+            .unwrap();
+    }
+    let mut before = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = h
+            .store
+            .list_tickets(&TicketQuery {
+                limit: 3,
+                before_position: before,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|t| t.position);
+        seen.extend(page.into_iter().map(|t| t.ticket.reference.number()));
+    }
+    assert_eq!(seen, [7, 6, 5, 4, 3, 2, 1]);
+}
+
+pub async fn a_closed_store_refuses_writes(h: Harness) {
+    h.store.close().await;
+    assert!(matches!(
+        h.store.create_ticket(ctx(), new_ticket("pothole")).await,
+        Err(StoreError::ShuttingDown)
+    ));
+}
+
+/// Instantiates every conformance test for one backend.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($open:path) => {
+        fn clock() -> balagh::domain::ManualClock {
+            balagh::domain::ManualClock::new(balagh::domain::Timestamp::from_micros(
+                conformance::JUNE_2026,
+            ))
+        }
+
+        #[tokio::test]
+        async fn reference_numbers_are_unique_and_gap_free_under_concurrent_writes() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::reference_numbers_are_unique_and_gap_free_under_concurrent_writes(h).await;
+        }
+
+        #[tokio::test]
+        async fn reference_numbers_restart_each_muscat_year_and_survive_a_restart() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::reference_numbers_restart_each_muscat_year_and_survive_a_restart(h, clock)
+                .await;
+        }
+
+        #[tokio::test]
+        async fn request_ids_replay_the_first_answer_even_after_a_restart() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::request_ids_replay_the_first_answer_even_after_a_restart(h, clock).await;
+        }
+
+        #[tokio::test]
+        async fn a_stale_version_or_an_impossible_move_changes_nothing() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::a_stale_version_or_an_impossible_move_changes_nothing(h).await;
+        }
+
+        #[tokio::test]
+        async fn event_cursors_grow_with_commit_order_under_concurrency() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::event_cursors_grow_with_commit_order_under_concurrency(h).await;
+        }
+
+        #[tokio::test]
+        async fn list_pages_by_position_newest_first() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::list_pages_by_position_newest_first(h).await;
+        }
+
+        #[tokio::test]
+        async fn a_closed_store_refuses_writes() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::a_closed_store_refuses_writes(h).await;
+        }
+    };
+}
