@@ -1030,3 +1030,69 @@ async fn an_oversized_message_gets_a_status_and_the_server_keeps_serving() {
     create(&mut app, pothole_report()).await;
     app.stop().await;
 }
+
+/// Sends raw bytes as a gRPC request body, to test what no well-behaved client can send.
+mod raw {
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    pub struct RawCodec;
+    pub struct RawEncoder;
+    pub struct RawDecoder;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawEncoder;
+        type Decoder = RawDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+
+    impl Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            use bytes::BufMut;
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawDecoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            use bytes::Buf;
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument_and_writes_nothing() {
+    let mut app = spawn_app().await;
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/balagh.v1.TicketService/CreateTicket",
+    );
+    for body in [
+        vec![0x2a, 0x02, 0xff, 0xfe], // subject (field 5) with invalid UTF-8
+        vec![0x08],                   // a truncated varint
+        vec![0x2a, 0x7f, 0x41],       // a string longer than the message
+    ] {
+        grpc.ready().await.unwrap();
+        let result = grpc
+            .unary(tonic::Request::new(body), path.clone(), raw::RawCodec)
+            .await;
+        expect_error(result, Code::InvalidArgument, "MALFORMED_MESSAGE");
+    }
+    assert!(list(&mut app, Default::default()).await.tickets.is_empty());
+    create(&mut app, pothole_report()).await;
+    app.stop().await;
+}

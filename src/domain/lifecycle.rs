@@ -330,11 +330,11 @@ pub fn apply_patch(
     let mut next = ticket.clone();
     let mut changed = Vec::new();
     fn set<T: PartialEq>(slot: &mut T, value: Option<T>, name: &str, changed: &mut Vec<String>) {
-        if let Some(value) = value {
-            if *slot != value {
-                *slot = value;
-                changed.push(name.to_owned());
-            }
+        if let Some(value) = value
+            && *slot != value
+        {
+            *slot = value;
+            changed.push(name.to_owned());
         }
     }
     set(

@@ -4,6 +4,7 @@
 //! as the bench tool use them too, as any client would).
 
 pub mod catalog_service;
+pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod proto;

@@ -1,0 +1,71 @@
+//! The protobuf codec of every balagh service: prost's, except that a request that cannot be
+//! decoded (truncated, invalid UTF-8 in a string, a wrong wire type) is `INVALID_ARGUMENT`
+//! with reason `MALFORMED_MESSAGE` and the usual single `ErrorInfo`, instead of tonic's bare
+//! `INTERNAL`: the fault is the caller's, and the caller should be told so precisely.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic::{Code, Status};
+use tonic_prost::{ProstDecoder, ProstEncoder};
+
+use super::error::status;
+
+#[derive(Debug, Clone)]
+pub struct BalaghCodec<T, U> {
+    _types: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for BalaghCodec<T, U> {
+    fn default() -> Self {
+        Self {
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T, U> Codec for BalaghCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = StrictDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        StrictDecoder(ProstDecoder::new(BufferSettings::default()))
+    }
+}
+
+#[derive(Debug)]
+pub struct StrictDecoder<U>(ProstDecoder<U>);
+
+impl<U: Message + Default> Decoder for StrictDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(|error| {
+            tracing::debug!(error = %error.message(), "malformed request message");
+            status(
+                Code::InvalidArgument,
+                "MALFORMED_MESSAGE",
+                "the request is not a valid protobuf message of this method",
+                HashMap::new(),
+                &[],
+            )
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}
