@@ -24,10 +24,11 @@ use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::ticket_service_server::TicketServiceServer;
 use crate::grpc::ticket_service::TicketServiceImpl;
+use crate::grpc::watch::ChangeFeed;
 use crate::store::{SqliteStore, SqliteStoreOptions, Store};
 
-/// How often forgotten request ids are purged.
-const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often expired request ids and change-feed snapshots are dropped.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Application {
     config: Config,
@@ -78,8 +79,17 @@ impl Application {
         } = self;
         let limits = &config.limits;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let ticket_service = TicketServiceServer::new(TicketServiceImpl::new(store.clone()))
-            .max_decoding_message_size(limits.max_message_bytes);
+        let watch_settings = config.watch.settings();
+        let (feed, feed_task) = ChangeFeed::start(store.clone(), &watch_settings, shutdown.clone())
+            .await
+            .context("cannot start the change feed")?;
+        let ticket_service = TicketServiceServer::new(TicketServiceImpl::new(
+            store.clone(),
+            feed,
+            watch_settings,
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(limits.max_message_bytes);
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
         let reflection = tonic_reflection::server::Builder::configure()
@@ -93,10 +103,13 @@ impl Application {
                 .await;
         }
 
-        let upkeep = tokio::spawn(purge_request_records(
+        let upkeep = tokio::spawn(upkeep(
             store.clone(),
             clock,
-            config.request_id_retention,
+            Retention {
+                request_ids: config.request_id_retention,
+                change_feed: config.watch.retention(),
+            },
             shutdown.clone(),
         ));
 
@@ -130,8 +143,10 @@ impl Application {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
             .await;
         shutdown.cancel();
-        if let Err(error) = upkeep.await {
-            tracing::error!(error = %error, "the upkeep task failed");
+        for (name, task) in [("upkeep", upkeep), ("change feed", feed_task)] {
+            if let Err(error) = task.await {
+                tracing::error!(error = %error, task = name, "a background task failed");
+            }
         }
         store.close().await;
         tracing::info!("balagh stopped");
@@ -139,26 +154,41 @@ impl Application {
     }
 }
 
-/// Forgets request ids older than the retention, hourly, until shutdown.
-async fn purge_request_records(
+/// How long things are kept.
+struct Retention {
+    request_ids: Duration,
+    change_feed: Duration,
+}
+
+/// Hourly, until shutdown: forgets expired request ids and prunes the change feed.
+async fn upkeep(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    retention: Duration,
+    retention: Retention,
     shutdown: CancellationToken,
 ) {
-    let mut every = tokio::time::interval(PURGE_INTERVAL);
+    let before = |age: Duration| {
+        let micros = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
+        Timestamp::from_micros(clock.now().as_micros().saturating_sub(micros))
+    };
+    let mut every = tokio::time::interval(UPKEEP_INTERVAL);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        let retention_micros = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
-        let before =
-            Timestamp::from_micros(clock.now().as_micros().saturating_sub(retention_micros));
-        match store.purge_request_records(before).await {
+        match store
+            .purge_request_records(before(retention.request_ids))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(n_purged = n, "forgot expired request ids"),
             Err(error) => tracing::warn!(error = %error, "purging request ids failed"),
+        }
+        match store.prune_feed(before(retention.change_feed)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n_pruned = n, "pruned the change feed"),
+            Err(error) => tracing::warn!(error = %error, "pruning the change feed failed"),
         }
     }
 }

@@ -24,6 +24,51 @@ pub struct Config {
     pub store: StoreTuning,
     /// How long a request id's first answer is kept for replay (at least 24 h).
     pub request_id_retention: Duration,
+    pub watch: WatchConfig,
+}
+
+/// WatchTickets streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// How long the change feed keeps changes a stream can resume from, in days (at least 7).
+    pub retention_days: u64,
+    /// An idle stream gets a heartbeat this often, in seconds.
+    pub heartbeat_seconds: u64,
+    /// A stream whose client stops reading for this long is ended, in seconds.
+    pub send_timeout_seconds: u64,
+    /// Messages buffered per stream.
+    pub stream_buffer: usize,
+    /// Most tickets a snapshot may hold.
+    pub max_snapshot_tickets: u32,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 7,
+            heartbeat_seconds: 30,
+            send_timeout_seconds: 10,
+            stream_buffer: 256,
+            max_snapshot_tickets: 10_000,
+        }
+    }
+}
+
+impl WatchConfig {
+    pub fn settings(&self) -> crate::grpc::watch::WatchSettings {
+        crate::grpc::watch::WatchSettings {
+            heartbeat_interval: Duration::from_secs(self.heartbeat_seconds.max(1)),
+            send_timeout: Duration::from_secs(self.send_timeout_seconds.max(1)),
+            stream_buffer: self.stream_buffer.max(1),
+            max_snapshot_tickets: self.max_snapshot_tickets,
+            ..Default::default()
+        }
+    }
+
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_days * 24 * 3600)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -89,6 +134,7 @@ pub struct FileConfig {
     pub request_id_retention_hours: Option<u64>,
     pub limits: Limits,
     pub store: StoreTuning,
+    pub watch: WatchConfig,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -136,6 +182,9 @@ impl Config {
         if retention_hours < 24 {
             anyhow::bail!("request_id_retention_hours must be at least 24");
         }
+        if file.watch.retention_days < 7 {
+            anyhow::bail!("watch.retention_days must be at least 7");
+        }
         Ok(Self {
             listen,
             database_url,
@@ -146,6 +195,7 @@ impl Config {
             limits: file.limits,
             store: file.store,
             request_id_retention: Duration::from_secs(retention_hours * 3600),
+            watch: file.watch,
         })
     }
 
@@ -158,6 +208,7 @@ impl Config {
             limits: Limits::default(),
             store: StoreTuning::default(),
             request_id_retention: Duration::from_secs(48 * 3600),
+            watch: WatchConfig::default(),
         }
     }
 }

@@ -26,7 +26,9 @@ fn start_server(db: &Path) -> (Child, SocketAddr) {
         .expect("start balagh");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read address");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read address");
     let addr = line
         .trim()
         .strip_prefix("balagh listening on ")
@@ -80,7 +82,13 @@ async fn acknowledged_tickets_survive_sigkill() {
         .ticket
         .expect("ticket");
         assert_eq!(&stored, ticket);
-        let number: u32 = ticket.reference.rsplit('-').next().unwrap().parse().unwrap();
+        let number: u32 = ticket
+            .reference
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         max_number = max_number.max(number);
     }
     // Numbering continues after the crash and never reuses an acknowledged reference.
@@ -107,9 +115,15 @@ async fn sigterm_stops_the_server_gracefully() {
     let db = dir.path().join("term.db");
     let (mut server, addr) = start_server(&db);
     let mut client = TicketServiceClient::new(common::connect(addr).await);
-    client.create_ticket(pothole_report()).await.expect("create");
+    client
+        .create_ticket(pothole_report())
+        .await
+        .expect("create");
     let pid = server.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(sent.success());
     let status = tokio::task::spawn_blocking(move || server.wait())
         .await

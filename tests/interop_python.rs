@@ -33,7 +33,10 @@ async fn the_python_example_client_works_against_the_server() {
     let addr = app.addr.to_string();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/balagh_client.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/python/balagh_client.py"
+            ))
             .arg(addr)
             .output()
             .expect("run python")
@@ -42,7 +45,10 @@ async fn the_python_example_client_works_against_the_server() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "python client failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("python interop: ok"), "{stdout}");
     app.stop().await;
 }

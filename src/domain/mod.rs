@@ -4,6 +4,7 @@
 //! parses requests into these types; the store persists them.
 
 pub mod catalog;
+pub mod filter;
 pub mod lifecycle;
 pub mod text;
 pub mod ticket;

@@ -147,6 +147,16 @@ impl From<StoreError> for Status {
                     "was already used with a different request; use a new id for a new request",
                 )],
             ),
+            StoreError::SnapshotTooLarge { max } => status(
+                Code::FailedPrecondition,
+                "SNAPSHOT_TOO_LARGE",
+                format!(
+                    "more than {max} tickets match; narrow the filter (for example by status) \
+                     or watch without a snapshot"
+                ),
+                HashMap::from([("max_tickets".to_owned(), max.to_string())]),
+                &[],
+            ),
             StoreError::ShuttingDown => status(
                 Code::Unavailable,
                 "SHUTTING_DOWN",

@@ -10,3 +10,4 @@ pub mod error;
 pub mod proto;
 pub mod request;
 pub mod ticket_service;
+pub mod watch;

@@ -14,6 +14,8 @@ use super::convert::{
 use super::error::{invalid_argument, prefixed};
 use super::proto::{self, ticket_service_server::TicketService};
 use super::request::{PageToken, filter_hash, page_size, parse_etag, request_key, write_context};
+use super::watch::{ChangeFeed, Start, WatchSettings, WatchStream, decode_cursor, encode_cursor};
+use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
 use crate::domain::text::search_words;
 use crate::domain::ticket::{
@@ -22,6 +24,7 @@ use crate::domain::ticket::{
 };
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId, parse_text};
 use crate::store::{Store, StoreError, TicketQuery};
+use tokio_util::sync::CancellationToken;
 
 /// ListTickets page size when none is asked for, and the most it returns.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -35,11 +38,24 @@ const MAX_FILTER_VALUES: usize = 50;
 
 pub struct TicketServiceImpl {
     store: Arc<dyn Store>,
+    feed: Arc<ChangeFeed>,
+    watch_settings: WatchSettings,
+    shutdown: CancellationToken,
 }
 
 impl TicketServiceImpl {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(
+        store: Arc<dyn Store>,
+        feed: Arc<ChangeFeed>,
+        watch_settings: WatchSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            feed,
+            watch_settings,
+            shutdown,
+        }
     }
 
     /// The shared path of every lifecycle RPC: parse the common fields and the action, apply.
@@ -183,16 +199,18 @@ fn parse_list_query(
         }
     };
     let query = TicketQuery {
-        statuses: enum_filter::<TicketStatus>(&mut v, "statuses", &req.statuses),
-        types: enum_filter::<TicketType>(&mut v, "types", &req.types),
+        filter: TicketFilter {
+            statuses: enum_filter::<TicketStatus>(&mut v, "statuses", &req.statuses),
+            types: enum_filter::<TicketType>(&mut v, "types", &req.types),
+            categories: filter_values(&mut v, "categories", &req.categories, Code::parse),
+            directorates: filter_values(&mut v, "directorates", &req.directorates, Code::parse),
+            outlets: filter_values(&mut v, "outlets", &req.outlets, Code::parse),
+            wilayats: filter_values(&mut v, "wilayats", &req.wilayats, Code::parse),
+            assignees: filter_values(&mut v, "assignees", &req.assignees, EmployeeId::parse),
+            support_lines: enum_filter::<SupportLine>(&mut v, "support_lines", &req.support_lines),
+        },
         channels: enum_filter::<Channel>(&mut v, "channels", &req.channels),
-        categories: filter_values(&mut v, "categories", &req.categories, Code::parse),
         priorities: enum_filter::<Priority>(&mut v, "priorities", &req.priorities),
-        directorates: filter_values(&mut v, "directorates", &req.directorates, Code::parse),
-        outlets: filter_values(&mut v, "outlets", &req.outlets, Code::parse),
-        wilayats: filter_values(&mut v, "wilayats", &req.wilayats, Code::parse),
-        assignees: filter_values(&mut v, "assignees", &req.assignees, EmployeeId::parse),
-        support_lines: enum_filter::<SupportLine>(&mut v, "support_lines", &req.support_lines),
         create_time_from: time(&mut v, "create_time_from", &req.create_time_from),
         create_time_to: time(&mut v, "create_time_to", &req.create_time_to),
         update_time_from: time(&mut v, "update_time_from", &req.update_time_from),
@@ -211,6 +229,23 @@ fn parse_list_query(
             hash,
         ))
     })
+}
+
+/// The filter of a watch; violations are named `filter.<field>`.
+fn parse_watch_filter(v: &mut Violations, filter: Option<&proto::TicketFilter>) -> TicketFilter {
+    let Some(f) = filter else {
+        return TicketFilter::default();
+    };
+    TicketFilter {
+        directorates: filter_values(v, "filter.directorates", &f.directorates, Code::parse),
+        outlets: filter_values(v, "filter.outlets", &f.outlets, Code::parse),
+        categories: filter_values(v, "filter.categories", &f.categories, Code::parse),
+        types: enum_filter::<TicketType>(v, "filter.types", &f.types),
+        statuses: enum_filter::<TicketStatus>(v, "filter.statuses", &f.statuses),
+        wilayats: filter_values(v, "filter.wilayats", &f.wilayats, Code::parse),
+        assignees: filter_values(v, "filter.assignees", &f.assignees, EmployeeId::parse),
+        support_lines: enum_filter::<SupportLine>(v, "filter.support_lines", &f.support_lines),
+    }
 }
 
 /// The paths UpdateTicket may change.
@@ -322,6 +357,74 @@ fn parse_patch(
 
 #[tonic::async_trait]
 impl TicketService for TicketServiceImpl {
+    type WatchTicketsStream = WatchStream;
+
+    async fn watch_tickets(
+        &self,
+        request: Request<proto::WatchTicketsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let message = request.get_ref();
+        let mut v = Violations::default();
+        let filter = parse_watch_filter(&mut v, message.filter.as_ref());
+        let resume = if message.cursor.is_empty() {
+            None
+        } else {
+            let position = decode_cursor(&message.cursor);
+            if position.is_none() {
+                v.push("cursor", "is not a cursor this server issued");
+            }
+            position
+        };
+        if !v.is_empty() {
+            return Err(invalid_argument(v.0));
+        }
+        // Subscribe before choosing the start, so no change falls between the two.
+        let live = self.feed.subscribe();
+        let start = match resume {
+            Some(position) => {
+                let bounds = self.store.feed_bounds().await?;
+                if position < bounds.oldest_resumable {
+                    return Err(super::error::status(
+                        tonic::Code::OutOfRange,
+                        "CURSOR_EXPIRED",
+                        "the cursor is older than the change feed keeps; take a new snapshot",
+                        std::collections::HashMap::from([(
+                            "oldest_cursor".to_owned(),
+                            encode_cursor(bounds.oldest_resumable),
+                        )]),
+                        &[],
+                    ));
+                }
+                if position > bounds.latest {
+                    return Err(invalid_argument(vec![crate::domain::FieldViolation::new(
+                        "cursor",
+                        "is ahead of the change feed; it was not issued by this registry",
+                    )]));
+                }
+                Start::After(position)
+            }
+            None if message.send_snapshot => Start::Snapshot(
+                self.store
+                    .snapshot(&filter, self.watch_settings.max_snapshot_tickets)
+                    .await?,
+            ),
+            None => Start::After(self.feed.published()),
+        };
+        tracing::info!(
+            resume = resume.is_some(),
+            snapshot = message.send_snapshot,
+            "watch stream opened"
+        );
+        Ok(Response::new(super::watch::spawn_stream(
+            self.store.clone(),
+            live,
+            filter,
+            start,
+            self.watch_settings.clone(),
+            self.shutdown.clone(),
+        )))
+    }
+
     async fn create_ticket(
         &self,
         request: Request<proto::CreateTicketRequest>,

@@ -16,11 +16,10 @@ mod sqlite;
 use async_trait::async_trait;
 
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
+use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
-use crate::domain::ticket::{
-    Channel, NewTicket, Priority, Status, SupportLine, Ticket, TicketPatch, TicketType,
-};
-use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
+use crate::domain::ticket::{Channel, NewTicket, Priority, Ticket, TicketPatch};
+use crate::domain::values::{ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
@@ -44,16 +43,9 @@ pub struct RequestKey {
 /// What ListTickets filters on. Empty vectors and `None` do not filter.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TicketQuery {
-    pub statuses: Vec<Status>,
-    pub types: Vec<TicketType>,
+    pub filter: TicketFilter,
     pub channels: Vec<Channel>,
-    pub categories: Vec<Code>,
     pub priorities: Vec<Priority>,
-    pub directorates: Vec<Code>,
-    pub outlets: Vec<Code>,
-    pub wilayats: Vec<Code>,
-    pub assignees: Vec<EmployeeId>,
-    pub support_lines: Vec<SupportLine>,
     pub create_time_from: Option<Timestamp>,
     pub create_time_to: Option<Timestamp>,
     pub update_time_from: Option<Timestamp>,
@@ -72,6 +64,30 @@ pub struct ListedTicket {
     pub ticket: Ticket,
 }
 
+/// One entry of the change feed: an event and the ticket as it stood right after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub event: TicketEvent,
+    pub ticket: Ticket,
+}
+
+/// Where the change feed stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedBounds {
+    /// Cursors before this one can no longer be resumed (their snapshots were pruned).
+    pub oldest_resumable: i64,
+    /// The newest committed event's cursor (0 when there is none).
+    pub latest: i64,
+}
+
+/// The tickets matching a filter and the cursor they are consistent with: every change after
+/// `cursor` is a change of the state shown here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub cursor: i64,
+    pub tickets: Vec<Ticket>,
+}
+
 /// Why a store call failed. The gRPC layer maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,6 +102,8 @@ pub enum StoreError {
     UnknownReference(FieldViolation),
     #[error("the request id was already used with another request")]
     RequestIdReused,
+    #[error("the snapshot would hold more than {max} tickets")]
+    SnapshotTooLarge { max: u32 },
     #[error("the store is shutting down")]
     ShuttingDown,
     #[error("the transaction holding this write failed to commit")]
@@ -159,6 +177,26 @@ pub trait Store: Send + Sync + 'static {
         ctx: WriteContext,
         category: Category,
     ) -> Result<Category, StoreError>;
+
+    /// Changes with a cursor above `after_cursor`, in cursor order, at most `limit`.
+    async fn read_changes(&self, after_cursor: i64, limit: u32) -> Result<Vec<Change>, StoreError>;
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError>;
+
+    /// A consistent snapshot of the tickets matching `filter`, oldest first; refused with
+    /// [`StoreError::SnapshotTooLarge`] above `max_tickets`.
+    async fn snapshot(
+        &self,
+        filter: &TicketFilter,
+        max_tickets: u32,
+    ) -> Result<Snapshot, StoreError>;
+
+    /// Drops the ticket snapshots of events that occurred before `before` from the change
+    /// feed (the audit trail keeps the events); returns how many.
+    async fn prune_feed(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Changes value after every commit that may have appended events: wakes feed readers.
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;

@@ -24,12 +24,16 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{ListedTicket, RequestKey, Store, StoreError, TicketQuery, WriteContext};
+use super::{
+    Change, FeedBounds, ListedTicket, RequestKey, Snapshot, Store, StoreError, TicketQuery,
+    WriteContext,
+};
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
+use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
@@ -82,6 +86,7 @@ struct Job {
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     readers: SqlitePool,
+    commits: watch::Receiver<u64>,
     jobs: mpsc::Sender<Job>,
     stop_writer: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -121,6 +126,7 @@ impl SqliteStore {
         let mut writer = SqliteConnection::connect_with(&connect).await?;
         seed_default_catalog(&mut writer).await?;
         let (jobs, queue) = mpsc::channel(options.queue_depth.max(1));
+        let (commit_sender, commits) = watch::channel(0);
         let stop_writer = CancellationToken::new();
         let task = tokio::spawn(run_writer(
             writer,
@@ -128,9 +134,11 @@ impl SqliteStore {
             stop_writer.clone(),
             clock,
             options.max_batch.max(1),
+            commit_sender,
         ));
         Ok(Self {
             readers,
+            commits,
             jobs,
             stop_writer,
             writer: Mutex::new(Some(task)),
@@ -193,6 +201,7 @@ async fn run_writer(
     stop: CancellationToken,
     clock: Arc<dyn Clock>,
     max_batch: usize,
+    commits: watch::Sender<u64>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut closed = false;
@@ -210,18 +219,21 @@ async fn run_writer(
         if n == 0 {
             break;
         }
-        write_batch(&mut conn, batch.drain(..), clock.as_ref()).await;
+        if write_batch(&mut conn, batch.drain(..), clock.as_ref()).await {
+            commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
     if let Err(error) = conn.close().await {
         tracing::warn!(error = %error, "closing the writer connection failed");
     }
 }
 
+/// Runs and commits one batch; true when it committed.
 async fn write_batch(
     conn: &mut SqliteConnection,
     jobs: impl ExactSizeIterator<Item = Job>,
     clock: &dyn Clock,
-) {
+) -> bool {
     let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
         Err(error) => {
@@ -229,7 +241,7 @@ async fn write_batch(
             for job in jobs {
                 let _ = job.reply.send(Err(StoreError::CommitFailed));
             }
-            return;
+            return false;
         }
     };
     let mut answers = Vec::with_capacity(jobs.len());
@@ -258,12 +270,14 @@ async fn write_batch(
             for (reply, outcome) in answers {
                 let _ = reply.send(outcome);
             }
+            true
         }
         Err(error) => {
             tracing::error!(error = %error, n_writes = answers.len(), "group commit failed");
             for (reply, outcome) in answers {
                 let _ = reply.send(outcome.and(Err(StoreError::CommitFailed)));
             }
+            false
         }
     }
 }
@@ -511,8 +525,11 @@ fn search_document(ticket: &Ticket) -> String {
     ))
 }
 
-async fn insert_ticket(conn: &mut SqliteConnection, ticket: &Ticket) -> Result<i64, StoreError> {
-    let body = to_json(ticket)?;
+async fn insert_ticket(
+    conn: &mut SqliteConnection,
+    ticket: &Ticket,
+    body: &str,
+) -> Result<i64, StoreError> {
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
              directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
@@ -556,8 +573,8 @@ async fn save_ticket(
     seq: i64,
     before: &Ticket,
     ticket: &Ticket,
+    body: &str,
 ) -> Result<(), StoreError> {
-    let body = to_json(ticket)?;
     sqlx::query(
         "UPDATE tickets SET ticket_type = ?, channel = ?, category = ?, priority = ?, status = ?,
              directorate = ?, outlet = ?, wilayat = ?, assignee = ?, support_line = ?,
@@ -595,16 +612,18 @@ async fn save_ticket(
     Ok(())
 }
 
+/// Appends the event of a change, with the ticket as it stands after it (`ticket_body`).
 async fn append_event(
     conn: &mut SqliteConnection,
     ticket: &Ticket,
+    ticket_body: &str,
     actor: &str,
     now: Timestamp,
     record: EventRecord,
 ) -> Result<TicketEvent, StoreError> {
     let cursor: i64 = sqlx::query_scalar(
-        "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body)
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body, ticket_body)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
     )
     .bind(ticket.id.to_string())
     .bind(record.kind.as_str())
@@ -612,6 +631,7 @@ async fn append_event(
     .bind(now.as_micros())
     .bind(ticket.version)
     .bind(to_json(&record)?)
+    .bind(ticket_body)
     .fetch_one(&mut *conn)
     .await?;
     Ok(TicketEvent {
@@ -698,8 +718,9 @@ async fn create_ticket_tx(
         close_time: None,
         version: 1,
     };
-    insert_ticket(conn, &ticket).await?;
-    append_event(conn, &ticket, &actor, now, created_event(&ticket)).await?;
+    let body = to_json(&ticket)?;
+    insert_ticket(conn, &ticket, &body).await?;
+    append_event(conn, &ticket, &body, &actor, now, created_event(&ticket)).await?;
     Ok(ticket)
 }
 
@@ -723,8 +744,9 @@ async fn update_ticket_tx(
     if next.version == current.version {
         return Ok(current);
     }
-    save_ticket(conn, seq, &current, &next).await?;
-    append_event(conn, &next, &actor, now, record).await?;
+    let body = to_json(&next)?;
+    save_ticket(conn, seq, &current, &next, &body).await?;
+    append_event(conn, &next, &body, &actor, now, record).await?;
     Ok(next)
 }
 
@@ -758,8 +780,9 @@ async fn apply_action_tx(
         _ => {}
     }
     let (next, record) = apply_action(&current, action, now)?;
-    save_ticket(conn, seq, &current, &next).await?;
-    let event = append_event(conn, &next, &actor, now, record).await?;
+    let body = to_json(&next)?;
+    save_ticket(conn, seq, &current, &next, &body).await?;
+    let event = append_event(conn, &next, &body, &actor, now, record).await?;
     Ok((next, event))
 }
 
@@ -797,6 +820,42 @@ where
         list.push_bind(value);
     }
     qb.push(")");
+}
+
+/// The conditions of a ticket filter, on the projected columns of `tickets`.
+fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &TicketFilter) {
+    push_in(qb, "status", filter.statuses.iter().map(|s| s.as_str()));
+    push_in(qb, "ticket_type", filter.types.iter().map(|t| t.as_str()));
+    push_in(
+        qb,
+        "category",
+        filter.categories.iter().map(|c| c.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "directorate",
+        filter.directorates.iter().map(|c| c.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "outlet",
+        filter.outlets.iter().map(|c| c.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "wilayat",
+        filter.wilayats.iter().map(|c| c.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "assignee",
+        filter.assignees.iter().map(|a| a.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "support_line",
+        filter.support_lines.iter().map(|l| i64::from(l.number())),
+    );
 }
 
 fn push_range(
@@ -896,12 +955,7 @@ impl Store for SqliteStore {
 
     async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM tickets WHERE 1 = 1");
-        push_in(&mut qb, "status", query.statuses.iter().map(|s| s.as_str()));
-        push_in(
-            &mut qb,
-            "ticket_type",
-            query.types.iter().map(|t| t.as_str()),
-        );
+        push_filter(&mut qb, &query.filter);
         push_in(
             &mut qb,
             "channel",
@@ -909,38 +963,8 @@ impl Store for SqliteStore {
         );
         push_in(
             &mut qb,
-            "category",
-            query.categories.iter().map(|c| c.as_str().to_owned()),
-        );
-        push_in(
-            &mut qb,
             "priority",
             query.priorities.iter().map(|p| p.as_str()),
-        );
-        push_in(
-            &mut qb,
-            "directorate",
-            query.directorates.iter().map(|c| c.as_str().to_owned()),
-        );
-        push_in(
-            &mut qb,
-            "outlet",
-            query.outlets.iter().map(|c| c.as_str().to_owned()),
-        );
-        push_in(
-            &mut qb,
-            "wilayat",
-            query.wilayats.iter().map(|c| c.as_str().to_owned()),
-        );
-        push_in(
-            &mut qb,
-            "assignee",
-            query.assignees.iter().map(|a| a.as_str().to_owned()),
-        );
-        push_in(
-            &mut qb,
-            "support_line",
-            query.support_lines.iter().map(|l| i64::from(l.number())),
         );
         push_range(
             &mut qb,
@@ -1153,6 +1177,101 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn read_changes(&self, after_cursor: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        // Events written before the change feed existed carry no snapshot; the ticket as it
+        // stands now is the best there is for them.
+        let rows = sqlx::query(
+            "SELECT e.seq, e.ticket_id, e.actor, e.occur_time, e.version, e.body,
+                 COALESCE(e.ticket_body, t.body) AS ticket_body
+             FROM ticket_events e LEFT JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+        )
+        .bind(after_cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let ticket: String = row.try_get("ticket_body")?;
+                Ok(Change {
+                    event: event_from_row(row)?,
+                    ticket: from_json(&ticket, "ticket snapshot")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT pruned_through FROM feed_state WHERE id = 1) AS pruned,
+                    (SELECT COALESCE(MAX(seq), 0) FROM ticket_events) AS latest",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(FeedBounds {
+            oldest_resumable: row.try_get("pruned")?,
+            latest: row.try_get("latest")?,
+        })
+    }
+
+    async fn snapshot(
+        &self,
+        filter: &TicketFilter,
+        max_tickets: u32,
+    ) -> Result<Snapshot, StoreError> {
+        // One read transaction: WAL gives it a single view of the database, so the cursor
+        // and the tickets agree.
+        let mut tx = self.readers.begin().await?;
+        let cursor: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM ticket_events")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT body FROM tickets WHERE 1 = 1");
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::from(max_tickets) + 1);
+        let rows = qb.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        if rows.len() > max_tickets as usize {
+            return Err(StoreError::SnapshotTooLarge { max: max_tickets });
+        }
+        Ok(Snapshot {
+            cursor,
+            tickets: rows.iter().map(ticket_from_row).collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn prune_feed(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.submit(None, move |conn, _now| {
+            Box::pin(async move {
+                let through: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(seq) FROM ticket_events WHERE occur_time < ?")
+                        .bind(before.as_micros())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                let Some(through) = through else { return Ok(0) };
+                let done = sqlx::query(
+                    "UPDATE ticket_events SET ticket_body = NULL
+                     WHERE seq <= ? AND ticket_body IS NOT NULL",
+                )
+                .bind(through)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE feed_state SET pruned_through = MAX(pruned_through, ?) WHERE id = 1",
+                )
+                .bind(through)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+
+    fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
     }
 
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {
