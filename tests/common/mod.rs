@@ -5,9 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use balagh::app::Application;
 use balagh::config::Config;
+use balagh::domain::{Clock, SystemClock};
 use balagh::grpc::proto;
 use balagh::grpc::proto::catalog_service_client::CatalogServiceClient;
 use balagh::grpc::proto::ticket_service_client::TicketServiceClient;
@@ -44,8 +46,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_on(dir: tempfile::TempDir, db_path: PathBuf) -> TestApp {
-    let config = Config::for_tests(format!("sqlite://{}", db_path.display()));
-    let app = Application::build(config).await.expect("build app");
+    spawn_app_with(dir, db_path, |_| {}, Arc::new(SystemClock)).await
+}
+
+/// The application with a changed configuration and a chosen clock.
+pub async fn spawn_app_with(
+    dir: tempfile::TempDir,
+    db_path: PathBuf,
+    configure: impl FnOnce(&mut Config),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
+    let mut config = Config::for_tests(format!("sqlite://{}", db_path.display()));
+    configure(&mut config);
+    let app = Application::build_with_clock(config, clock)
+        .await
+        .expect("build app");
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
