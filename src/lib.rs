@@ -10,3 +10,4 @@ pub mod grpc;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod watch_client;

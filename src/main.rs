@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the gRPC service.
     Serve(ServeArgs),
+    /// Follow tickets live and print each change; resumes from the cursor file after a restart.
+    Watch(balagh::watch_client::WatchArgs),
     /// Drive a real server over gRPC and report throughput and latency (docs/benchmarks.md).
     Bench(balagh::bench::BenchArgs),
 }
@@ -39,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             balagh::shutdown::cancel_on_signal(shutdown.clone());
             app.run_until_stopped(shutdown).await
         }
+        Command::Watch(args) => balagh::watch_client::run(args).await,
         Command::Bench(args) => {
             balagh::telemetry::init(LogFormat::Text);
             balagh::bench::run(args).await.context("bench failed")
