@@ -331,7 +331,7 @@ async fn list_filters_and_finds_arabic_text_however_it_is_spelled() {
         },
     )
     .await;
-    assert_eq!(ids(by_directorate), [waste.id.clone()]);
+    assert_eq!(ids(by_directorate), vec![waste.id.clone()]);
     let by_type_and_wilayat = list(
         &mut app,
         proto::ListTicketsRequest {
@@ -341,7 +341,7 @@ async fn list_filters_and_finds_arabic_text_however_it_is_spelled() {
         },
     )
     .await;
-    assert_eq!(ids(by_type_and_wilayat), [pothole.id.clone()]);
+    assert_eq!(ids(by_type_and_wilayat), vec![pothole.id.clone()]);
 
     // "مدرسه" (haa) with diacritics finds "المدرسة" (taa marbuta); "النفايات" with tatweel.
     for (text, want) in [
