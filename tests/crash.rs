@@ -14,8 +14,18 @@ use balagh::grpc::proto;
 use balagh::grpc::proto::ticket_service_client::TicketServiceClient;
 use common::pothole_report;
 
+/// A server process that is killed when dropped, so a failing test leaves none behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 /// Starts `balagh serve` and reads the address it prints on its first line.
-fn start_server(db: &Path) -> (Child, SocketAddr) {
+fn start_server(db: &Path) -> (Server, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_balagh"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
         .arg(format!("sqlite://{}", db.display()))
@@ -35,7 +45,7 @@ fn start_server(db: &Path) -> (Child, SocketAddr) {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .expect("address");
-    (child, addr)
+    (Server(child), addr)
 }
 
 #[tokio::test]
@@ -57,8 +67,8 @@ async fn acknowledged_tickets_survive_sigkill() {
             acknowledged.push(response.into_inner().ticket.expect("ticket"));
         }
     }
-    server.kill().expect("SIGKILL");
-    server.wait().expect("reap");
+    server.0.kill().expect("SIGKILL");
+    server.0.wait().expect("reap");
     while let Some(result) = in_flight.join_next().await {
         if let Ok(Ok(response)) = result {
             acknowledged.push(response.into_inner().ticket.expect("ticket"));
@@ -105,8 +115,7 @@ async fn acknowledged_tickets_survive_sigkill() {
         "{} tickets acknowledged before or during SIGKILL, all present after restart",
         acknowledged.len()
     );
-    server.kill().ok();
-    server.wait().ok();
+    drop(server);
 }
 
 #[tokio::test]
@@ -119,13 +128,13 @@ async fn sigterm_stops_the_server_gracefully() {
         .create_ticket(pothole_report())
         .await
         .expect("create");
-    let pid = server.id().to_string();
+    let pid = server.0.id().to_string();
     let sent = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(sent.success());
-    let status = tokio::task::spawn_blocking(move || server.wait())
+    let status = tokio::task::spawn_blocking(move || server.0.wait())
         .await
         .unwrap()
         .expect("wait");

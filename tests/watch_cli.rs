@@ -69,7 +69,14 @@ impl WatchProcess {
             .expect("a line from balagh watch in time")
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+/// The client process never outlives its test, also when an assertion fails.
+impl Drop for WatchProcess {
+    fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
     }
