@@ -25,7 +25,7 @@ use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::ticket_service_server::TicketServiceServer;
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
-use crate::store::{SqliteStore, SqliteStoreOptions, Store};
+use crate::store::{Store, open_store};
 
 /// How often expired request ids and change-feed snapshots are dropped.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -43,22 +43,23 @@ impl Application {
     }
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let options = SqliteStoreOptions {
-            url: config.database_url.clone(),
-            max_batch: config.store.max_batch,
-            queue_depth: config.store.queue_depth,
-            readers: config.store.readers,
-        };
-        let store = SqliteStore::open(options, clock.clone())
-            .await
-            .context("cannot open the database")?;
+        let tuning = &config.store;
+        let store = open_store(
+            &config.database_url,
+            tuning.max_batch,
+            tuning.queue_depth,
+            tuning.readers,
+            clock.clone(),
+        )
+        .await
+        .context("cannot open the database")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Self {
             config,
             listener,
-            store: Arc::new(store),
+            store,
             clock,
         })
     }

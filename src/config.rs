@@ -143,7 +143,7 @@ pub struct ServeArgs {
     /// Address to listen on for gRPC.
     #[arg(long, env = "BALAGH_LISTEN")]
     pub listen: Option<String>,
-    /// Database URL: sqlite://PATH (postgres:// in a later release).
+    /// Database URL: sqlite://PATH (embedded) or postgres://USER@HOST/DB.
     #[arg(long, env = "BALAGH_DATABASE_URL")]
     pub database_url: Option<String>,
     /// TOML file with the remaining settings (see docs/operations.md).
@@ -173,10 +173,11 @@ impl Config {
             .clone()
             .or(file.database_url)
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !database_url.starts_with("sqlite:") {
-            anyhow::bail!(
-                "--database-url must be a sqlite:// URL in this release (PostgreSQL support is planned)"
-            );
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            anyhow::bail!("--database-url must be a sqlite:// or postgres:// URL");
         }
         let retention_hours = file.request_id_retention_hours.unwrap_or(48);
         if retention_hours < 24 {

@@ -75,7 +75,7 @@ async fn acknowledged_tickets_survive_sigkill() {
         }
     }
 
-    let (mut server, addr) = start_server(&db);
+    let (server, addr) = start_server(&db);
     let mut client = TicketServiceClient::new(common::connect(addr).await);
     let mut max_number = 0;
     for ticket in &acknowledged {

@@ -68,13 +68,20 @@ async fn a_python_client_reads_a_stream_and_resumes_from_its_cursor() {
     let mut waste = common::pothole_report();
     waste.category = "waste_collection".into();
     for i in 0..15 {
-        let request = if i % 3 == 2 { waste.clone() } else { common::pothole_report() };
+        let request = if i % 3 == 2 {
+            waste.clone()
+        } else {
+            common::pothole_report()
+        };
         common::create(&mut app, request).await;
     }
     let addr = app.addr.to_string();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/watch_client.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/python/watch_client.py"
+            ))
             .args(["--check", "10", &addr, "roads"])
             .output()
             .expect("run python")
@@ -83,7 +90,10 @@ async fn a_python_client_reads_a_stream_and_resumes_from_its_cursor() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "python watch client failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "python watch client failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("python watch interop: ok"), "{stdout}");
     app.stop().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use balagh::domain::{ManualClock, Timestamp};
 use balagh::grpc::proto;
 use balagh::grpc::proto::ticket_service_client::TicketServiceClient;
-use balagh::store::{SqliteStore, SqliteStoreOptions, Store};
+use balagh::store::open_store;
 use common::*;
 use tokio_stream::StreamExt;
 use tonic::{Code, Streaming};
@@ -234,8 +234,7 @@ async fn list_then_watch_sends_a_consistent_snapshot_then_the_changes_after_it()
 
     // A snapshot larger than allowed is refused with a precise error.
     let mut small = spawn_app_with(
-        tempfile::tempdir().unwrap(),
-        std::env::temp_dir().join(format!("balagh-snap-{}.db", std::process::id())),
+        TestDb::fresh().await,
         |c| c.watch.max_snapshot_tickets = 1,
         Arc::new(balagh::domain::SystemClock),
     )
@@ -250,11 +249,7 @@ async fn list_then_watch_sends_a_consistent_snapshot_then_the_changes_after_it()
         })
         .await;
     expect_error(refused, Code::FailedPrecondition, "SNAPSHOT_TOO_LARGE");
-    let db = small.db_path.clone();
     small.stop().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
     app.stop().await;
 }
 
@@ -294,17 +289,10 @@ async fn bad_cursors_and_filters_are_refused_precisely() {
 
 #[tokio::test]
 async fn a_cursor_older_than_the_retention_is_out_of_range_with_the_oldest_valid_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("expired.db");
+    let db = TestDb::fresh().await;
     let start = Timestamp::from_micros(1_780_286_400_000_000);
     let clock = ManualClock::new(start);
-    let mut app = spawn_app_with(
-        tempfile::tempdir().unwrap(),
-        db_path.clone(),
-        |_| {},
-        Arc::new(clock.clone()),
-    )
-    .await;
+    let mut app = spawn_app_with(db.clone(), |_| {}, Arc::new(clock.clone())).await;
     let mut client = app.tickets.clone();
     let mut stream = open(&mut client, watch_request("", None)).await;
     create(&mut app, pothole_report()).await;
@@ -314,12 +302,9 @@ async fn a_cursor_older_than_the_retention_is_out_of_range_with_the_oldest_valid
 
     // Eight days later the first change has left the feed.
     clock.advance_micros(8 * 24 * 3600 * 1_000_000);
-    let store = SqliteStore::open(
-        SqliteStoreOptions::new(format!("sqlite://{}", db_path.display())),
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
+    let store = open_store(&db.url, 16, 16, 1, Arc::new(clock.clone()))
+        .await
+        .unwrap();
     let pruned = store
         .prune_feed(Timestamp::from_micros(
             start.as_micros() + 24 * 3600 * 1_000_000,
@@ -329,7 +314,7 @@ async fn a_cursor_older_than_the_retention_is_out_of_range_with_the_oldest_valid
     assert_eq!(pruned, 1);
     store.close().await;
 
-    let mut app = spawn_app_with(dir, db_path, |_| {}, Arc::new(clock)).await;
+    let mut app = spawn_app_with(db, |_| {}, Arc::new(clock)).await;
     let status = app
         .tickets
         .watch_tickets(watch_request("v1.0", None))
@@ -350,8 +335,7 @@ async fn a_cursor_older_than_the_retention_is_out_of_range_with_the_oldest_valid
 #[tokio::test]
 async fn an_idle_stream_gets_heartbeats_it_can_resume_from() {
     let mut app = spawn_app_with(
-        tempfile::tempdir().unwrap(),
-        std::env::temp_dir().join(format!("balagh-hb-{}.db", std::process::id())),
+        TestDb::fresh().await,
         |c| c.watch.heartbeat_seconds = 1,
         Arc::new(balagh::domain::SystemClock),
     )
@@ -392,18 +376,13 @@ async fn an_idle_stream_gets_heartbeats_it_can_resume_from() {
     let message = next_change(&mut resumed).await;
     assert_eq!(message.ticket.unwrap().id, park.id);
     drop(resumed);
-    let db = app.db_path.clone();
     app.stop().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_ended_without_slowing_a_fast_one() {
     let mut app = spawn_app_with(
-        tempfile::tempdir().unwrap(),
-        std::env::temp_dir().join(format!("balagh-slow-{}.db", std::process::id())),
+        TestDb::fresh().await,
         |c| {
             c.watch.send_timeout_seconds = 1;
             c.watch.stream_buffer = 4;
@@ -461,11 +440,7 @@ async fn a_client_that_stops_reading_is_ended_without_slowing_a_fast_one() {
         "the slow stream was cut short ({n_received} of {n})"
     );
     drop(fast);
-    let db = app.db_path.clone();
     app.stop().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
 }
 
 #[tokio::test]

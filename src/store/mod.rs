@@ -11,6 +11,8 @@
 //!
 //! [`SqliteStore`] is the embedded implementation; a PostgreSQL one implements the same trait.
 
+mod common;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -22,7 +24,40 @@ use crate::domain::ticket::{Channel, NewTicket, Priority, Ticket, TicketPatch};
 use crate::domain::values::{ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
+pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
+
+/// Opens the store a database URL names: `postgres://` or `postgresql://` for PostgreSQL,
+/// anything else (`sqlite://`) for the embedded SQLite store.
+pub async fn open_store(
+    url: &str,
+    max_batch: usize,
+    queue_depth: usize,
+    readers: u32,
+    clock: std::sync::Arc<dyn crate::domain::Clock>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let options = PostgresStoreOptions {
+            url: url.to_owned(),
+            max_batch,
+            queue_depth,
+            readers,
+        };
+        Ok(std::sync::Arc::new(
+            PostgresStore::open(options, clock).await?,
+        ))
+    } else {
+        let options = SqliteStoreOptions {
+            url: url.to_owned(),
+            max_batch,
+            queue_depth,
+            readers,
+        };
+        Ok(std::sync::Arc::new(
+            SqliteStore::open(options, clock).await?,
+        ))
+    }
+}
 
 /// Who is writing, and the request id that makes the write idempotent.
 #[derive(Debug, Clone)]

@@ -28,6 +28,9 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::common::{
+    check_version, from_json, new_ticket, reference, search_document, to_json, unknown,
+};
 use super::{
     Change, FeedBounds, ListedTicket, RequestKey, Snapshot, Store, StoreError, TicketQuery,
     WriteContext,
@@ -37,11 +40,9 @@ use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
-use crate::domain::ticket::{
-    Assignment, NewTicket, Priority, Status, SupportLine, Ticket, TicketPatch,
-};
+use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
 use crate::domain::values::{Code, ReferenceNumber, TicketId};
-use crate::domain::{Clock, FieldViolation, Timestamp};
+use crate::domain::{Clock, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -320,14 +321,6 @@ async fn record<T: Serialize>(
     Ok(())
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding: {e}")))
-}
-
-fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
 async fn seed_default_catalog(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM wilayats")
         .fetch_one(&mut *conn)
@@ -426,10 +419,6 @@ async fn put_category(conn: &mut SqliteConnection, c: &Category) -> Result<(), S
     Ok(())
 }
 
-fn unknown(field: &str, description: &str) -> StoreError {
-    StoreError::UnknownReference(FieldViolation::new(field, description))
-}
-
 /// The category's routing defaults, when it exists and is in use.
 async fn check_category(
     conn: &mut SqliteConnection,
@@ -516,13 +505,6 @@ async fn check_assignment(
         }
     }
     Ok(())
-}
-
-fn search_document(ticket: &Ticket) -> String {
-    crate::domain::text::index_terms(&format!(
-        "{} {} {}",
-        ticket.reference, ticket.subject, ticket.description
-    ))
 }
 
 async fn insert_ticket(
@@ -657,15 +639,6 @@ async fn load_ticket(
     Ok((row.try_get("seq")?, from_json(&body, "ticket")?))
 }
 
-fn check_version(ticket: &Ticket, expected: Option<i64>) -> Result<(), StoreError> {
-    match expected {
-        Some(version) if version != ticket.version => Err(StoreError::EtagMismatch {
-            current_version: ticket.version,
-        }),
-        _ => Ok(()),
-    }
-}
-
 async fn create_ticket_tx(
     conn: &mut SqliteConnection,
     actor: String,
@@ -685,39 +658,13 @@ async fn create_ticket_tx(
     .bind(year)
     .fetch_one(&mut *conn)
     .await?;
-    let reference = u32::try_from(number)
-        .ok()
-        .and_then(|n| ReferenceNumber::new(year, n))
-        .ok_or_else(|| StoreError::Corrupt(format!("reference counter {year}/{number}")))?;
-    let ticket = Ticket {
-        id: TicketId::new_v7(),
-        reference,
-        ticket_type: new.ticket_type,
-        channel: new.channel,
-        category: new.category,
-        priority: new.priority.unwrap_or(default_priority),
-        status: Status::New,
-        subject: new.subject,
-        description: new.description,
-        reporter: new.reporter,
-        location: new.location,
-        attachments: new.attachments,
-        assignment: Assignment {
-            directorate: Some(directorate),
-            outlet: None,
-            assignee: None,
-            support_line: Some(SupportLine::First),
-        },
-        resolution: None,
-        transferred_to: None,
-        duplicate_of: None,
-        status_reason: None,
-        create_time: now,
-        update_time: now,
-        resolve_time: None,
-        close_time: None,
-        version: 1,
-    };
+    let ticket = new_ticket(
+        new,
+        reference(year, number)?,
+        directorate,
+        default_priority,
+        now,
+    );
     let body = to_json(&ticket)?;
     insert_ticket(conn, &ticket, &body).await?;
     append_event(conn, &ticket, &body, &actor, now, created_event(&ticket)).await?;

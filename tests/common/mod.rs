@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use balagh::app::Application;
@@ -18,6 +17,39 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
+pub mod pg;
+
+/// A fresh, empty database for one test: a temporary SQLite file, or, when
+/// `BALAGH_TEST_BACKEND=postgres`, a new PostgreSQL database (dropped at the end).
+pub struct TestDb {
+    pub url: String,
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl TestDb {
+    pub async fn fresh() -> Arc<TestDb> {
+        if std::env::var("BALAGH_TEST_BACKEND").as_deref() == Ok("postgres") {
+            let database = pg::TestDatabase::create()
+                .await
+                .expect("BALAGH_TEST_BACKEND=postgres needs BALAGH_TEST_DATABASE_URL");
+            return Arc::new(TestDb {
+                url: database.url.clone(),
+                _guard: Box::new(database),
+            });
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("balagh.db").display());
+        Arc::new(TestDb {
+            url,
+            _guard: Box::new(dir),
+        })
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub channel: Channel,
@@ -25,8 +57,7 @@ pub struct TestApp {
     pub catalog: CatalogServiceClient<Channel>,
     pub shutdown: CancellationToken,
     pub server: Option<JoinHandle<anyhow::Result<()>>>,
-    pub db_path: PathBuf,
-    _dir: tempfile::TempDir,
+    pub db: Arc<TestDb>,
 }
 
 impl TestApp {
@@ -40,23 +71,16 @@ impl TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db_path = dir.path().join("balagh.db");
-    spawn_app_on(dir, db_path).await
+    spawn_app_with(TestDb::fresh().await, |_| {}, Arc::new(SystemClock)).await
 }
 
-pub async fn spawn_app_on(dir: tempfile::TempDir, db_path: PathBuf) -> TestApp {
-    spawn_app_with(dir, db_path, |_| {}, Arc::new(SystemClock)).await
-}
-
-/// The application with a changed configuration and a chosen clock.
+/// The application on `db`, with a changed configuration and a chosen clock.
 pub async fn spawn_app_with(
-    dir: tempfile::TempDir,
-    db_path: PathBuf,
+    db: Arc<TestDb>,
     configure: impl FnOnce(&mut Config),
     clock: Arc<dyn Clock>,
 ) -> TestApp {
-    let mut config = Config::for_tests(format!("sqlite://{}", db_path.display()));
+    let mut config = Config::for_tests(db.url.clone());
     configure(&mut config);
     let app = Application::build_with_clock(config, clock)
         .await
@@ -72,8 +96,7 @@ pub async fn spawn_app_with(
         channel,
         shutdown,
         server: Some(server),
-        db_path,
-        _dir: dir,
+        db,
     }
 }
 

@@ -1,0 +1,87 @@
+//! What every store implementation shares: encoding of stored JSON, the search document, the
+//! version check, and the shape of a newly created ticket.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::StoreError;
+use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, SupportLine, Ticket};
+use crate::domain::values::{Code, ReferenceNumber, TicketId};
+use crate::domain::{FieldViolation, Timestamp};
+
+pub(super) fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encoding: {e}")))
+}
+
+pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(super) fn unknown(field: &str, description: &str) -> StoreError {
+    StoreError::UnknownReference(FieldViolation::new(field, description))
+}
+
+/// The normalised text a ticket is found by: reference, subject and description.
+pub(super) fn search_document(ticket: &Ticket) -> String {
+    crate::domain::text::index_terms(&format!(
+        "{} {} {}",
+        ticket.reference, ticket.subject, ticket.description
+    ))
+}
+
+pub(super) fn check_version(ticket: &Ticket, expected: Option<i64>) -> Result<(), StoreError> {
+    match expected {
+        Some(version) if version != ticket.version => Err(StoreError::EtagMismatch {
+            current_version: ticket.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A new ticket as it is first stored: NEW, routed to its category's directorate at the first
+/// support line, version 1.
+pub(super) fn new_ticket(
+    new: NewTicket,
+    reference: ReferenceNumber,
+    directorate: Code,
+    default_priority: Priority,
+    now: Timestamp,
+) -> Ticket {
+    Ticket {
+        id: TicketId::new_v7(),
+        reference,
+        ticket_type: new.ticket_type,
+        channel: new.channel,
+        category: new.category,
+        priority: new.priority.unwrap_or(default_priority),
+        status: Status::New,
+        subject: new.subject,
+        description: new.description,
+        reporter: new.reporter,
+        location: new.location,
+        attachments: new.attachments,
+        assignment: Assignment {
+            directorate: Some(directorate),
+            outlet: None,
+            assignee: None,
+            support_line: Some(SupportLine::First),
+        },
+        resolution: None,
+        transferred_to: None,
+        duplicate_of: None,
+        status_reason: None,
+        create_time: now,
+        update_time: now,
+        resolve_time: None,
+        close_time: None,
+        version: 1,
+    }
+}
+
+/// The reference number for counter value `number` in `year`.
+pub(super) fn reference(year: i32, number: i64) -> Result<ReferenceNumber, StoreError> {
+    u32::try_from(number)
+        .ok()
+        .and_then(|n| ReferenceNumber::new(year, n))
+        .ok_or_else(|| StoreError::Corrupt(format!("reference counter {year}/{number}")))
+}

@@ -1,0 +1,1237 @@
+//! The production store: PostgreSQL, shared by several replicas.
+//!
+//! Same shape as the SQLite store: writes go through one writer task per process that owns a
+//! writing connection, takes every write waiting in its queue (up to `max_batch`), runs each in
+//! its own savepoint of one transaction, commits once (`synchronous_commit` on: durable on
+//! return), and only then answers each caller. Reads use a pool.
+//!
+//! Invariants:
+//! - Every write transaction first takes one transaction-scoped advisory lock, held until it
+//!   commits. Event cursors (identity values) are therefore handed out in commit order across
+//!   all writers of all replicas: a reader that has seen cursor N has seen every event below
+//!   N. Group commit keeps this serialisation cheap.
+//! - Reference counters are rows updated in the creating transaction: unique and gap-free
+//!   across replicas.
+
+use std::any::Any;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::common::{
+    check_version, from_json, new_ticket, reference, search_document, to_json, unknown,
+};
+use super::{
+    Change, FeedBounds, ListedTicket, RequestKey, Snapshot, Store, StoreError, TicketQuery,
+    WriteContext,
+};
+use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
+use crate::domain::filter::TicketFilter;
+use crate::domain::lifecycle::{
+    Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
+};
+use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
+use crate::domain::values::{Code, ReferenceNumber, TicketId};
+use crate::domain::{Clock, Timestamp};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The advisory lock every write transaction holds until it commits ("balagh" in ASCII).
+const WRITE_LOCK_KEY: i64 = 0x62_61_6c_61_67_68;
+
+/// How to open a [`PostgresStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresStoreOptions {
+    /// A `postgres://` URL, for example `postgres://balagh@db.internal/balagh`.
+    pub url: String,
+    /// Most writes committed together in one transaction.
+    pub max_batch: usize,
+    /// Writes waiting for the writer before callers wait to enqueue (back-pressure).
+    pub queue_depth: usize,
+    /// Connections in the read pool.
+    pub readers: u32,
+}
+
+impl PostgresStoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_batch: 512,
+            queue_depth: 4096,
+            readers: 4,
+        }
+    }
+}
+
+type Output = Box<dyn Any + Send>;
+type Op = Box<
+    dyn for<'c> FnOnce(&'c mut PgConnection, Timestamp) -> BoxFuture<'c, Result<Output, StoreError>>
+        + Send,
+>;
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Output, StoreError>>,
+}
+
+/// The SQLite implementation of [`Store`].
+pub struct PostgresStore {
+    readers: PgPool,
+    commits: watch::Receiver<u64>,
+    jobs: mpsc::Sender<Job>,
+    stop_writer: CancellationToken,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl PostgresStore {
+    /// Opens (creating when missing) the database, runs migrations, loads the default catalog
+    /// into an empty database, and starts the writer.
+    pub async fn open(
+        options: PostgresStoreOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(&options.url)?.application_name("balagh");
+        let readers = PgPoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect.clone())
+            .await?;
+        // sqlx takes an advisory lock while migrating, so replicas starting together are safe.
+        MIGRATOR
+            .run(&readers)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
+        let mut writer = PgConnection::connect_with(&connect).await?;
+        seed_default_catalog(&mut writer).await?;
+        let (jobs, queue) = mpsc::channel(options.queue_depth.max(1));
+        let (commit_sender, commits) = watch::channel(0);
+        let stop_writer = CancellationToken::new();
+        let task = tokio::spawn(run_writer(
+            writer,
+            queue,
+            stop_writer.clone(),
+            clock,
+            options.max_batch.max(1),
+            commit_sender,
+        ));
+        Ok(Self {
+            readers,
+            commits,
+            jobs,
+            stop_writer,
+            writer: Mutex::new(Some(task)),
+        })
+    }
+
+    /// Hands `op` to the writer and waits until its transaction committed. With a request
+    /// key, a recorded first answer is returned instead of running `op` again.
+    async fn submit<T, F>(&self, request: Option<RequestKey>, op: F) -> Result<T, StoreError>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection, Timestamp) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        let op = erase(move |conn, now| {
+            Box::pin(async move {
+                if let Some(key) = &request
+                    && let Some(first) = replay::<T>(conn, key).await?
+                {
+                    return Ok(Box::new(first) as Output);
+                }
+                let out = op(conn, now).await?;
+                if let Some(key) = &request {
+                    record(conn, key, now, &out).await?;
+                }
+                Ok(Box::new(out) as Output)
+            })
+        });
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        let out = answer.await.map_err(|_| StoreError::ShuttingDown)??;
+        out.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StoreError::Corrupt("the writer answered with another type".into()))
+    }
+}
+
+fn erase<F>(f: F) -> Op
+where
+    F: for<'c> FnOnce(&'c mut PgConnection, Timestamp) -> BoxFuture<'c, Result<Output, StoreError>>
+        + Send
+        + 'static,
+{
+    Box::new(f)
+}
+
+async fn run_writer(
+    mut conn: PgConnection,
+    mut queue: mpsc::Receiver<Job>,
+    stop: CancellationToken,
+    clock: Arc<dyn Clock>,
+    max_batch: usize,
+    commits: watch::Sender<u64>,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut closed = false;
+    loop {
+        let n = tokio::select! {
+            biased;
+            n = queue.recv_many(&mut batch, max_batch) => n,
+            () = stop.cancelled(), if !closed => {
+                // Refuse new writes, but finish every write already accepted.
+                queue.close();
+                closed = true;
+                continue;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if write_batch(&mut conn, batch.drain(..), clock.as_ref()).await {
+            commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+    if let Err(error) = conn.close().await {
+        tracing::warn!(error = %error, "closing the writer connection failed");
+    }
+}
+
+/// Runs and commits one batch; true when it committed.
+async fn write_batch(
+    conn: &mut PgConnection,
+    jobs: impl ExactSizeIterator<Item = Job>,
+    clock: &dyn Clock,
+) -> bool {
+    let begun = match conn.begin().await {
+        Ok(mut tx) => sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map(|_| tx),
+        Err(error) => Err(error),
+    };
+    let mut tx = match begun {
+        Ok(tx) => tx,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot begin a write transaction");
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::CommitFailed));
+            }
+            return false;
+        }
+    };
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let now = clock.now();
+        let outcome = match tx.begin().await {
+            Ok(mut savepoint) => match (job.op)(&mut savepoint, now).await {
+                Ok(out) => savepoint
+                    .commit()
+                    .await
+                    .map(|()| out)
+                    .map_err(StoreError::from),
+                Err(error) => {
+                    if let Err(rollback) = savepoint.rollback().await {
+                        tracing::error!(error = %rollback, "rolling back a savepoint failed");
+                    }
+                    Err(error)
+                }
+            },
+            Err(error) => Err(error.into()),
+        };
+        answers.push((job.reply, outcome));
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+            true
+        }
+        Err(error) => {
+            tracing::error!(error = %error, n_writes = answers.len(), "group commit failed");
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome.and(Err(StoreError::CommitFailed)));
+            }
+            false
+        }
+    }
+}
+
+async fn replay<T: DeserializeOwned>(
+    conn: &mut PgConnection,
+    key: &RequestKey,
+) -> Result<Option<T>, StoreError> {
+    let row =
+        sqlx::query("SELECT fingerprint, response FROM request_records WHERE request_id = $1")
+            .bind(&key.request_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let fingerprint: Vec<u8> = row.try_get("fingerprint")?;
+    if fingerprint != key.fingerprint {
+        return Err(StoreError::RequestIdReused);
+    }
+    let response: String = row.try_get("response")?;
+    serde_json::from_str(&response)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))
+}
+
+async fn record<T: Serialize>(
+    conn: &mut PgConnection,
+    key: &RequestKey,
+    now: Timestamp,
+    out: &T,
+) -> Result<(), StoreError> {
+    let response = to_json(out)?;
+    sqlx::query(
+        "INSERT INTO request_records (request_id, fingerprint, response, create_time) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&key.request_id)
+    .bind(key.fingerprint.as_slice())
+    .bind(response)
+    .bind(now.as_micros())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn seed_default_catalog(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM wilayats")
+        .fetch_one(&mut *conn)
+        .await?;
+    if n > 0 {
+        return Ok(());
+    }
+    let catalog = CatalogData::default_catalog().map_err(StoreError::Corrupt)?;
+    let mut tx = conn.begin().await?;
+    for w in &catalog.wilayats {
+        put_wilayat(&mut tx, w).await?;
+    }
+    for d in &catalog.directorates {
+        put_directorate(&mut tx, d).await?;
+    }
+    for o in &catalog.outlets {
+        put_outlet(&mut tx, o).await?;
+    }
+    for c in &catalog.categories {
+        put_category(&mut tx, c).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(
+        n_categories = catalog.categories.len(),
+        "loaded the default catalog into an empty database"
+    );
+    Ok(())
+}
+
+async fn put_wilayat(conn: &mut PgConnection, w: &Wilayat) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO wilayats (code, name_ar, name_en) VALUES ($1, $2, $3)
+         ON CONFLICT (code) DO UPDATE SET name_ar = excluded.name_ar, name_en = excluded.name_en",
+    )
+    .bind(w.code.as_str())
+    .bind(&w.name_ar)
+    .bind(&w.name_en)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn put_directorate(conn: &mut PgConnection, d: &Directorate) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO directorates (code, name_ar, name_en, active) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (code) DO UPDATE SET name_ar = excluded.name_ar, name_en = excluded.name_en,
+             active = excluded.active",
+    )
+    .bind(d.code.as_str())
+    .bind(&d.name_ar)
+    .bind(&d.name_en)
+    .bind(d.active)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn put_outlet(conn: &mut PgConnection, o: &Outlet) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outlets (code, directorate_code, wilayat_code, name_ar, name_en, active)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (code) DO UPDATE SET directorate_code = excluded.directorate_code,
+             wilayat_code = excluded.wilayat_code, name_ar = excluded.name_ar,
+             name_en = excluded.name_en, active = excluded.active",
+    )
+    .bind(o.code.as_str())
+    .bind(o.directorate_code.as_str())
+    .bind(o.wilayat_code.as_str())
+    .bind(&o.name_ar)
+    .bind(&o.name_en)
+    .bind(o.active)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn put_category(conn: &mut PgConnection, c: &Category) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO categories (code, name_ar, name_en, default_directorate_code,
+             default_priority, sla_policy_code, active)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (code) DO UPDATE SET name_ar = excluded.name_ar, name_en = excluded.name_en,
+             default_directorate_code = excluded.default_directorate_code,
+             default_priority = excluded.default_priority,
+             sla_policy_code = excluded.sla_policy_code, active = excluded.active",
+    )
+    .bind(c.code.as_str())
+    .bind(&c.name_ar)
+    .bind(&c.name_en)
+    .bind(c.default_directorate_code.as_str())
+    .bind(c.default_priority.as_str())
+    .bind(c.sla_policy_code.as_str())
+    .bind(c.active)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The category's routing defaults, when it exists and is in use.
+async fn check_category(
+    conn: &mut PgConnection,
+    field: &str,
+    code: &Code,
+) -> Result<(Code, Priority), StoreError> {
+    let row = sqlx::query(
+        "SELECT default_directorate_code, default_priority, active FROM categories WHERE code = $1",
+    )
+    .bind(code.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Err(unknown(field, "is not a category of the catalog"));
+    };
+    if !row.try_get::<bool, _>("active")? {
+        return Err(unknown(field, "is a category no longer in use"));
+    }
+    let directorate: String = row.try_get("default_directorate_code")?;
+    let priority: String = row.try_get("default_priority")?;
+    let directorate = Code::parse("default_directorate_code", &directorate)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let priority = Priority::from_str_opt(&priority)
+        .ok_or_else(|| StoreError::Corrupt(format!("category priority {priority}")))?;
+    Ok((directorate, priority))
+}
+
+async fn check_exists(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    code: &Code,
+) -> Result<Option<bool>, StoreError> {
+    let active: Option<bool> = sqlx::query_scalar(sql)
+        .bind(code.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(active)
+}
+
+async fn check_wilayat(
+    conn: &mut PgConnection,
+    field: &str,
+    code: &Code,
+) -> Result<(), StoreError> {
+    match check_exists(conn, "SELECT TRUE FROM wilayats WHERE code = $1", code).await? {
+        Some(_) => Ok(()),
+        None => Err(unknown(field, "is not a wilayat of Muscat Governorate")),
+    }
+}
+
+async fn check_directorate(
+    conn: &mut PgConnection,
+    field: &str,
+    code: &Code,
+) -> Result<(), StoreError> {
+    match check_exists(
+        conn,
+        "SELECT active FROM directorates WHERE code = $1",
+        code,
+    )
+    .await?
+    {
+        Some(true) => Ok(()),
+        Some(false) => Err(unknown(field, "is a directorate no longer in use")),
+        None => Err(unknown(field, "is not a directorate of the catalog")),
+    }
+}
+
+async fn check_assignment(
+    conn: &mut PgConnection,
+    assignment: &Assignment,
+) -> Result<(), StoreError> {
+    if let Some(directorate) = &assignment.directorate {
+        check_directorate(conn, "directorate", directorate).await?;
+    }
+    if let Some(outlet) = &assignment.outlet {
+        let row = sqlx::query("SELECT directorate_code, active FROM outlets WHERE code = $1")
+            .bind(outlet.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            return Err(unknown("outlet", "is not an outlet of the catalog"));
+        };
+        if !row.try_get::<bool, _>("active")? {
+            return Err(unknown("outlet", "is an outlet no longer in use"));
+        }
+        let owner: String = row.try_get("directorate_code")?;
+        if assignment.directorate.as_ref().map(Code::as_str) != Some(owner.as_str()) {
+            return Err(unknown("outlet", "belongs to another directorate"));
+        }
+    }
+    Ok(())
+}
+
+async fn insert_ticket(
+    conn: &mut PgConnection,
+    ticket: &Ticket,
+    body: &str,
+) -> Result<i64, StoreError> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
+             directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
+             version, body, search_text)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+             $16::jsonb, $17)
+         RETURNING seq",
+    )
+    .bind(ticket.id.to_string())
+    .bind(ticket.reference.to_string())
+    .bind(ticket.ticket_type.as_str())
+    .bind(ticket.channel.as_str())
+    .bind(ticket.category.as_str())
+    .bind(ticket.priority.as_str())
+    .bind(ticket.status.as_str())
+    .bind(ticket.assignment.directorate.as_ref().map(Code::as_str))
+    .bind(ticket.assignment.outlet.as_ref().map(Code::as_str))
+    .bind(ticket.location.wilayat.as_ref().map(Code::as_str))
+    .bind(ticket.assignment.assignee.as_ref().map(|a| a.as_str()))
+    .bind(
+        ticket
+            .assignment
+            .support_line
+            .map(|l| i16::from(l.number())),
+    )
+    .bind(ticket.create_time.as_micros())
+    .bind(ticket.update_time.as_micros())
+    .bind(ticket.version)
+    .bind(body)
+    .bind(search_document(ticket))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(seq)
+}
+
+async fn save_ticket(
+    conn: &mut PgConnection,
+    seq: i64,
+    ticket: &Ticket,
+    body: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE tickets SET ticket_type = $1, channel = $2, category = $3, priority = $4, status = $5,
+             directorate = $6, outlet = $7, wilayat = $8, assignee = $9, support_line = $10,
+             update_time = $11, version = $12, body = $13::jsonb, search_text = $14
+         WHERE seq = $15",
+    )
+    .bind(ticket.ticket_type.as_str())
+    .bind(ticket.channel.as_str())
+    .bind(ticket.category.as_str())
+    .bind(ticket.priority.as_str())
+    .bind(ticket.status.as_str())
+    .bind(ticket.assignment.directorate.as_ref().map(Code::as_str))
+    .bind(ticket.assignment.outlet.as_ref().map(Code::as_str))
+    .bind(ticket.location.wilayat.as_ref().map(Code::as_str))
+    .bind(ticket.assignment.assignee.as_ref().map(|a| a.as_str()))
+    .bind(ticket.assignment.support_line.map(|l| i16::from(l.number())))
+    .bind(ticket.update_time.as_micros())
+    .bind(ticket.version)
+    .bind(body)
+    .bind(search_document(ticket))
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends the event of a change, with the ticket as it stands after it (`ticket_body`).
+async fn append_event(
+    conn: &mut PgConnection,
+    ticket: &Ticket,
+    ticket_body: &str,
+    actor: &str,
+    now: Timestamp,
+    record: EventRecord,
+) -> Result<TicketEvent, StoreError> {
+    let cursor: i64 = sqlx::query_scalar(
+        "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body, ticket_body)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6::jsonb, $7::jsonb) RETURNING seq",
+    )
+    .bind(ticket.id.to_string())
+    .bind(record.kind.as_str())
+    .bind(actor)
+    .bind(now.as_micros())
+    .bind(ticket.version)
+    .bind(to_json(&record)?)
+    .bind(ticket_body)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(TicketEvent {
+        cursor,
+        ticket_id: ticket.id,
+        actor: actor.to_owned(),
+        occur_time: now,
+        version: ticket.version,
+        record,
+    })
+}
+
+async fn load_ticket(conn: &mut PgConnection, id: TicketId) -> Result<(i64, Ticket), StoreError> {
+    let row = sqlx::query("SELECT seq, body::text AS body FROM tickets WHERE id = $1::uuid")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::TicketNotFound)?;
+    let body: String = row.try_get("body")?;
+    Ok((row.try_get("seq")?, from_json(&body, "ticket")?))
+}
+
+async fn create_ticket_tx(
+    conn: &mut PgConnection,
+    actor: String,
+    new: NewTicket,
+    now: Timestamp,
+) -> Result<Ticket, StoreError> {
+    let (directorate, default_priority) = check_category(conn, "category", &new.category).await?;
+    if let Some(wilayat) = &new.location.wilayat {
+        check_wilayat(conn, "location.wilayat", wilayat).await?;
+    }
+    let year = now.muscat_year();
+    let number: i64 = sqlx::query_scalar(
+        "INSERT INTO reference_counters (year, last_value) VALUES ($1, 1)
+         ON CONFLICT (year) DO UPDATE SET last_value = reference_counters.last_value + 1
+         RETURNING last_value",
+    )
+    .bind(year)
+    .fetch_one(&mut *conn)
+    .await?;
+    let ticket = new_ticket(
+        new,
+        reference(year, number)?,
+        directorate,
+        default_priority,
+        now,
+    );
+    let body = to_json(&ticket)?;
+    insert_ticket(conn, &ticket, &body).await?;
+    append_event(conn, &ticket, &body, &actor, now, created_event(&ticket)).await?;
+    Ok(ticket)
+}
+
+async fn update_ticket_tx(
+    conn: &mut PgConnection,
+    actor: String,
+    id: TicketId,
+    expected_version: Option<i64>,
+    patch: TicketPatch,
+    now: Timestamp,
+) -> Result<Ticket, StoreError> {
+    let (seq, current) = load_ticket(conn, id).await?;
+    check_version(&current, expected_version)?;
+    if let Some(category) = &patch.category {
+        check_category(conn, "ticket.category", category).await?;
+    }
+    if let Some(wilayat) = patch.location.as_ref().and_then(|l| l.wilayat.as_ref()) {
+        check_wilayat(conn, "ticket.location.wilayat", wilayat).await?;
+    }
+    let (next, record) = apply_patch(&current, patch, now)?;
+    if next.version == current.version {
+        return Ok(current);
+    }
+    let body = to_json(&next)?;
+    save_ticket(conn, seq, &next, &body).await?;
+    append_event(conn, &next, &body, &actor, now, record).await?;
+    Ok(next)
+}
+
+async fn apply_action_tx(
+    conn: &mut PgConnection,
+    actor: String,
+    id: TicketId,
+    expected_version: Option<i64>,
+    action: Action,
+    now: Timestamp,
+) -> Result<(Ticket, TicketEvent), StoreError> {
+    let (seq, current) = load_ticket(conn, id).await?;
+    check_version(&current, expected_version)?;
+    match &action {
+        Action::Assign { assignment, .. } => check_assignment(conn, assignment).await?,
+        Action::Merge { duplicate_of } if *duplicate_of != id => {
+            let original = match load_ticket(conn, *duplicate_of).await {
+                Ok((_, original)) => original,
+                Err(StoreError::TicketNotFound) => {
+                    return Err(unknown("duplicate_of_ticket_id", "is not a ticket"));
+                }
+                Err(other) => return Err(other),
+            };
+            if original.status == Status::Merged {
+                return Err(unknown(
+                    "duplicate_of_ticket_id",
+                    "is itself merged: merge into its original instead",
+                ));
+            }
+        }
+        _ => {}
+    }
+    let (next, record) = apply_action(&current, action, now)?;
+    let body = to_json(&next)?;
+    save_ticket(conn, seq, &next, &body).await?;
+    let event = append_event(conn, &next, &body, &actor, now, record).await?;
+    Ok((next, event))
+}
+
+fn ticket_from_row(row: &PgRow) -> Result<Ticket, StoreError> {
+    let body: String = row.try_get("body")?;
+    from_json(&body, "ticket")
+}
+
+fn event_from_row(row: &PgRow) -> Result<TicketEvent, StoreError> {
+    let ticket_id: String = row.try_get("ticket_id")?;
+    let body: String = row.try_get("body")?;
+    Ok(TicketEvent {
+        cursor: row.try_get("seq")?,
+        ticket_id: TicketId::parse("ticket_id", &ticket_id)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        actor: row.try_get("actor")?,
+        occur_time: Timestamp::from_micros(row.try_get("occur_time")?),
+        version: row.try_get("version")?,
+        record: from_json(&body, "event")?,
+    })
+}
+
+fn push_in<I, T>(qb: &mut QueryBuilder<Postgres>, column: &'static str, values: I)
+where
+    I: IntoIterator<Item = T>,
+    T: for<'t> sqlx::Encode<'t, Postgres> + sqlx::Type<Postgres>,
+{
+    let mut values = values.into_iter().peekable();
+    if values.peek().is_none() {
+        return;
+    }
+    qb.push(" AND ").push(column).push(" IN (");
+    let mut list = qb.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    qb.push(")");
+}
+
+/// The conditions of a ticket filter, on the projected columns of `tickets`.
+fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &TicketFilter) {
+    push_in(qb, "status", filter.statuses.iter().map(|s| s.as_str()));
+    push_in(qb, "ticket_type", filter.types.iter().map(|t| t.as_str()));
+    push_in(
+        qb,
+        "category",
+        filter.categories.iter().map(|c| c.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "directorate",
+        filter.directorates.iter().map(|c| c.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "outlet",
+        filter.outlets.iter().map(|c| c.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "wilayat",
+        filter.wilayats.iter().map(|c| c.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "assignee",
+        filter.assignees.iter().map(|a| a.as_str().to_owned()),
+    );
+    push_in(
+        qb,
+        "support_line",
+        filter.support_lines.iter().map(|l| i64::from(l.number())),
+    );
+}
+
+fn push_range(
+    qb: &mut QueryBuilder<Postgres>,
+    column: &'static str,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) {
+    if let Some(from) = from {
+        qb.push(" AND ")
+            .push(column)
+            .push(" >= ")
+            .push_bind(from.as_micros());
+    }
+    if let Some(to) = to {
+        qb.push(" AND ")
+            .push(column)
+            .push(" < ")
+            .push_bind(to.as_micros());
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_ticket(&self, ctx: WriteContext, new: NewTicket) -> Result<Ticket, StoreError> {
+        let actor = ctx.actor;
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(create_ticket_tx(conn, actor, new, now))
+        })
+        .await
+    }
+
+    async fn update_ticket(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        patch: TicketPatch,
+    ) -> Result<Ticket, StoreError> {
+        let actor = ctx.actor;
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(update_ticket_tx(
+                conn,
+                actor,
+                id,
+                expected_version,
+                patch,
+                now,
+            ))
+        })
+        .await
+    }
+
+    async fn apply_action(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        action: Action,
+    ) -> Result<(Ticket, TicketEvent), StoreError> {
+        let actor = ctx.actor;
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(apply_action_tx(
+                conn,
+                actor,
+                id,
+                expected_version,
+                action,
+                now,
+            ))
+        })
+        .await
+    }
+
+    async fn get_ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        sqlx::query("SELECT body::text AS body FROM tickets WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await?
+            .as_ref()
+            .map(ticket_from_row)
+            .transpose()
+    }
+
+    async fn get_ticket_by_reference(
+        &self,
+        reference: ReferenceNumber,
+    ) -> Result<Option<Ticket>, StoreError> {
+        sqlx::query("SELECT body::text AS body FROM tickets WHERE reference = $1")
+            .bind(reference.to_string())
+            .fetch_optional(&self.readers)
+            .await?
+            .as_ref()
+            .map(ticket_from_row)
+            .transpose()
+    }
+
+    async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError> {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT seq, body::text AS body FROM tickets WHERE 1 = 1",
+        );
+        push_filter(&mut qb, &query.filter);
+        push_in(
+            &mut qb,
+            "channel",
+            query.channels.iter().map(|c| c.as_str()),
+        );
+        push_in(
+            &mut qb,
+            "priority",
+            query.priorities.iter().map(|p| p.as_str()),
+        );
+        push_range(
+            &mut qb,
+            "create_time",
+            query.create_time_from,
+            query.create_time_to,
+        );
+        push_range(
+            &mut qb,
+            "update_time",
+            query.update_time_from,
+            query.update_time_to,
+        );
+        if !query.words.is_empty() {
+            // Every word (split at hyphens, as the 'simple' parser does) as a prefix term;
+            // normalised words hold only letters, digits and hyphens.
+            let expression = query
+                .words
+                .iter()
+                .flat_map(|w| w.split('-'))
+                .filter(|w| !w.is_empty())
+                .map(|w| format!("{w}:*"))
+                .collect::<Vec<_>>()
+                .join(" & ");
+            qb.push(" AND to_tsvector('simple', search_text) @@ to_tsquery('simple', ")
+                .push_bind(expression)
+                .push(")");
+        }
+        if let Some(before) = query.before_position {
+            qb.push(" AND seq < ").push_bind(before);
+        }
+        qb.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ListedTicket {
+                    position: row.try_get("seq")?,
+                    ticket: ticket_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_ticket_events(
+        &self,
+        id: TicketId,
+        after_cursor: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<TicketEvent>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, ticket_id::text AS ticket_id, actor, occur_time, version,
+                 body::text AS body
+             FROM ticket_events
+             WHERE ticket_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(id.to_string())
+        .bind(after_cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        if rows.is_empty() {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT 1::BIGINT FROM tickets WHERE id = $1::uuid")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.readers)
+                    .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+        }
+        rows.iter()
+            .map(event_from_row)
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    async fn catalog(&self) -> Result<CatalogData, StoreError> {
+        let parse = |field: &str, text: String| {
+            Code::parse(field, &text).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        let mut conn = self.readers.acquire().await?;
+        let wilayats = sqlx::query("SELECT code, name_ar, name_en FROM wilayats ORDER BY code")
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(Wilayat {
+                    code: parse("code", r.try_get("code")?)?,
+                    name_ar: r.try_get("name_ar")?,
+                    name_en: r.try_get("name_en")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let directorates =
+            sqlx::query("SELECT code, name_ar, name_en, active FROM directorates ORDER BY code")
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok(Directorate {
+                        code: parse("code", r.try_get("code")?)?,
+                        name_ar: r.try_get("name_ar")?,
+                        name_en: r.try_get("name_en")?,
+                        active: r.try_get("active")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+        let outlets = sqlx::query(
+            "SELECT code, directorate_code, wilayat_code, name_ar, name_en, active
+             FROM outlets ORDER BY code",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(Outlet {
+                code: parse("code", r.try_get("code")?)?,
+                directorate_code: parse("directorate_code", r.try_get("directorate_code")?)?,
+                wilayat_code: parse("wilayat_code", r.try_get("wilayat_code")?)?,
+                name_ar: r.try_get("name_ar")?,
+                name_en: r.try_get("name_en")?,
+                active: r.try_get("active")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let categories = sqlx::query(
+            "SELECT code, name_ar, name_en, default_directorate_code, default_priority,
+                 sla_policy_code, active
+             FROM categories ORDER BY code",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let priority: String = r.try_get("default_priority")?;
+            Ok(Category {
+                code: parse("code", r.try_get("code")?)?,
+                name_ar: r.try_get("name_ar")?,
+                name_en: r.try_get("name_en")?,
+                default_directorate_code: parse(
+                    "default_directorate_code",
+                    r.try_get("default_directorate_code")?,
+                )?,
+                default_priority: Priority::from_str_opt(&priority)
+                    .ok_or_else(|| StoreError::Corrupt(format!("priority {priority}")))?,
+                sla_policy_code: parse("sla_policy_code", r.try_get("sla_policy_code")?)?,
+                active: r.try_get("active")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(CatalogData {
+            wilayats,
+            directorates,
+            outlets,
+            categories,
+        })
+    }
+
+    async fn upsert_wilayat(
+        &self,
+        ctx: WriteContext,
+        wilayat: Wilayat,
+    ) -> Result<Wilayat, StoreError> {
+        self.submit(ctx.request, move |conn, _now| {
+            Box::pin(async move {
+                put_wilayat(conn, &wilayat).await?;
+                Ok(wilayat)
+            })
+        })
+        .await
+    }
+
+    async fn upsert_directorate(
+        &self,
+        ctx: WriteContext,
+        directorate: Directorate,
+    ) -> Result<Directorate, StoreError> {
+        self.submit(ctx.request, move |conn, _now| {
+            Box::pin(async move {
+                put_directorate(conn, &directorate).await?;
+                Ok(directorate)
+            })
+        })
+        .await
+    }
+
+    async fn upsert_outlet(&self, ctx: WriteContext, outlet: Outlet) -> Result<Outlet, StoreError> {
+        self.submit(ctx.request, move |conn, _now| {
+            Box::pin(async move {
+                check_directorate(conn, "outlet.directorate_code", &outlet.directorate_code)
+                    .await?;
+                check_wilayat(conn, "outlet.wilayat_code", &outlet.wilayat_code).await?;
+                put_outlet(conn, &outlet).await?;
+                Ok(outlet)
+            })
+        })
+        .await
+    }
+
+    async fn upsert_category(
+        &self,
+        ctx: WriteContext,
+        category: Category,
+    ) -> Result<Category, StoreError> {
+        self.submit(ctx.request, move |conn, _now| {
+            Box::pin(async move {
+                check_directorate(
+                    conn,
+                    "category.default_directorate_code",
+                    &category.default_directorate_code,
+                )
+                .await?;
+                put_category(conn, &category).await?;
+                Ok(category)
+            })
+        })
+        .await
+    }
+
+    async fn read_changes(&self, after_cursor: i64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        // Events written before the change feed existed carry no snapshot; the ticket as it
+        // stands now is the best there is for them.
+        let rows = sqlx::query(
+            "SELECT e.seq, e.ticket_id::text AS ticket_id, e.actor, e.occur_time, e.version,
+                 e.body::text AS body, COALESCE(e.ticket_body, t.body)::text AS ticket_body
+             FROM ticket_events e LEFT JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
+        )
+        .bind(after_cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let ticket: String = row.try_get("ticket_body")?;
+                Ok(Change {
+                    event: event_from_row(row)?,
+                    ticket: from_json(&ticket, "ticket snapshot")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT pruned_through FROM feed_state WHERE id = 1) AS pruned,
+                    (SELECT COALESCE(MAX(seq), 0) FROM ticket_events) AS latest",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(FeedBounds {
+            oldest_resumable: row.try_get("pruned")?,
+            latest: row.try_get("latest")?,
+        })
+    }
+
+    async fn snapshot(
+        &self,
+        filter: &TicketFilter,
+        max_tickets: u32,
+    ) -> Result<Snapshot, StoreError> {
+        // One repeatable-read transaction: a single view of the database, so the cursor and
+        // the tickets agree (cursors are in commit order, see the module docs).
+        let mut tx = self
+            .readers
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let cursor: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM ticket_events")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut qb =
+            QueryBuilder::<Postgres>::new("SELECT body::text AS body FROM tickets WHERE 1 = 1");
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::from(max_tickets) + 1);
+        let rows = qb.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        if rows.len() > max_tickets as usize {
+            return Err(StoreError::SnapshotTooLarge { max: max_tickets });
+        }
+        Ok(Snapshot {
+            cursor,
+            tickets: rows.iter().map(ticket_from_row).collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn prune_feed(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.submit(None, move |conn, _now| {
+            Box::pin(async move {
+                let through: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(seq) FROM ticket_events WHERE occur_time < $1")
+                        .bind(before.as_micros())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                let Some(through) = through else { return Ok(0) };
+                let done = sqlx::query(
+                    "UPDATE ticket_events SET ticket_body = NULL
+                     WHERE seq <= $1 AND ticket_body IS NOT NULL",
+                )
+                .bind(through)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE feed_state SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1",
+                )
+                .bind(through)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+
+    fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
+    async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.submit(None, move |conn, _now| {
+            Box::pin(async move {
+                let done = sqlx::query("DELETE FROM request_records WHERE create_time < $1")
+                    .bind(before.as_micros())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        self.stop_writer.cancel();
+        if let Some(task) = self.writer.lock().await.take()
+            && let Err(error) = task.await
+        {
+            tracing::error!(error = %error, "the writer task failed");
+        }
+        self.readers.close().await;
+    }
+}
