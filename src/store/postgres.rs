@@ -46,6 +46,12 @@ use crate::domain::{Clock, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The search document with hyphens as spaces: PostgreSQL's parser would read "-2026" in
+/// "mct-2026-000123" as a signed number, which no prefix query matches.
+fn search_text(ticket: &Ticket) -> String {
+    search_document(ticket).replace('-', " ")
+}
+
 /// The advisory lock every write transaction holds until it commits ("balagh" in ASCII).
 const WRITE_LOCK_KEY: i64 = 0x62_61_6c_61_67_68;
 
@@ -538,7 +544,7 @@ async fn insert_ticket(
     .bind(ticket.update_time.as_micros())
     .bind(ticket.version)
     .bind(body)
-    .bind(search_document(ticket))
+    .bind(search_text(ticket))
     .fetch_one(&mut *conn)
     .await?;
     Ok(seq)
@@ -569,7 +575,7 @@ async fn save_ticket(
     .bind(ticket.update_time.as_micros())
     .bind(ticket.version)
     .bind(body)
-    .bind(search_document(ticket))
+    .bind(search_text(ticket))
     .bind(seq)
     .execute(&mut *conn)
     .await?;
