@@ -52,6 +52,46 @@ fn search_text(ticket: &Ticket) -> String {
     search_document(ticket).replace('-', " ")
 }
 
+/// The LISTEN/NOTIFY channel on which writers announce commits to every replica.
+const COMMIT_CHANNEL: &str = "balagh_commits";
+
+/// Wakes this process's change feed when any replica commits. Reconnects after errors; a
+/// missed notification only delays a reader until its next poll.
+async fn listen_for_commits(
+    pool: PgPool,
+    commits: Arc<watch::Sender<u64>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for commits; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(error) = listener.listen(COMMIT_CHANNEL).await {
+            tracing::warn!(error = %error, "cannot listen for commits; retrying");
+            continue;
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                received = listener.recv() => match received {
+                    Ok(_) => commits.send_modify(|n| *n = n.wrapping_add(1)),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "lost the commit listener; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// The advisory lock every write transaction holds until it commits ("balagh" in ASCII).
 const WRITE_LOCK_KEY: i64 = 0x62_61_6c_61_67_68;
 
@@ -97,6 +137,7 @@ pub struct PostgresStore {
     jobs: mpsc::Sender<Job>,
     stop_writer: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl PostgresStore {
@@ -107,8 +148,9 @@ impl PostgresStore {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(&options.url)?.application_name("balagh");
+        // One more than the readers: the commit listener keeps a connection of its own.
         let readers = PgPoolOptions::new()
-            .max_connections(options.readers.max(1))
+            .max_connections(options.readers.max(1) + 1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(connect.clone())
@@ -122,6 +164,7 @@ impl PostgresStore {
         seed_default_catalog(&mut writer).await?;
         let (jobs, queue) = mpsc::channel(options.queue_depth.max(1));
         let (commit_sender, commits) = watch::channel(0);
+        let commit_sender = Arc::new(commit_sender);
         let stop_writer = CancellationToken::new();
         let task = tokio::spawn(run_writer(
             writer,
@@ -129,7 +172,12 @@ impl PostgresStore {
             stop_writer.clone(),
             clock,
             options.max_batch.max(1),
+            commit_sender.clone(),
+        ));
+        let listener = tokio::spawn(listen_for_commits(
+            readers.clone(),
             commit_sender,
+            stop_writer.clone(),
         ));
         Ok(Self {
             readers,
@@ -137,6 +185,7 @@ impl PostgresStore {
             jobs,
             stop_writer,
             writer: Mutex::new(Some(task)),
+            listener: Mutex::new(Some(listener)),
         })
     }
 
@@ -190,7 +239,7 @@ async fn run_writer(
     stop: CancellationToken,
     clock: Arc<dyn Clock>,
     max_batch: usize,
-    commits: watch::Sender<u64>,
+    commits: Arc<watch::Sender<u64>>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut closed = false;
@@ -261,6 +310,15 @@ async fn write_batch(
             Err(error) => Err(error.into()),
         };
         answers.push((job.reply, outcome));
+    }
+    // Other replicas' change feeds wake up when this commits (NOTIFY is delivered at commit).
+    // It only wakes them: they read the event log, which is the truth.
+    if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+        .bind(COMMIT_CHANNEL)
+        .execute(&mut *tx)
+        .await
+    {
+        tracing::warn!(error = %error, "could not notify other replicas of a commit");
     }
     match tx.commit().await {
         Ok(()) => {
@@ -1237,6 +1295,11 @@ impl Store for PostgresStore {
             && let Err(error) = task.await
         {
             tracing::error!(error = %error, "the writer task failed");
+        }
+        if let Some(task) = self.listener.lock().await.take()
+            && let Err(error) = task.await
+        {
+            tracing::error!(error = %error, "the commit listener failed");
         }
         self.readers.close().await;
     }

@@ -18,8 +18,12 @@ impl TestDatabase {
     /// A new empty database, or `None` (with a notice) when no server is configured.
     pub async fn create() -> Option<Self> {
         let Ok(admin_url) = std::env::var(URL_VARIABLE) else {
-            eprintln!(
-                "SKIPPED: PostgreSQL test left out because {URL_VARIABLE} is not set \
+            // Written past the test harness's capture, so `cargo test` shows it.
+            use std::io::Write;
+            let test = std::thread::current().name().unwrap_or("?").to_owned();
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED: PostgreSQL test {test} left out because {URL_VARIABLE} is not set \
                  (for example postgres://postgres@127.0.0.1:5432/postgres)"
             );
             return None;
