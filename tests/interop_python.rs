@@ -17,6 +17,15 @@ fn python_has_grpc() -> bool {
         .unwrap_or(false)
 }
 
+/// Says so past the test harness's capture, so a plain `cargo test` shows it.
+fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED {what}: install python3 grpcio grpcio-tools to run it (CI requires it)"
+    );
+}
+
 #[tokio::test]
 async fn the_python_example_client_works_against_the_server() {
     if !python_has_grpc() {
@@ -24,9 +33,7 @@ async fn the_python_example_client_works_against_the_server() {
             std::env::var("BALAGH_REQUIRE_INTEROP").as_deref() != Ok("1"),
             "BALAGH_REQUIRE_INTEROP=1 but python3 with grpcio and grpcio-tools is missing"
         );
-        eprintln!(
-            "SKIPPED python interop: install python3 grpcio grpcio-tools to run it (CI requires it)"
-        );
+        skipped("python interop");
         return;
     }
     let mut app = common::spawn_app().await;
@@ -60,7 +67,7 @@ async fn a_python_client_reads_a_stream_and_resumes_from_its_cursor() {
             std::env::var("BALAGH_REQUIRE_INTEROP").as_deref() != Ok("1"),
             "BALAGH_REQUIRE_INTEROP=1 but python3 with grpcio and grpcio-tools is missing"
         );
-        eprintln!("SKIPPED python watch interop: install python3 grpcio grpcio-tools");
+        skipped("python watch interop");
         return;
     }
     let mut app = common::spawn_app().await;
