@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::admin::AdminState;
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock, Timestamp};
 use crate::grpc::catalog_service::CatalogServiceImpl;
@@ -25,7 +26,9 @@ use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::ticket_service_server::TicketServiceServer;
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
+use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::store::{Store, open_store};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How often expired request ids and change-feed snapshots are dropped.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -33,6 +36,7 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
 pub struct Application {
     config: Config,
     listener: TcpListener,
+    admin_listener: TcpListener,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 }
@@ -56,9 +60,13 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
         Ok(Self {
             config,
             listener,
+            admin_listener,
             store,
             clock,
         })
@@ -71,13 +79,23 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The admin HTTP address (metrics, liveness, readiness).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             config,
             listener,
+            admin_listener,
             store,
             clock,
         } = self;
+        let metrics = Metrics::new();
+        let serving = Arc::new(AtomicBool::new(false));
         let limits = &config.limits;
         let (health, health_service) = tonic_health::server::health_reporter();
         let watch_settings = config.watch.settings();
@@ -86,9 +104,10 @@ impl Application {
             .context("cannot start the change feed")?;
         let ticket_service = TicketServiceServer::new(TicketServiceImpl::new(
             store.clone(),
-            feed,
+            feed.clone(),
             watch_settings,
             shutdown.clone(),
+            metrics.watch_streams_open.clone(),
         ))
         .max_decoding_message_size(limits.max_message_bytes);
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
@@ -114,11 +133,26 @@ impl Application {
             shutdown.clone(),
         ));
 
+        // The admin port outlives the gRPC server's drain, so /readyz can say 503 meanwhile.
+        let admin_stop = CancellationToken::new();
+        let admin = tokio::spawn(crate::admin::serve(
+            admin_listener,
+            AdminState {
+                metrics: metrics.clone(),
+                store: store.clone(),
+                feed,
+                serving: serving.clone(),
+            },
+            admin_stop.clone(),
+        ));
+
         let stopping = {
             let shutdown = shutdown.clone();
             let health = health.clone();
+            let serving = serving.clone();
             async move {
                 shutdown.cancelled().await;
+                serving.store(false, Ordering::SeqCst);
                 // Load balancers stop sending new calls before the server stops taking them.
                 for name in ["", "balagh.v1.TicketService", "balagh.v1.CatalogService"] {
                     health
@@ -129,6 +163,7 @@ impl Application {
             }
         };
         tracing::info!(address = %listener.local_addr()?, "balagh is serving gRPC");
+        serving.store(true, Ordering::SeqCst);
         let served = Server::builder()
             .timeout(Duration::from_secs(limits.request_timeout_seconds))
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -137,6 +172,7 @@ impl Application {
             )))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .tcp_nodelay(true)
+            .layer(GrpcMetricsLayer(metrics))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(ticket_service)
@@ -144,7 +180,12 @@ impl Application {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
             .await;
         shutdown.cancel();
-        for (name, task) in [("upkeep", upkeep), ("change feed", feed_task)] {
+        admin_stop.cancel();
+        for (name, task) in [
+            ("upkeep", upkeep),
+            ("change feed", feed_task),
+            ("admin", admin),
+        ] {
             if let Err(error) = task.await {
                 tracing::error!(error = %error, task = name, "a background task failed");
             }

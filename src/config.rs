@@ -12,12 +12,15 @@ use anyhow::Context;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/balagh.db";
 
 /// Everything `balagh serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The admin HTTP port: /metrics, /livez, /readyz.
+    pub admin_listen: SocketAddr,
     pub database_url: String,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -129,6 +132,7 @@ impl Default for StoreTuning {
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    pub admin_listen: Option<String>,
     pub database_url: Option<String>,
     pub log_format: Option<LogFormat>,
     pub request_id_retention_hours: Option<u64>,
@@ -143,6 +147,9 @@ pub struct ServeArgs {
     /// Address to listen on for gRPC.
     #[arg(long, env = "BALAGH_LISTEN")]
     pub listen: Option<String>,
+    /// Address of the admin HTTP port (/metrics, /livez, /readyz).
+    #[arg(long, env = "BALAGH_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// Database URL: sqlite://PATH (embedded) or postgres://USER@HOST/DB.
     #[arg(long, env = "BALAGH_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -168,6 +175,14 @@ impl Config {
         let listen = listen.parse().with_context(|| {
             format!("--listen {listen:?} is not an address like 127.0.0.1:50051")
         })?;
+        let admin_listen = args
+            .admin_listen
+            .clone()
+            .or(file.admin_listen)
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
+        let admin_listen = admin_listen.parse().with_context(|| {
+            format!("--admin-listen {admin_listen:?} is not an address like 127.0.0.1:9464")
+        })?;
         let database_url = args
             .database_url
             .clone()
@@ -188,6 +203,7 @@ impl Config {
         }
         Ok(Self {
             listen,
+            admin_listen,
             database_url,
             log_format: args
                 .log_format
@@ -204,6 +220,7 @@ impl Config {
     pub fn for_tests(database_url: impl Into<String>) -> Self {
         Self {
             listen: "127.0.0.1:0".parse().expect("literal address"),
+            admin_listen: "127.0.0.1:0".parse().expect("literal address"),
             database_url: database_url.into(),
             log_format: LogFormat::Text,
             limits: Limits::default(),

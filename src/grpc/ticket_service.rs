@@ -41,6 +41,7 @@ pub struct TicketServiceImpl {
     feed: Arc<ChangeFeed>,
     watch_settings: WatchSettings,
     shutdown: CancellationToken,
+    streams_open: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl TicketServiceImpl {
@@ -49,12 +50,14 @@ impl TicketServiceImpl {
         feed: Arc<ChangeFeed>,
         watch_settings: WatchSettings,
         shutdown: CancellationToken,
+        streams_open: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
         Self {
             store,
             feed,
             watch_settings,
             shutdown,
+            streams_open,
         }
     }
 
@@ -422,6 +425,7 @@ impl TicketService for TicketServiceImpl {
             start,
             self.watch_settings.clone(),
             self.shutdown.clone(),
+            self.streams_open.clone(),
         )))
     }
 

@@ -223,10 +223,20 @@ pub fn spawn_stream(
     start: Start,
     settings: WatchSettings,
     shutdown: CancellationToken,
+    streams_open: prometheus_client::metrics::gauge::Gauge,
 ) -> WatchStream {
     let (sender, items) = mpsc::channel(settings.stream_buffer.max(1));
     let (end_sender, end) = oneshot::channel::<Status>();
+    streams_open.inc();
     tokio::spawn(async move {
+        // Counted while the producer runs: it ends when the stream ends for any reason.
+        struct Open(prometheus_client::metrics::gauge::Gauge);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        let _open = Open(streams_open);
         let mut pump = Pump {
             store,
             filter,

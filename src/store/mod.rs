@@ -106,6 +106,13 @@ pub struct Change {
     pub ticket: Ticket,
 }
 
+/// Connections of a store's read pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub size: u32,
+    pub idle: usize,
+}
+
 /// Where the change feed stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeedBounds {
@@ -232,6 +239,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes value after every commit that may have appended events: wakes feed readers.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    fn pool_status(&self) -> PoolStatus;
 
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;

@@ -32,8 +32,8 @@ use super::common::{
     check_version, from_json, new_ticket, reference, search_document, to_json, unknown,
 };
 use super::{
-    Change, FeedBounds, ListedTicket, RequestKey, Snapshot, Store, StoreError, TicketQuery,
-    WriteContext,
+    Change, FeedBounds, ListedTicket, PoolStatus, RequestKey, Snapshot, Store, StoreError,
+    TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -1274,6 +1274,13 @@ impl Store for PostgresStore {
 
     fn commits(&self) -> watch::Receiver<u64> {
         self.commits.clone()
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            size: self.readers.size(),
+            idle: self.readers.num_idle(),
+        }
     }
 
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {

@@ -52,6 +52,7 @@ impl TestDb {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub channel: Channel,
     pub tickets: TicketServiceClient<Channel>,
     pub catalog: CatalogServiceClient<Channel>,
@@ -86,11 +87,13 @@ pub async fn spawn_app_with(
         .await
         .expect("build app");
     let addr = app.local_addr();
+    let admin = app.admin_addr();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let channel = connect(addr).await;
     TestApp {
         addr,
+        admin,
         tickets: TicketServiceClient::new(channel.clone()),
         catalog: CatalogServiceClient::new(channel.clone()),
         channel,
@@ -186,4 +189,24 @@ pub fn expect_error(
     assert_eq!(status.code(), code, "{status:?}");
     assert_eq!(reason(&status), expected_reason, "{status:?}");
     violated_fields(&status)
+}
+
+/// A plain HTTP/1.1 GET on loopback: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

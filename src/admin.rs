@@ -1,0 +1,84 @@
+//! The admin HTTP port: `/metrics` (Prometheus text format), `/livez` and `/readyz`.
+//!
+//! It is separate from the gRPC port so it can stay inside the cluster network. `/livez`
+//! answers 200 while the process runs; `/readyz` answers 200 only while the server accepts
+//! calls and the database answers, and 503 from the moment shutdown starts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::grpc::watch::ChangeFeed;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Metrics,
+    pub store: Arc<dyn Store>,
+    pub feed: Arc<ChangeFeed>,
+    /// True while the gRPC server accepts calls.
+    pub serving: Arc<AtomicBool>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Serves the admin port until `shutdown`.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(error) = served {
+        tracing::error!(error = %error, "the admin server failed");
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    // Gauges read at scrape time: the log's end, the feed's position, the pool.
+    if let Ok(Ok(bounds)) =
+        tokio::time::timeout(Duration::from_secs(2), state.store.feed_bounds()).await
+    {
+        state.metrics.event_log_latest.set(bounds.latest);
+    }
+    state
+        .metrics
+        .change_feed_published
+        .set(state.feed.published());
+    let pool = state.store.pool_status();
+    state.metrics.db_pool_connections.set(i64::from(pool.size));
+    state
+        .metrics
+        .db_pool_idle
+        .set(i64::try_from(pool.idle).unwrap_or(i64::MAX));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if !state.serving.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not serving");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.store.feed_bounds()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database not answering"),
+    }
+}

@@ -1,0 +1,279 @@
+//! Prometheus metrics of the process, and the tower layer that counts every gRPC call.
+//!
+//! Labels are bounded: gRPC method paths (a fixed set), status codes, and nothing a caller
+//! can choose freely. Personal data never reaches a label.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body::Frame;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub method: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
+/// Every metric balagh exports. Cheap to clone (the metrics are shared handles).
+#[derive(Clone)]
+pub struct Metrics {
+    pub grpc_requests: Family<RpcLabels, Counter>,
+    pub grpc_duration: Family<MethodLabels, Histogram>,
+    pub watch_streams_open: Gauge,
+    /// The newest event committed, and the newest one the change feed has published.
+    pub event_log_latest: Gauge,
+    pub change_feed_published: Gauge,
+    pub db_pool_connections: Gauge,
+    pub db_pool_idle: Gauge,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let grpc_requests = Family::<RpcLabels, Counter>::default();
+        let grpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs to ~52 s.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+        });
+        let watch_streams_open = Gauge::default();
+        let event_log_latest = Gauge::default();
+        let change_feed_published = Gauge::default();
+        let db_pool_connections = Gauge::default();
+        let db_pool_idle = Gauge::default();
+        let mut registry = Registry::with_prefix("balagh");
+        registry.register(
+            "grpc_requests",
+            "gRPC calls answered, by method and status code",
+            grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time to answer a gRPC call (for streams: to open it), by method",
+            grpc_duration.clone(),
+        );
+        registry.register(
+            "watch_streams_open",
+            "WatchTickets streams open now",
+            watch_streams_open.clone(),
+        );
+        registry.register(
+            "event_log_latest_cursor",
+            "The newest committed event's cursor",
+            event_log_latest.clone(),
+        );
+        registry.register(
+            "change_feed_published_cursor",
+            "The newest event the change feed has published to streams",
+            change_feed_published.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Read pool connections open",
+            db_pool_connections.clone(),
+        );
+        registry.register(
+            "db_pool_idle",
+            "Read pool connections idle",
+            db_pool_idle.clone(),
+        );
+        Self {
+            grpc_requests,
+            grpc_duration,
+            watch_streams_open,
+            event_log_latest,
+            change_feed_published,
+            db_pool_connections,
+            db_pool_idle,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!(error = %error, "encoding metrics failed");
+        }
+        text
+    }
+}
+
+/// Counts every gRPC call by method and final status, and times it.
+#[derive(Clone)]
+pub struct GrpcMetricsLayer(pub Metrics);
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetricsService {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcMetricsService<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcMetricsService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: http_body::Body + Send + 'static,
+{
+    type Response = http::Response<CountedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let method = known_method(request.uri().path());
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            metrics
+                .grpc_duration
+                .get_or_create(&MethodLabels {
+                    method: method.clone(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            // A trailers-only answer (most errors) carries the status in the headers.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map(code_name);
+            let (parts, body) = response.into_parts();
+            let mut counted = CountedBody {
+                inner: body,
+                record: Some(Recorder { metrics, method }),
+            };
+            if let Some(code) = code
+                && let Some(recorder) = counted.record.take()
+            {
+                recorder.count(code);
+            }
+            Ok(http::Response::from_parts(parts, counted))
+        })
+    }
+}
+
+/// Only balagh's and the standard services' methods become label values; anything else is
+/// "other", so a caller cannot grow the label set.
+fn known_method(path: &str) -> String {
+    let known = path.starts_with("/balagh.v1.")
+        || path.starts_with("/grpc.health.v1.")
+        || path.starts_with("/grpc.reflection.v1.");
+    let valid = path.len() <= 96
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'.' || b == b'_');
+    if known && valid {
+        path.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+fn code_name(value: &str) -> String {
+    value
+        .parse::<i32>()
+        .map(|n| format!("{:?}", tonic::Code::from_i32(n)))
+        .unwrap_or_else(|_| "Unknown".to_owned())
+}
+
+struct Recorder {
+    metrics: Metrics,
+    method: String,
+}
+
+impl Recorder {
+    fn count(self, code: String) {
+        self.metrics
+            .grpc_requests
+            .get_or_create(&RpcLabels {
+                method: self.method,
+                code,
+            })
+            .inc();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the call's status when its trailers go by (or, if the
+    /// client leaves first, as `Cancelled`).
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        record: Option<Recorder>,
+    }
+
+    impl<B> PinnedDrop for CountedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(recorder) = this.project().record.take() {
+                recorder.count("Cancelled".to_owned());
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+            && let Some(recorder) = this.record.take()
+        {
+            let code = trailers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map(code_name)
+                .unwrap_or_else(|| "Unknown".to_owned());
+            recorder.count(code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
