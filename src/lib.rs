@@ -2,11 +2,14 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants each part keeps.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod bench_watch;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod metrics;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

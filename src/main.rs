@@ -26,6 +26,9 @@ enum Command {
     Watch(balagh::watch_client::WatchArgs),
     /// Drive a real server over gRPC and report throughput and latency (docs/benchmarks.md).
     Bench(balagh::bench::BenchArgs),
+    /// Many live WatchTickets streams on a server process while tickets are created: delivery
+    /// latency, memory per stream and the watchers' cost to creates (docs/benchmarks.md).
+    BenchWatch(balagh::bench_watch::BenchWatchArgs),
 }
 
 #[tokio::main]
@@ -45,6 +48,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => {
             balagh::telemetry::init(LogFormat::Text);
             balagh::bench::run(args).await.context("bench failed")
+        }
+        Command::BenchWatch(args) => {
+            balagh::telemetry::init(LogFormat::Text);
+            balagh::bench_watch::run(args)
+                .await
+                .context("bench-watch failed")
         }
     }
 }
