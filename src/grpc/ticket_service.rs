@@ -184,7 +184,9 @@ fn parse_list_query(
         t.as_ref()
             .and_then(|t| v.take(timestamp_from_proto(field, t)))
     };
-    let words = if req.text.is_empty() {
+    // A reference number typed into the search box finds that ticket by its unique key.
+    let reference = ReferenceNumber::parse("text", &req.text).ok();
+    let words = if req.text.is_empty() || reference.is_some() {
         Vec::new()
     } else {
         match parse_text("text", &req.text, 1, MAX_NAME_CHARS, false) {
@@ -219,6 +221,7 @@ fn parse_list_query(
         update_time_from: time(&mut v, "update_time_from", &req.update_time_from),
         update_time_to: time(&mut v, "update_time_to", &req.update_time_to),
         words,
+        reference,
         before_position: token.flatten().map(|t| t.position),
         limit: 0,
     };

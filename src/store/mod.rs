@@ -87,6 +87,8 @@ pub struct TicketQuery {
     pub update_time_to: Option<Timestamp>,
     /// Normalised search words; every word must match (as a prefix of a word).
     pub words: Vec<String>,
+    /// Only the ticket with this reference (a search text that is a reference number).
+    pub reference: Option<ReferenceNumber>,
     /// Only tickets created before this position (the previous page's last).
     pub before_position: Option<i64>,
     pub limit: u32,

@@ -981,9 +981,13 @@ impl Store for PostgresStore {
                 .map(|w| format!("{w}:*"))
                 .collect::<Vec<_>>()
                 .join(" & ");
-            qb.push(" AND to_tsvector('simple', search_text) @@ to_tsquery('simple', ")
+            qb.push(" AND search_vector @@ to_tsquery('simple', ")
                 .push_bind(expression)
                 .push(")");
+        }
+        if let Some(reference) = query.reference {
+            qb.push(" AND reference = ")
+                .push_bind(reference.to_string());
         }
         if let Some(before) = query.before_position {
             qb.push(" AND seq < ").push_bind(before);

@@ -937,6 +937,10 @@ impl Store for SqliteStore {
                 .push_bind(expression)
                 .push(")");
         }
+        if let Some(reference) = query.reference {
+            qb.push(" AND reference = ")
+                .push_bind(reference.to_string());
+        }
         if let Some(before) = query.before_position {
             qb.push(" AND seq < ").push_bind(before);
         }
