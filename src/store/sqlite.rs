@@ -10,12 +10,14 @@
 //! the writer is the only writer, so event cursors (AUTOINCREMENT) are in commit order.
 
 use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -249,7 +251,13 @@ async fn write_batch(
     for job in jobs {
         let now = clock.now();
         let outcome = match tx.begin().await {
-            Ok(mut savepoint) => match (job.op)(&mut savepoint, now).await {
+            // A panicking write fails alone (its savepoint rolls back) instead of taking the
+            // writer, and with it every later write, down.
+            Ok(mut savepoint) => match AssertUnwindSafe((job.op)(&mut savepoint, now))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Corrupt("a write panicked".into())))
+            {
                 Ok(out) => savepoint
                     .commit()
                     .await
