@@ -53,6 +53,7 @@ impl Application {
             tuning.max_batch,
             tuning.queue_depth,
             tuning.readers,
+            crate::domain::sync::SyncPolicy::default(),
             clock.clone(),
         )
         .await

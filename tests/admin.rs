@@ -62,6 +62,7 @@ async fn readiness_is_503_while_not_serving() {
         16,
         16,
         1,
+        Default::default(),
         Arc::new(balagh::domain::SystemClock),
     )
     .await

@@ -302,9 +302,16 @@ async fn a_cursor_older_than_the_retention_is_out_of_range_with_the_oldest_valid
 
     // Eight days later the first change has left the feed.
     clock.advance_micros(8 * 24 * 3600 * 1_000_000);
-    let store = open_store(&db.url, 16, 16, 1, Arc::new(clock.clone()))
-        .await
-        .unwrap();
+    let store = open_store(
+        &db.url,
+        16,
+        16,
+        1,
+        Default::default(),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
     let pruned = store
         .prune_feed(Timestamp::from_micros(
             start.as_micros() + 24 * 3600 * 1_000_000,

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod filter;
 pub mod lifecycle;
+pub mod sync;
 pub mod text;
 pub mod ticket;
 pub mod values;

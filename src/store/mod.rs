@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
+use crate::domain::sync::{OutboxState, PushKind, SyncPolicy};
 use crate::domain::ticket::{Channel, NewTicket, Priority, Ticket, TicketPatch};
 use crate::domain::values::{ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
@@ -34,6 +35,7 @@ pub async fn open_store(
     max_batch: usize,
     queue_depth: usize,
     readers: u32,
+    sync_policy: SyncPolicy,
     clock: std::sync::Arc<dyn crate::domain::Clock>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -42,6 +44,7 @@ pub async fn open_store(
             max_batch,
             queue_depth,
             readers,
+            sync_policy,
         };
         Ok(std::sync::Arc::new(
             PostgresStore::open(options, clock).await?,
@@ -52,6 +55,7 @@ pub async fn open_store(
             max_batch,
             queue_depth,
             readers,
+            sync_policy,
         };
         Ok(std::sync::Arc::new(
             SqliteStore::open(options, clock).await?,
@@ -106,6 +110,42 @@ pub struct ListedTicket {
 pub struct Change {
     pub event: TicketEvent,
     pub ticket: Ticket,
+}
+
+/// A push owed to the national platform, as a worker sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub ticket_id: TicketId,
+    pub kind: PushKind,
+    /// Stable across attempts: the platform applies a push once whatever the retries.
+    pub idempotency_key: String,
+    /// The ticket as it stood after the change, and the change itself.
+    pub ticket: Ticket,
+    pub event: TicketEvent,
+    pub state: OutboxState,
+    pub n_attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub create_time: Timestamp,
+}
+
+/// What became of one attempt to push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    Delivered,
+    RetryAt { at: Timestamp, error: String },
+    Dead { error: String },
+}
+
+/// The outbox at a glance, for status pages, metrics and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStatus {
+    pub pending: u64,
+    pub leased: u64,
+    pub dead: u64,
+    pub delivered: u64,
+    pub oldest_pending: Option<Timestamp>,
 }
 
 /// Connections of a store's read pool.
@@ -243,6 +283,40 @@ pub trait Store: Send + Sync + 'static {
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
 
     fn pool_status(&self) -> PoolStatus;
+
+    /// Leases up to `limit` pushes that are due, to `owner` for `lease`. An entry is
+    /// never handed out while an older entry of the same ticket is pending or dead, so the
+    /// platform sees each ticket's changes in order. Expired leases are handed out again.
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Records the outcome of an attempt by the lease holder: delivered, to be retried at
+    /// `next_attempt_at`, or dead. `false` when `owner` no longer holds the lease (another
+    /// worker took it over): the outcome is then not recorded.
+    async fn record_push_outcome(
+        &self,
+        id: i64,
+        owner: &str,
+        outcome: PushOutcome,
+    ) -> Result<bool, StoreError>;
+
+    /// Entries in one state, oldest first, after `after_id`.
+    async fn list_outbox(
+        &self,
+        state: OutboxState,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Puts a dead entry back in the queue with a fresh attempt count; `false` if it was not
+    /// dead.
+    async fn redrive_outbox(&self, id: i64) -> Result<bool, StoreError>;
+
+    async fn outbox_status(&self) -> Result<OutboxStatus, StoreError>;
 
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;

@@ -34,14 +34,15 @@ use super::common::{
     check_version, from_json, new_ticket, reference, search_document, to_json, unknown,
 };
 use super::{
-    Change, FeedBounds, ListedTicket, PoolStatus, RequestKey, Snapshot, Store, StoreError,
-    TicketQuery, WriteContext,
+    Change, FeedBounds, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PushOutcome,
+    RequestKey, Snapshot, Store, StoreError, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
+use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
 use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
 use crate::domain::values::{Code, ReferenceNumber, TicketId};
 use crate::domain::{Clock, Timestamp};
@@ -108,6 +109,8 @@ pub struct PostgresStoreOptions {
     pub queue_depth: usize,
     /// Connections in the read pool.
     pub readers: u32,
+    /// Which tickets owe pushes to the national platform (written to the outbox).
+    pub sync_policy: SyncPolicy,
 }
 
 impl PostgresStoreOptions {
@@ -117,6 +120,7 @@ impl PostgresStoreOptions {
             max_batch: 512,
             queue_depth: 4096,
             readers: 4,
+            sync_policy: SyncPolicy::default(),
         }
     }
 }
@@ -134,6 +138,7 @@ struct Job {
 
 /// The SQLite implementation of [`Store`].
 pub struct PostgresStore {
+    sync_policy: Arc<SyncPolicy>,
     readers: PgPool,
     commits: watch::Receiver<u64>,
     jobs: mpsc::Sender<Job>,
@@ -143,6 +148,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    fn author(&self, actor: String) -> Author {
+        Author {
+            actor,
+            sync: self.sync_policy.clone(),
+        }
+    }
+
     /// Opens (creating when missing) the database, runs migrations, loads the default catalog
     /// into an empty database, and starts the writer.
     pub async fn open(
@@ -182,6 +194,7 @@ impl PostgresStore {
             stop_writer.clone(),
         ));
         Ok(Self {
+            sync_policy: Arc::new(options.sync_policy),
             readers,
             commits,
             jobs,
@@ -653,7 +666,7 @@ async fn append_event(
     conn: &mut PgConnection,
     ticket: &Ticket,
     ticket_body: &str,
-    actor: &str,
+    author: &Author,
     now: Timestamp,
     record: EventRecord,
 ) -> Result<TicketEvent, StoreError> {
@@ -663,21 +676,49 @@ async fn append_event(
     )
     .bind(ticket.id.to_string())
     .bind(record.kind.as_str())
-    .bind(actor)
+    .bind(&author.actor)
     .bind(now.as_micros())
     .bind(ticket.version)
     .bind(to_json(&record)?)
     .bind(ticket_body)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(TicketEvent {
+    let event = TicketEvent {
         cursor,
         ticket_id: ticket.id,
-        actor: actor.to_owned(),
+        actor: author.actor.clone(),
         occur_time: now,
         version: ticket.version,
         record,
-    })
+    };
+    // The push this change owes the national platform commits with the change.
+    if author.sync.applies_to(ticket)
+        && let Some(kind) = push_for(ticket, &event.record)
+    {
+        sqlx::query(
+            "INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
+                 event_body, state, next_attempt_at, create_time, update_time)
+             VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6::jsonb, 'pending', $7, $8, $9)",
+        )
+        .bind(ticket.id.to_string())
+        .bind(cursor)
+        .bind(kind.as_str())
+        .bind(format!("balagh-{}-{cursor}", ticket.id))
+        .bind(ticket_body)
+        .bind(to_json(&event)?)
+        .bind(now.as_micros())
+        .bind(now.as_micros())
+        .bind(now.as_micros())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(event)
+}
+
+/// Who writes, and the sync policy that decides what the platform is owed.
+struct Author {
+    actor: String,
+    sync: Arc<SyncPolicy>,
 }
 
 async fn load_ticket(conn: &mut PgConnection, id: TicketId) -> Result<(i64, Ticket), StoreError> {
@@ -692,7 +733,7 @@ async fn load_ticket(conn: &mut PgConnection, id: TicketId) -> Result<(i64, Tick
 
 async fn create_ticket_tx(
     conn: &mut PgConnection,
-    actor: String,
+    author: Author,
     new: NewTicket,
     now: Timestamp,
 ) -> Result<Ticket, StoreError> {
@@ -718,13 +759,13 @@ async fn create_ticket_tx(
     );
     let body = to_json(&ticket)?;
     insert_ticket(conn, &ticket, &body).await?;
-    append_event(conn, &ticket, &body, &actor, now, created_event(&ticket)).await?;
+    append_event(conn, &ticket, &body, &author, now, created_event(&ticket)).await?;
     Ok(ticket)
 }
 
 async fn update_ticket_tx(
     conn: &mut PgConnection,
-    actor: String,
+    author: Author,
     id: TicketId,
     expected_version: Option<i64>,
     patch: TicketPatch,
@@ -744,13 +785,13 @@ async fn update_ticket_tx(
     }
     let body = to_json(&next)?;
     save_ticket(conn, seq, &next, &body).await?;
-    append_event(conn, &next, &body, &actor, now, record).await?;
+    append_event(conn, &next, &body, &author, now, record).await?;
     Ok(next)
 }
 
 async fn apply_action_tx(
     conn: &mut PgConnection,
-    actor: String,
+    author: Author,
     id: TicketId,
     expected_version: Option<i64>,
     action: Action,
@@ -780,8 +821,33 @@ async fn apply_action_tx(
     let (next, record) = apply_action(&current, action, now)?;
     let body = to_json(&next)?;
     save_ticket(conn, seq, &next, &body).await?;
-    let event = append_event(conn, &next, &body, &actor, now, record).await?;
+    let event = append_event(conn, &next, &body, &author, now, record).await?;
     Ok((next, event))
+}
+
+fn outbox_from_row(row: &PgRow) -> Result<OutboxEntry, StoreError> {
+    let ticket_id: String = row.try_get("ticket_id")?;
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    let ticket: String = row.try_get("ticket_body")?;
+    let event: String = row.try_get("event_body")?;
+    let n_attempts: i64 = row.try_get("n_attempts")?;
+    Ok(OutboxEntry {
+        id: row.try_get("seq")?,
+        ticket_id: TicketId::parse("ticket_id", &ticket_id)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        kind: PushKind::from_str_opt(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("push kind {kind}")))?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        ticket: from_json(&ticket, "outbox ticket")?,
+        event: from_json(&event, "outbox event")?,
+        state: OutboxState::from_str_opt(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox state {state}")))?,
+        n_attempts: u32::try_from(n_attempts).unwrap_or(u32::MAX),
+        next_attempt_at: Timestamp::from_micros(row.try_get("next_attempt_at")?),
+        last_error: row.try_get("last_error")?,
+        create_time: Timestamp::from_micros(row.try_get("create_time")?),
+    })
 }
 
 fn ticket_from_row(row: &PgRow) -> Result<Ticket, StoreError> {
@@ -879,9 +945,9 @@ fn push_range(
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_ticket(&self, ctx: WriteContext, new: NewTicket) -> Result<Ticket, StoreError> {
-        let actor = ctx.actor;
+        let author = self.author(ctx.actor);
         self.submit(ctx.request, move |conn, now| {
-            Box::pin(create_ticket_tx(conn, actor, new, now))
+            Box::pin(create_ticket_tx(conn, author, new, now))
         })
         .await
     }
@@ -893,11 +959,11 @@ impl Store for PostgresStore {
         expected_version: Option<i64>,
         patch: TicketPatch,
     ) -> Result<Ticket, StoreError> {
-        let actor = ctx.actor;
+        let author = self.author(ctx.actor);
         self.submit(ctx.request, move |conn, now| {
             Box::pin(update_ticket_tx(
                 conn,
-                actor,
+                author,
                 id,
                 expected_version,
                 patch,
@@ -914,11 +980,11 @@ impl Store for PostgresStore {
         expected_version: Option<i64>,
         action: Action,
     ) -> Result<(Ticket, TicketEvent), StoreError> {
-        let actor = ctx.actor;
+        let author = self.author(ctx.actor);
         self.submit(ctx.request, move |conn, now| {
             Box::pin(apply_action_tx(
                 conn,
-                actor,
+                author,
                 id,
                 expected_version,
                 action,
@@ -1286,6 +1352,162 @@ impl Store for PostgresStore {
 
     fn commits(&self) -> watch::Receiver<u64> {
         self.commits.clone()
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let owner = owner.to_owned();
+        let lease = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
+        let mut entries: Vec<OutboxEntry> = self
+            .submit(None, move |conn, now| {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "UPDATE outbox SET lease_owner = $1, lease_until = $2, update_time = $3
+             WHERE seq IN (
+                 SELECT o.seq FROM outbox o
+                 WHERE o.state = 'pending' AND o.next_attempt_at <= $4
+                     AND (o.lease_until IS NULL OR o.lease_until <= $4)
+                     AND NOT EXISTS (
+                         SELECT 1 FROM outbox p
+                         WHERE p.ticket_id = o.ticket_id AND p.seq < o.seq
+                             AND p.state IN ('pending', 'dead'))
+                 ORDER BY o.seq LIMIT $5
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING seq, ticket_id::text AS ticket_id, kind, idempotency_key, ticket_body::text AS ticket_body, event_body::text AS event_body, state, n_attempts, next_attempt_at, last_error, create_time",
+                    )
+                    .bind(&owner)
+                    .bind(now.as_micros().saturating_add(lease))
+                    .bind(now.as_micros())
+                    .bind(now.as_micros())
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    rows.iter().map(outbox_from_row).collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .await?;
+        entries.sort_by_key(|e| e.id);
+        Ok(entries)
+    }
+
+    async fn record_push_outcome(
+        &self,
+        id: i64,
+        owner: &str,
+        outcome: PushOutcome,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        self.submit(None, move |conn, now| {
+            Box::pin(async move {
+                let done =
+                    match outcome {
+                        PushOutcome::Delivered => sqlx::query(
+                            "UPDATE outbox SET state = 'delivered', n_attempts = n_attempts + 1,
+                 lease_owner = NULL, lease_until = NULL, update_time = $1
+             WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
+                        )
+                        .bind(now.as_micros())
+                        .bind(id)
+                        .bind(&owner)
+                        .execute(&mut *conn)
+                        .await?,
+                        PushOutcome::RetryAt { at, error } => sqlx::query(
+                            "UPDATE outbox SET n_attempts = n_attempts + 1, next_attempt_at = $4,
+                 last_error = $5, lease_owner = NULL, lease_until = NULL, update_time = $1
+             WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
+                        )
+                        .bind(now.as_micros())
+                        .bind(id)
+                        .bind(&owner)
+                        .bind(at.as_micros())
+                        .bind(error)
+                        .execute(&mut *conn)
+                        .await?,
+                        PushOutcome::Dead { error } => {
+                            sqlx::query(
+                                "UPDATE outbox SET state = 'dead', n_attempts = n_attempts + 1,
+                 last_error = $4, lease_owner = NULL, lease_until = NULL, update_time = $1
+             WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
+                            )
+                            .bind(now.as_micros())
+                            .bind(id)
+                            .bind(&owner)
+                            .bind(error)
+                            .execute(&mut *conn)
+                            .await?
+                        }
+                    };
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn list_outbox(
+        &self,
+        state: OutboxState,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, ticket_id::text AS ticket_id, kind, idempotency_key, ticket_body::text AS ticket_body, event_body::text AS event_body, state, n_attempts, next_attempt_at, last_error, create_time FROM outbox
+             WHERE state = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(state.as_str())
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn redrive_outbox(&self, id: i64) -> Result<bool, StoreError> {
+        self.submit(None, move |conn, now| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE outbox SET state = 'pending', n_attempts = 0, next_attempt_at = $1,
+                 lease_owner = NULL, lease_until = NULL, update_time = $1
+             WHERE seq = $2 AND state = 'dead'",
+                )
+                .bind(now.as_micros())
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
+    }
+
+    async fn outbox_status(&self) -> Result<OutboxStatus, StoreError> {
+        let row = sqlx::query(
+            "SELECT
+                 COUNT(*) FILTER (WHERE state = 'pending') AS pending,
+                 COUNT(*) FILTER (WHERE state = 'pending' AND lease_owner IS NOT NULL) AS leased,
+                 COUNT(*) FILTER (WHERE state = 'dead') AS dead,
+                 COUNT(*) FILTER (WHERE state = 'delivered') AS delivered,
+                 MIN(create_time) FILTER (WHERE state = 'pending') AS oldest
+             FROM outbox",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        let count = |name: &str| -> Result<u64, StoreError> {
+            let n: i64 = row.try_get(name)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(OutboxStatus {
+            pending: count("pending")?,
+            leased: count("leased")?,
+            dead: count("dead")?,
+            delivered: count("delivered")?,
+            oldest_pending: row
+                .try_get::<Option<i64>, _>("oldest")?
+                .map(Timestamp::from_micros),
+        })
     }
 
     fn pool_status(&self) -> PoolStatus {

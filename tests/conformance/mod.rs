@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use balagh::domain::lifecycle::Action;
+use balagh::domain::sync::OutboxState;
 use balagh::domain::ticket::{
     Channel, Location, NewTicket, Reporter, Resolution, ResolutionCode, Status, TicketType,
 };
@@ -331,6 +332,271 @@ pub async fn a_closed_store_refuses_writes(h: Harness) {
     ));
 }
 
+fn complaint() -> NewTicket {
+    NewTicket {
+        ticket_type: TicketType::Complaint,
+        ..new_ticket("staff_conduct")
+    }
+}
+
+fn comment(text: &str, visibility: balagh::domain::ticket::Visibility) -> Action {
+    Action::Comment {
+        text: text.into(),
+        visibility,
+    }
+}
+
+pub async fn the_outbox_takes_the_pushes_of_synchronised_tickets_with_their_change(h: Harness) {
+    use balagh::domain::sync::PushKind;
+    use balagh::domain::ticket::Visibility;
+    let complaint = h.store.create_ticket(ctx(), complaint()).await.unwrap();
+    // A report is not synchronised by the default policy.
+    let report = h
+        .store
+        .create_ticket(ctx(), new_ticket("pothole"))
+        .await
+        .unwrap();
+    h.store
+        .apply_action(
+            ctx(),
+            report.id,
+            None,
+            comment("public", Visibility::Public),
+        )
+        .await
+        .unwrap();
+    h.store
+        .apply_action(
+            ctx(),
+            complaint.id,
+            None,
+            comment("internal", Visibility::Internal),
+        )
+        .await
+        .unwrap();
+    h.store
+        .apply_action(
+            ctx(),
+            complaint.id,
+            None,
+            comment("نعتذر عن ذلك", Visibility::Public),
+        )
+        .await
+        .unwrap();
+    let resolve = Action::Resolve {
+        resolution: Resolution {
+            code: ResolutionCode::Fixed,
+            text: "done".into(),
+        },
+    };
+    h.store
+        .apply_action(ctx(), complaint.id, None, resolve.clone())
+        .await
+        .unwrap();
+    // A refused change owes nothing.
+    assert!(
+        h.store
+            .apply_action(ctx(), complaint.id, None, resolve)
+            .await
+            .is_err()
+    );
+    let pending = h
+        .store
+        .list_outbox(OutboxState::Pending, 0, 100)
+        .await
+        .unwrap();
+    let kinds: Vec<_> = pending.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            PushKind::CreateCase,
+            PushKind::PublicReply,
+            PushKind::Resolve
+        ]
+    );
+    assert!(pending.iter().all(|e| e.ticket_id == complaint.id));
+    assert_eq!(
+        pending[1].event.record.note.as_deref(),
+        Some("نعتذر عن ذلك")
+    );
+    assert_eq!(pending[2].ticket.status, Status::Resolved);
+    let keys: BTreeSet<_> = pending.iter().map(|e| e.idempotency_key.clone()).collect();
+    assert_eq!(
+        keys.len(),
+        3,
+        "each push has its own stable idempotency key"
+    );
+    let status = h.store.outbox_status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.leased, status.dead, status.delivered),
+        (3, 0, 0, 0)
+    );
+    assert!(status.oldest_pending.is_some());
+}
+
+pub async fn claims_keep_each_tickets_order_and_expired_leases_move_on(
+    h: Harness,
+    clock: ManualClock,
+) {
+    use balagh::domain::ticket::Visibility;
+    use balagh::store::PushOutcome;
+    use std::time::Duration;
+    let a = h.store.create_ticket(ctx(), complaint()).await.unwrap();
+    let b = h.store.create_ticket(ctx(), complaint()).await.unwrap();
+    h.store
+        .apply_action(ctx(), a.id, None, comment("1", Visibility::Public))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let first = h.store.claim_outbox("worker-1", lease, 10).await.unwrap();
+    // One entry per ticket: a's reply waits behind a's creation.
+    let tickets: Vec<_> = first.iter().map(|e| e.ticket_id).collect();
+    assert_eq!(tickets, [a.id, b.id]);
+    assert!(
+        h.store
+            .claim_outbox("worker-2", lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(h.store.outbox_status().await.unwrap().leased, 2);
+    assert!(
+        h.store
+            .record_push_outcome(first[0].id, "worker-1", PushOutcome::Delivered)
+            .await
+            .unwrap()
+    );
+    let next = h.store.claim_outbox("worker-2", lease, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].ticket_id, a.id);
+    // worker-1 stalls past its lease on b: worker-3 takes it over, and the stale outcome of
+    // worker-1 is refused.
+    clock.advance_micros(31 * 1_000_000);
+    let taken_over = h.store.claim_outbox("worker-3", lease, 10).await.unwrap();
+    let ids: Vec<_> = taken_over.iter().map(|e| e.id).collect();
+    assert!(ids.contains(&first[1].id), "{ids:?}");
+    assert!(
+        !h.store
+            .record_push_outcome(first[1].id, "worker-1", PushOutcome::Delivered)
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.store
+            .record_push_outcome(first[1].id, "worker-3", PushOutcome::Delivered)
+            .await
+            .unwrap()
+    );
+    assert_eq!(h.store.outbox_status().await.unwrap().delivered, 2);
+}
+
+pub async fn retries_wait_their_time_and_dead_letters_block_until_redriven(
+    h: Harness,
+    clock: ManualClock,
+) {
+    use balagh::domain::ticket::Visibility;
+    use balagh::store::PushOutcome;
+    use std::time::Duration;
+    let t = h.store.create_ticket(ctx(), complaint()).await.unwrap();
+    h.store
+        .apply_action(ctx(), t.id, None, comment("1", Visibility::Public))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let create = h
+        .store
+        .claim_outbox("w", lease, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let in_a_minute = Timestamp::from_micros(clock_now(&clock) + 60_000_000);
+    assert!(
+        h.store
+            .record_push_outcome(
+                create.id,
+                "w",
+                PushOutcome::RetryAt {
+                    at: in_a_minute,
+                    error: "503".into()
+                }
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.store
+            .claim_outbox("w", lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    clock.advance_micros(61_000_000);
+    let again = h.store.claim_outbox("w", lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].n_attempts), (create.id, 1));
+    assert_eq!(again[0].last_error.as_deref(), Some("503"));
+    assert!(
+        h.store
+            .record_push_outcome(
+                create.id,
+                "w",
+                PushOutcome::Dead {
+                    error: "422 unknown category".into()
+                }
+            )
+            .await
+            .unwrap()
+    );
+    // The reply must not overtake the dead creation.
+    assert!(
+        h.store
+            .claim_outbox("w", lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = h.store.list_outbox(OutboxState::Dead, 0, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].n_attempts, 2);
+    assert!(h.store.redrive_outbox(dead[0].id).await.unwrap());
+    assert!(
+        !h.store.redrive_outbox(dead[0].id).await.unwrap(),
+        "only dead entries are re-driven"
+    );
+    let redriven = h.store.claim_outbox("w", lease, 10).await.unwrap();
+    assert_eq!((redriven[0].id, redriven[0].n_attempts), (create.id, 0));
+}
+
+pub async fn concurrent_workers_never_share_an_entry(h: Harness) {
+    use std::time::Duration;
+    for _ in 0..60 {
+        h.store.create_ticket(ctx(), complaint()).await.unwrap();
+    }
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let store = h.store.clone();
+        workers.spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..10 {
+                let claimed = store
+                    .claim_outbox(&format!("worker-{w}"), Duration::from_secs(60), 7)
+                    .await
+                    .unwrap();
+                mine.extend(claimed.into_iter().map(|e| e.id));
+            }
+            mine
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(mine) = workers.join_next().await {
+        all.extend(mine.unwrap());
+    }
+    let unique: BTreeSet<_> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "no entry leased twice");
+    assert_eq!(unique.len(), 60);
+}
+
 /// Instantiates every conformance test for one backend.
 #[macro_export]
 macro_rules! conformance_suite {
@@ -390,6 +656,42 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::list_pages_by_position_newest_first(h).await;
+        }
+
+        #[tokio::test]
+        async fn the_outbox_takes_the_pushes_of_synchronised_tickets_with_their_change() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::the_outbox_takes_the_pushes_of_synchronised_tickets_with_their_change(h)
+                .await;
+        }
+
+        #[tokio::test]
+        async fn claims_keep_each_tickets_order_and_expired_leases_move_on() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::claims_keep_each_tickets_order_and_expired_leases_move_on(h, clock).await;
+        }
+
+        #[tokio::test]
+        async fn retries_wait_their_time_and_dead_letters_block_until_redriven() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::retries_wait_their_time_and_dead_letters_block_until_redriven(h, clock)
+                .await;
+        }
+
+        #[tokio::test]
+        async fn concurrent_workers_never_share_an_entry() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::concurrent_workers_never_share_an_entry(h).await;
         }
 
         #[tokio::test]
