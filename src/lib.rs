@@ -12,5 +12,6 @@ pub mod grpc;
 pub mod metrics;
 pub mod shutdown;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod watch_client;
