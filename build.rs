@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/balagh/v1/common.proto",
         "proto/balagh/v1/catalog.proto",
         "proto/balagh/v1/ticket.proto",
+        "proto/balagh/v1/sync.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -23,12 +23,22 @@ use crate::domain::{Clock, SystemClock, Timestamp};
 use crate::grpc::catalog_service::CatalogServiceImpl;
 use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
+use crate::grpc::proto::sync_service_server::SyncServiceServer;
 use crate::grpc::proto::ticket_service_server::TicketServiceServer;
+use crate::grpc::sync_service::SyncServiceImpl;
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::store::{Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The names health reports on: the server as a whole and each service.
+const SERVICE_NAMES: [&str; 4] = [
+    "",
+    "balagh.v1.TicketService",
+    "balagh.v1.CatalogService",
+    "balagh.v1.SyncService",
+];
 
 /// How often expired request ids and change-feed snapshots are dropped.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -113,12 +123,14 @@ impl Application {
         .max_decoding_message_size(limits.max_message_bytes);
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
+        let sync_service = SyncServiceServer::new(SyncServiceImpl::new(store.clone()))
+            .max_decoding_message_size(limits.max_message_bytes);
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("cannot build the reflection service")?;
-        for name in ["", "balagh.v1.TicketService", "balagh.v1.CatalogService"] {
+        for name in SERVICE_NAMES {
             health
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
@@ -155,7 +167,7 @@ impl Application {
                 shutdown.cancelled().await;
                 serving.store(false, Ordering::SeqCst);
                 // Load balancers stop sending new calls before the server stops taking them.
-                for name in ["", "balagh.v1.TicketService", "balagh.v1.CatalogService"] {
+                for name in SERVICE_NAMES {
                     health
                         .set_service_status(name, ServingStatus::NotServing)
                         .await;
@@ -178,6 +190,7 @@ impl Application {
             .add_service(reflection)
             .add_service(ticket_service)
             .add_service(catalog_service)
+            .add_service(sync_service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
             .await;
         shutdown.cancel();

@@ -9,5 +9,6 @@ pub mod convert;
 pub mod error;
 pub mod proto;
 pub mod request;
+pub mod sync_service;
 pub mod ticket_service;
 pub mod watch;
