@@ -15,8 +15,12 @@
 //!   gRPC would take longer than the benchmark. The loader below writes them straight into the
 //!   server's SQLite file before the server opens it, in big transactions, with rows of the
 //!   exact shape the store writes: tickets built as domain values, moved through the real
-//!   lifecycle functions, serialised with serde_json, with their search text, their events,
-//!   unique reference numbers and the reference counters the server continues from.
+//!   lifecycle functions, serialised with serde_json, with their search text, their events
+//!   (with the change feed's snapshots where its retention keeps them), the platform pushes
+//!   they owed (delivered), unique reference numbers and the reference counters the server
+//!   continues from. The loader gives `seq` values itself: the file is fresh and it is the
+//!   only writer, so they are the values AUTOINCREMENT would give, and `sqlite_sequence`
+//!   follows them.
 //!
 //! Invariants: nothing here is a timed assertion (tests only check the loader's data); every
 //! file the run creates lives in one fresh directory under the system temp directory, removed
@@ -42,8 +46,9 @@ use tonic::transport::{Channel as GrpcChannel, Endpoint};
 use crate::app::Application;
 use crate::config::Config;
 use crate::domain::catalog::CatalogData;
-use crate::domain::lifecycle::{Action, EventRecord, apply_action, created_event};
-use crate::domain::text::normalize_for_search;
+use crate::domain::lifecycle::{Action, EventRecord, TicketEvent, apply_action, created_event};
+use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
+use crate::domain::text::index_terms;
 use crate::domain::ticket::{
     Assignment, Channel, NewTicket, Priority, Resolution, ResolutionCode, Status, SupportLine,
     Ticket, TicketType,
@@ -684,8 +689,9 @@ async fn list_once(
 
 /// Inserts tickets one transaction each, sequentially on one connection, into a fresh file
 /// with the store's schema and durability: the rows a CreateTicket with a request id writes
-/// (reference counter, ticket, search text, created event, request record), and nothing else
-/// (no catalog checks, no savepoints, no gRPC).
+/// (reference counter, ticket, search text, created event with its feed snapshot, the outbox
+/// row when the sync policy owes the platform a push, request record), and nothing else (no
+/// catalog checks, no savepoints, no gRPC).
 async fn measure_baseline(
     url: &str,
     corpus: &Corpus,
@@ -710,7 +716,8 @@ async fn measure_baseline(
             cpu_before.get_or_insert_with(CpuSnapshot::take);
         }
         let create = prepare_create(corpus, rng.next())?;
-        let result = insert_one_transaction(&mut conn, create, clock.now()).await;
+        let result =
+            insert_one_transaction(&mut conn, create, &corpus.sync_policy, clock.now()).await;
         if started >= measure_from {
             tally.count(started, result.map(|()| 1));
         } else {
@@ -771,6 +778,7 @@ fn prepare_create(corpus: &Corpus, k: u64) -> anyhow::Result<PreparedCreate> {
 async fn insert_one_transaction(
     conn: &mut SqliteConnection,
     create: PreparedCreate,
+    sync_policy: &SyncPolicy,
     now: Timestamp,
 ) -> anyhow::Result<()> {
     let PreparedCreate {
@@ -804,15 +812,44 @@ async fn insert_one_transaction(
         reference,
         now,
     );
-    insert_ticket(&mut tx, &ticket).await?;
-    insert_event(&mut tx, &ticket, "bench", now, &created_event(&ticket)).await?;
+    let body = serde_json::to_string(&ticket)?;
+    insert_ticket(&mut tx, &ticket, &body).await?;
+    let record = created_event(&ticket);
+    let cursor = insert_event(&mut tx, &ticket, &body, "bench", now, &record).await?;
+    // The push the national platform is owed, under the policy the server runs with.
+    if let Some(kind) = push_for(&ticket, &record).filter(|_| sync_policy.applies_to(&ticket)) {
+        let event = TicketEvent {
+            cursor,
+            ticket_id: ticket.id,
+            actor: "bench".to_owned(),
+            occur_time: now,
+            version: ticket.version,
+            record,
+        };
+        sqlx::query(
+            "INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
+                 event_body, state, next_attempt_at, create_time, update_time)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        )
+        .bind(ticket.id.to_string())
+        .bind(cursor)
+        .bind(kind.as_str())
+        .bind(format!("balagh-{}-{cursor}", ticket.id))
+        .bind(&body)
+        .bind(serde_json::to_string(&event)?)
+        .bind(now.as_micros())
+        .bind(now.as_micros())
+        .bind(now.as_micros())
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::query(
         "INSERT INTO request_records (request_id, fingerprint, response, create_time)
          VALUES (?, ?, ?, ?)",
     )
     .bind(&key.request_id)
     .bind(key.fingerprint.as_slice())
-    .bind(serde_json::to_string(&ticket)?)
+    .bind(&body)
     .bind(now.as_micros())
     .execute(&mut *tx)
     .await?;
@@ -963,16 +1000,21 @@ async fn load_catalog(conn: &mut SqliteConnection, catalog: &CatalogData) -> any
     Ok(())
 }
 
-/// The store's search document: reference, subject and description, normalised.
+/// The store's search document: reference, subject and description, as index terms.
 fn search_document(ticket: &Ticket) -> String {
-    normalize_for_search(&format!(
+    index_terms(&format!(
         "{} {} {}",
         ticket.reference, ticket.subject, ticket.description
     ))
 }
 
-/// Writes a ticket row and its search text exactly as the store's `insert_ticket` does.
-async fn insert_ticket(conn: &mut SqliteConnection, ticket: &Ticket) -> anyhow::Result<i64> {
+/// Writes a ticket row and its search text exactly as the store's `insert_ticket` does;
+/// `body` is the ticket's JSON.
+async fn insert_ticket(
+    conn: &mut SqliteConnection,
+    ticket: &Ticket,
+    body: &str,
+) -> anyhow::Result<i64> {
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
              directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
@@ -1000,7 +1042,7 @@ async fn insert_ticket(conn: &mut SqliteConnection, ticket: &Ticket) -> anyhow::
     .bind(ticket.create_time.as_micros())
     .bind(ticket.update_time.as_micros())
     .bind(ticket.version)
-    .bind(serde_json::to_string(ticket)?)
+    .bind(body)
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query("INSERT INTO tickets_fts (rowid, content) VALUES (?, ?)")
@@ -1011,17 +1053,19 @@ async fn insert_ticket(conn: &mut SqliteConnection, ticket: &Ticket) -> anyhow::
     Ok(seq)
 }
 
-/// Appends an event exactly as the store's `append_event` does; `ticket` is the ticket after it.
+/// Appends an event exactly as the store's `append_event` does: `ticket` is the ticket after
+/// it and `ticket_body` its JSON, the change feed's snapshot.
 async fn insert_event(
     conn: &mut SqliteConnection,
     ticket: &Ticket,
+    ticket_body: &str,
     actor: &str,
     at: Timestamp,
     record: &EventRecord,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body)
-         VALUES (?, ?, ?, ?, ?, ?)",
+) -> anyhow::Result<i64> {
+    let cursor = sqlx::query_scalar(
+        "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body, ticket_body)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
     )
     .bind(ticket.id.to_string())
     .bind(record.kind.as_str())
@@ -1029,19 +1073,23 @@ async fn insert_event(
     .bind(at.as_micros())
     .bind(ticket.version)
     .bind(serde_json::to_string(record)?)
-    .execute(&mut *conn)
+    .bind(ticket_body)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(())
+    Ok(cursor)
 }
 
-/// Writes tickets (with seq `first_seq`, `first_seq + 1`, ...), their search text and their
-/// events with three multi-row statements: the same rows as the store's `insert_ticket` and
-/// `append_event`, without a round trip to SQLite's thread per row.
+/// Writes tickets (with seq `first_seq`, `first_seq + 1`, ...), their search text, their
+/// events (seq from `first_event_seq`) and the platform pushes those owed (delivered) with
+/// multi-row statements: the same rows as the store's `insert_ticket` and `append_event`
+/// (with the snapshots its feed pruning has not yet dropped), without a round trip to
+/// SQLite's thread per row. Returns the next event seq.
 async fn insert_histories(
     conn: &mut SqliteConnection,
     histories: &[History],
     first_seq: i64,
-) -> anyhow::Result<()> {
+    first_event_seq: i64,
+) -> anyhow::Result<i64> {
     let mut rows = Vec::with_capacity(histories.len());
     for (n, history) in histories.iter().enumerate() {
         let seq = first_seq + i64::try_from(n)?;
@@ -1094,25 +1142,80 @@ async fn insert_histories(
     search.build().execute(&mut *conn).await?;
 
     let mut events = Vec::new();
+    let mut pushes = Vec::new();
+    let mut event_seq = first_event_seq;
     for history in histories {
-        let id = history.ticket.id.to_string();
+        let id = history.ticket.id;
         for event in &history.events {
-            events.push((id.clone(), event, serde_json::to_string(&event.record)?));
+            events.push((
+                event_seq,
+                id.to_string(),
+                event,
+                serde_json::to_string(&event.record)?,
+            ));
+            if let Some((kind, ticket_body)) = &event.push {
+                let as_sent = TicketEvent {
+                    cursor: event_seq,
+                    ticket_id: id,
+                    actor: event.actor.clone(),
+                    occur_time: event.at,
+                    version: event.version,
+                    record: event.record.clone(),
+                };
+                pushes.push((
+                    event_seq,
+                    id,
+                    *kind,
+                    ticket_body,
+                    serde_json::to_string(&as_sent)?,
+                    event.at,
+                ));
+            }
+            event_seq += 1;
         }
     }
-    let mut log = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body) ",
-    );
-    log.push_values(&events, |mut row, (id, event, body)| {
-        row.push_bind(id.clone())
-            .push_bind(event.record.kind.as_str())
-            .push_bind(event.actor.clone())
-            .push_bind(event.at.as_micros())
-            .push_bind(event.version)
-            .push_bind(body.clone());
-    });
-    log.build().execute(&mut *conn).await?;
-    Ok(())
+    // Chunked so that no statement binds more than SQLite's 32,766 values.
+    for chunk in events.chunks(2_000) {
+        let mut log = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO ticket_events (seq, ticket_id, kind, actor, occur_time, version, body,
+                 ticket_body) ",
+        );
+        log.push_values(chunk, |mut row, (seq, id, event, body)| {
+            row.push_bind(*seq)
+                .push_bind(id.clone())
+                .push_bind(event.record.kind.as_str())
+                .push_bind(event.actor.clone())
+                .push_bind(event.at.as_micros())
+                .push_bind(event.version)
+                .push_bind(body.clone())
+                .push_bind(event.ticket_body.clone());
+        });
+        log.build().execute(&mut *conn).await?;
+    }
+    for chunk in pushes.chunks(2_000) {
+        let mut outbox = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
+                 event_body, state, n_attempts, next_attempt_at, create_time, update_time) ",
+        );
+        outbox.push_values(
+            chunk,
+            |mut row, (cursor, id, kind, ticket_body, event_body, at)| {
+                row.push_bind(id.to_string())
+                    .push_bind(*cursor)
+                    .push_bind(kind.as_str())
+                    .push_bind(format!("balagh-{id}-{cursor}"))
+                    .push_bind((*ticket_body).clone())
+                    .push_bind(event_body.clone())
+                    .push_bind(OutboxState::Delivered.as_str())
+                    .push_bind(1i64)
+                    .push_bind(at.as_micros())
+                    .push_bind(at.as_micros())
+                    .push_bind(at.as_micros());
+            },
+        );
+        outbox.build().execute(&mut *conn).await?;
+    }
+    Ok(event_seq)
 }
 
 /// What the loader wrote.
@@ -1120,6 +1223,8 @@ struct Preloaded {
     n_tickets: u64,
     n_events: u64,
     elapsed: Duration,
+    /// How long the feed pruning statement took (the server runs it again when it starts).
+    prune_elapsed: Duration,
     database_bytes: u64,
     /// Tickets matching the ListTickets filter of the benchmark.
     n_matching_list: i64,
@@ -1138,11 +1243,12 @@ impl Preloaded {
 
     fn one_line(&self) -> String {
         format!(
-            "{} tickets and {} events in {:.1} s ({:.0} tickets/s); database {:.2} GiB; {} match the ListTickets filter",
+            "{} tickets and {} events in {:.1} s ({:.0} tickets/s, of which feed pruning {:.1} s); database {:.2} GiB; {} match the ListTickets filter",
             group_digits(self.n_tickets),
             group_digits(self.n_events),
             self.elapsed.as_secs_f64(),
             self.tickets_per_second(),
+            self.prune_elapsed.as_secs_f64(),
             self.database_bytes as f64 / GIB,
             group_digits(u64::try_from(self.n_matching_list).unwrap_or(0)),
         )
@@ -1163,10 +1269,16 @@ async fn preload(url: &str, corpus: &Corpus, n: u64, now: Timestamp) -> anyhow::
         anyhow::bail!("the database to preload already holds {existing} tickets");
     }
     let span_micros = PRELOAD_SPAN_DAYS * 24 * 3600 * 1_000_000;
+    // Events older than the server's feed retention have had their snapshots pruned.
+    let retention = Config::for_tests(url).watch.retention();
+    let feed_from = Timestamp::from_micros(
+        now.as_micros() - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX / 2),
+    );
     let sample_every = n.div_ceil(MAX_SAMPLE_IDS).max(1);
     let mut counters = BTreeMap::<i32, u32>::new();
     let mut sample_ids = Vec::new();
     let mut n_events = 0u64;
+    let mut next_event_seq = 1i64;
     let mut rng = SplitMix64::new(0x10AD);
     let mut next_report = Instant::now() + Duration::from_secs(10);
     let mut i = 0u64;
@@ -1185,7 +1297,7 @@ async fn preload(url: &str, corpus: &Corpus, n: u64, now: Timestamp) -> anyhow::
             *counter += 1;
             let reference = ReferenceNumber::new(year, *counter)
                 .with_context(|| format!("reference {year}/{counter}"))?;
-            let history = corpus.history(&mut rng, j, reference, create_time, now)?;
+            let history = corpus.history(&mut rng, j, reference, create_time, now, feed_from)?;
             n_events += history.events.len() as u64;
             if j.is_multiple_of(sample_every) {
                 sample_ids.push(history.ticket.id.to_string());
@@ -1195,12 +1307,12 @@ async fn preload(url: &str, corpus: &Corpus, n: u64, now: Timestamp) -> anyhow::
         let mut tx = Connection::begin(&mut conn)
             .await
             .context("cannot begin a preload batch")?;
-        // seq is given explicitly (j + 1): the table is empty and this is its only writer, so
-        // the values are the ones AUTOINCREMENT would have given, and sqlite_sequence follows.
+        // seq is given explicitly (tickets j + 1, events counted on): the tables are empty
+        // and this is their only writer (see the module docs).
         let first_seq = i64::try_from(i).context("too many tickets")? + 1;
         for (n_chunk, chunk) in batch.chunks(ROWS_PER_STATEMENT).enumerate() {
             let chunk_seq = first_seq + i64::try_from(n_chunk * ROWS_PER_STATEMENT)?;
-            insert_histories(&mut tx, chunk, chunk_seq).await?;
+            next_event_seq = insert_histories(&mut tx, chunk, chunk_seq, next_event_seq).await?;
         }
         tx.commit().await.context("cannot commit a preload batch")?;
         i = end;
@@ -1224,6 +1336,27 @@ async fn preload(url: &str, corpus: &Corpus, n: u64, now: Timestamp) -> anyhow::
         .execute(&mut conn)
         .await?;
     }
+    // The server's own pruning statements (`prune_feed`), which its upkeep also runs at start:
+    // they mark where resumable history begins and find nothing else left to drop.
+    let pruning = Instant::now();
+    let through: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(seq) FROM ticket_events WHERE occur_time < ?")
+            .bind(feed_from.as_micros())
+            .fetch_one(&mut conn)
+            .await?;
+    if let Some(through) = through {
+        sqlx::query(
+            "UPDATE ticket_events SET ticket_body = NULL WHERE seq <= ? AND ticket_body IS NOT NULL",
+        )
+        .bind(through)
+        .execute(&mut conn)
+        .await?;
+        sqlx::query("UPDATE feed_state SET pruned_through = MAX(pruned_through, ?) WHERE id = 1")
+            .bind(through)
+            .execute(&mut conn)
+            .await?;
+    }
+    let prune_elapsed = pruning.elapsed();
     let n_matching_list: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM tickets WHERE status = ? AND directorate = ?")
             .bind(Status::New.as_str())
@@ -1253,6 +1386,7 @@ async fn preload(url: &str, corpus: &Corpus, n: u64, now: Timestamp) -> anyhow::
         n_tickets: n,
         n_events,
         elapsed: started.elapsed(),
+        prune_elapsed,
         database_bytes,
         n_matching_list,
         list_plan: plan_rows.into_iter().map(|r| r.3).collect(),
@@ -1279,6 +1413,8 @@ struct Corpus {
     catalog: CatalogData,
     categories: Vec<CategoryInfo>,
     wilayats: Vec<String>,
+    /// The policy `Application::build` gives the store: which changes owe the platform a push.
+    sync_policy: SyncPolicy,
 }
 
 /// What citizens write about each category of the default catalog: subject, then details.
@@ -1417,6 +1553,10 @@ struct HistoryEvent {
     actor: String,
     at: Timestamp,
     record: EventRecord,
+    /// The ticket after the event, kept by the change feed for its retention, then dropped.
+    ticket_body: Option<String>,
+    /// The push to the platform this event owed (long delivered), with the ticket after it.
+    push: Option<(PushKind, String)>,
 }
 
 impl Corpus {
@@ -1463,6 +1603,7 @@ impl Corpus {
             catalog: catalog.clone(),
             categories,
             wilayats,
+            sync_policy: SyncPolicy::default(),
         })
     }
 
@@ -1572,6 +1713,7 @@ impl Corpus {
         reference: ReferenceNumber,
         created: Timestamp,
         now: Timestamp,
+        feed_from: Timestamp,
     ) -> anyhow::Result<History> {
         let mut message = self.sample_request(j.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         message.request_id.clear();
@@ -1589,11 +1731,27 @@ impl Corpus {
             created,
         );
         let agent = format!("agent.{:03}", rng.below(120));
+        let snapshot = |ticket: &Ticket, at: Timestamp| -> anyhow::Result<Option<String>> {
+            Ok(if at >= feed_from {
+                Some(serde_json::to_string(ticket)?)
+            } else {
+                None
+            })
+        };
+        let owed = |ticket: &Ticket, record: &EventRecord| -> anyhow::Result<_> {
+            match push_for(ticket, record).filter(|_| self.sync_policy.applies_to(ticket)) {
+                Some(kind) => Ok(Some((kind, serde_json::to_string(ticket)?))),
+                None => Ok(None),
+            }
+        };
+        let record = created_event(&ticket);
         let mut events = vec![HistoryEvent {
             version: ticket.version,
             actor: agent.clone(),
             at: created,
-            record: created_event(&ticket),
+            ticket_body: snapshot(&ticket, created)?,
+            push: owed(&ticket, &record)?,
+            record,
         }];
 
         let age_days = (now.as_micros() - created.as_micros()) as f64 / 86_400e6;
@@ -1675,6 +1833,8 @@ impl Corpus {
                 version: next.version,
                 actor,
                 at,
+                ticket_body: snapshot(&next, at)?,
+                push: owed(&next, &record)?,
                 record,
             });
             current = next;
@@ -2193,6 +2353,17 @@ mod tests {
             .expect("events")
             .expect("ticket exists");
         assert_eq!(events.last().map(|e| e.version), Some(ticket.version));
+        let mut conn = SqliteConnection::connect(&url).await.expect("connect");
+        let (with_snapshot, pruned_through): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM ticket_events WHERE ticket_body IS NOT NULL),
+                    (SELECT pruned_through FROM feed_state WHERE id = 1)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("feed state");
+        assert!(with_snapshot > 0, "recent events keep their snapshots");
+        assert!(pruned_through > 0, "old events are marked as pruned");
+        conn.close().await.expect("close");
 
         let message = corpus.sample_request(7);
         let created = store

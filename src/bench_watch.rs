@@ -1010,7 +1010,7 @@ impl CreateRun {
 
     fn one_line(&self) -> String {
         let mut line = format!(
-            "{} creates @{}{}: {} in {:.2} s = {:.0}/s, p50 {:.1} ms, p99 {:.1} ms; cores server {:.2} / bench {:.2}; server RSS peak {}",
+            "{} creates @{}{}: {} in {:.2} s = {:.0}/s, p50 {:.1} ms, p99 {:.1} ms; cores server {:.2} / bench {:.2} / others {:.2}; server RSS peak {}",
             self.label,
             self.clients,
             self.rate.map_or(String::new(), |r| format!(" at {r:.0}/s")),
@@ -1021,6 +1021,7 @@ impl CreateRun {
             quantile_ms(&self.latency, 0.99),
             self.cpu.server_cores,
             self.cpu.bench_cores,
+            self.cpu.other_cores,
             mib(self.server_rss_peak_kib),
         );
         if self.errors > 0 {
@@ -1138,9 +1139,10 @@ async fn create_loop(
         match rate {
             Some(rate) => {
                 // The k-th create is due at k / rate: a client that falls behind the schedule
-                // sends at once, so the achieved rate shows what the server could take.
+                // sends at once, so the achieved rate shows what the server could take. The
+                // phase still ends on time; creates not sent by then are not sent.
                 let due = start + Duration::from_secs_f64(k as f64 / rate);
-                if due >= end {
+                if due >= end || Instant::now() >= end {
                     break;
                 }
                 tokio::select! {
@@ -1622,6 +1624,8 @@ struct CpuUse {
     server_cores: f64,
     bench_cores: f64,
     machine_busy: f64,
+    /// Cores busy outside the server and this process: other work sharing the machine.
+    other_cores: f64,
 }
 
 impl CpuUse {
@@ -1636,10 +1640,15 @@ impl CpuUse {
         };
         let busy = after.machine.0.saturating_sub(before.machine.0) as f64;
         let total = after.machine.1.saturating_sub(before.machine.1) as f64;
+        let server_cores = cores(before.server_ticks, after.server_ticks);
+        let bench_cores = cores(before.bench_ticks, after.bench_ticks);
+        let machine_busy = if total > 0.0 { busy / total } else { 0.0 };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         Self {
-            server_cores: cores(before.server_ticks, after.server_ticks),
-            bench_cores: cores(before.bench_ticks, after.bench_ticks),
-            machine_busy: if total > 0.0 { busy / total } else { 0.0 },
+            server_cores,
+            bench_cores,
+            machine_busy,
+            other_cores: (machine_busy * cpus - server_cores - bench_cores).max(0.0),
         }
     }
 }
@@ -1780,9 +1789,9 @@ fn print_report(plan: &Plan, machine: &Machine, routing: &Routing, report: &Repo
 
     println!("\n### CreateTicket, without and with the streams\n");
     println!(
-        "| phase | streams | clients | target/s | creates | errors | seconds | creates/s | p50 ms | p99 ms | max ms | server cores | bench cores | machine busy | server RSS peak |"
+        "| phase | streams | clients | target/s | creates | errors | seconds | creates/s | p50 ms | p99 ms | max ms | server cores | bench cores | other cores | machine busy | server RSS peak |"
     );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     let rows = [
         (&report.paced_without, 0),
         (&report.unpaced_without, 0),
@@ -1792,7 +1801,7 @@ fn print_report(plan: &Plan, machine: &Machine, routing: &Routing, report: &Repo
     for (run, streams) in rows {
         if let Some(r) = run {
             println!(
-                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0}% | {} |",
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0}% | {} |",
                 r.label,
                 group_digits(streams as u64),
                 r.clients,
@@ -1806,6 +1815,7 @@ fn print_report(plan: &Plan, machine: &Machine, routing: &Routing, report: &Repo
                 r.latency.max() as f64 / 1000.0,
                 r.cpu.server_cores,
                 r.cpu.bench_cores,
+                r.cpu.other_cores,
                 r.cpu.machine_busy * 100.0,
                 mib(r.server_rss_peak_kib),
             );
@@ -1926,8 +1936,10 @@ fn print_report(plan: &Plan, machine: &Machine, routing: &Routing, report: &Repo
     }
     if let Some(cpu) = report.idle_cpu {
         println!(
-            "CPU with the streams idle: server {:.2} cores, bench {:.2} cores",
-            cpu.server_cores, cpu.bench_cores
+            "CPU in the {:.0} s after the streams opened (each reads the log once): server {:.2} cores, bench {:.2} cores",
+            SETTLE.as_secs_f64(),
+            cpu.server_cores,
+            cpu.bench_cores
         );
     }
     if let Some(bench) = report.bench_rss_kib {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod metrics;
+pub mod platform;
 pub mod shutdown;
 pub mod store;
 pub mod sync;

@@ -29,6 +29,9 @@ enum Command {
     /// Many live WatchTickets streams on a server process while tickets are created: delivery
     /// latency, memory per stream and the watchers' cost to creates (docs/benchmarks.md).
     BenchWatch(balagh::bench_watch::BenchWatchArgs),
+    /// A SIMULATOR of the national platform over HTTP, with faults on a fixed seed and
+    /// simulated citizens (docs/platform-api.md). Never the real platform.
+    PlatformSim(balagh::platform::simulator::SimArgs),
 }
 
 #[tokio::main]
@@ -54,6 +57,12 @@ async fn main() -> anyhow::Result<()> {
             balagh::bench_watch::run(args)
                 .await
                 .context("bench-watch failed")
+        }
+        Command::PlatformSim(args) => {
+            balagh::telemetry::init(args.log_format);
+            balagh::platform::simulator::run(args)
+                .await
+                .context("platform-sim failed")
         }
     }
 }

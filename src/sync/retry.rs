@@ -99,18 +99,15 @@ mod tests {
     #[test]
     fn intervals_grow_with_jitter_and_stay_under_the_cap() {
         let policy = RetryPolicy::default();
-        let mut previous_floor = Duration::ZERO;
-        for attempt in 1..=25 {
-            let base =
-                policy.initial_interval.as_secs_f64() * policy.multiplier.powi(attempt as i32 - 1);
+        for attempt in 1..=25_u32 {
+            let exponent = i32::try_from(attempt).unwrap() - 1;
+            let base = policy.initial_interval.as_secs_f64() * policy.multiplier.powi(exponent);
             let base = base.min(policy.max_interval.as_secs_f64());
-            let got = policy.interval(attempt as u32).as_secs_f64();
+            let got = policy.interval(attempt).as_secs_f64();
             assert!(
                 got >= base * 0.7 - 1e-6 && got <= base * 1.3 + 1e-6,
                 "{attempt}: {got} vs {base}"
             );
-            assert!(Duration::from_secs_f64(got) <= policy.max_interval.mul_f64(1.3));
-            previous_floor = previous_floor.max(Duration::from_secs_f64(base * 0.7));
         }
     }
 

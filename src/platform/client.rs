@@ -1,0 +1,835 @@
+//! `PlatformClient`: the national platform's API over HTTP, with every outcome classified.
+//!
+//! The sync worker decides what to do after each call (retry later, fetch and merge, dead
+//! letter, alert) from one thing: the [`PlatformError`] variant. So this client does no
+//! retrying of its own, with one exception the contract asks for: an access token the platform
+//! refuses (401) is dropped, a new one fetched, and the call repeated exactly once.
+//!
+//! Invariants:
+//! - Every write carries the caller's `Idempotency-Key`. The caller derives it from what it
+//!   sends (an outbox entry), so a retry after any failure, even one where the write was
+//!   applied and the answer lost, repeats the same key and has the effect once.
+//! - Tokens are cached and refreshed shortly before they expire; one refresh at a time.
+//! - Nothing personal reaches a log line: logs carry the method, the route, case ids, statuses
+//!   and problem types, never a body.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::contract::{
+    self, Case, CaseUpdate, ChangePage, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, NewCase, NewReply,
+    NewResolution, Problem, ProblemType, Receipt, TokenError, TokenResponse,
+};
+use crate::domain::FieldViolation;
+
+/// A client secret: kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret([redacted])")
+    }
+}
+
+/// Where the platform is and who balagh is to it.
+#[derive(Debug, Clone)]
+pub struct PlatformClientConfig {
+    /// The platform's base URL, e.g. `http://127.0.0.1:8080` for the simulator.
+    pub base_url: String,
+    /// The municipality's entity id on the platform.
+    pub entity: String,
+    pub client_id: String,
+    pub client_secret: ClientSecret,
+    /// How long one request (including reading its answer) may take before it is a timeout.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl PlatformClientConfig {
+    /// Defaults for everything but where and who: 10 s per request, 3 s to connect.
+    pub fn new(
+        base_url: impl Into<String>,
+        entity: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: ClientSecret,
+    ) -> Self {
+        Self {
+            base_url: base_url.into(),
+            entity: entity.into(),
+            client_id: client_id.into(),
+            client_secret,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A stable key for one write: printable ASCII without spaces, 1 to 255 characters.
+/// Derive it from the thing being delivered (e.g. `outbox-<id>`), never from the attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(value: &str) -> Result<Self, FieldViolation> {
+        let valid = !value.is_empty()
+            && value.len() <= contract::MAX_IDEMPOTENCY_KEY_BYTES
+            && value.bytes().all(|b| b.is_ascii_graphic());
+        if valid {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(FieldViolation::new(
+                "idempotency_key",
+                "must be 1 to 255 printable ASCII characters without spaces",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a call may succeed if made again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// No connection could be made.
+    Connect,
+    /// No complete answer within the request timeout. A write's outcome is unknown.
+    Timeout,
+    /// The connection broke (reset, closed mid-answer). A write's outcome is unknown.
+    Transport,
+    /// 408.
+    RequestTimeout,
+    /// 429: slow down.
+    RateLimited,
+    /// 503: maintenance or overload.
+    Unavailable,
+    /// Any other 5xx.
+    ServerError,
+}
+
+impl fmt::Display for RetryCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RetryCause::Connect => "cannot connect",
+            RetryCause::Timeout => "timed out",
+            RetryCause::Transport => "connection broken",
+            RetryCause::RequestTimeout => "request timeout (408)",
+            RetryCause::RateLimited => "rate limited (429)",
+            RetryCause::Unavailable => "unavailable (503)",
+            RetryCause::ServerError => "server error",
+        })
+    }
+}
+
+/// Every outcome of a call that is not a success, classified by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// Try again later with the same idempotency key, no sooner than `retry_after` if given.
+    #[error("the platform call may succeed later: {cause}{}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Retryable {
+        cause: RetryCause,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+    },
+    /// 412: the case changed since the version sent in `If-Match`. Fetch it, merge, retry.
+    #[error("version conflict: the case is now at version {current_version:?}")]
+    Conflict {
+        current_version: Option<i64>,
+        problem: Option<Box<Problem>>,
+    },
+    /// Any other 4xx: sending the same request again will fail the same way (dead letter).
+    #[error("the platform refused the request: HTTP {status} {}", problem.as_ref().map(|p| p.problem_type.as_str()).unwrap_or("(no problem body)"))]
+    Rejected {
+        status: u16,
+        problem: Option<Box<Problem>>,
+    },
+    /// The answer does not follow the contract (an unparseable body, a wrong content). For a
+    /// write the outcome is unknown; a retry with the same key is safe.
+    #[error("malformed answer from the platform (HTTP {status}): {detail}")]
+    Malformed { status: u16, detail: String },
+    /// The platform refused our credentials, or refused a fresh token after one refresh.
+    #[error("not authorised by the platform: {detail}")]
+    Unauthorized { detail: String },
+    /// The client cannot be built from its configuration.
+    #[error("the platform client is misconfigured: {0}")]
+    Config(String),
+}
+
+impl PlatformError {
+    /// The platform's problem type, when the answer carried one of its problems.
+    pub fn problem_type(&self) -> Option<ProblemType> {
+        match self {
+            PlatformError::Conflict { problem, .. } | PlatformError::Rejected { problem, .. } => {
+                problem.as_ref().and_then(|p| p.kind())
+            }
+            _ => None,
+        }
+    }
+
+    /// 410 on the change feed: the cursor is older than the feed keeps. Start again from the
+    /// beginning and reconcile.
+    pub fn is_cursor_expired(&self) -> bool {
+        self.problem_type() == Some(ProblemType::CursorExpired)
+    }
+}
+
+/// The answer to a write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    pub case: Case,
+    /// The platform answered from its idempotency store: the write had been applied before.
+    pub replayed: bool,
+}
+
+/// The national platform's API.
+pub struct PlatformClient {
+    http: reqwest::Client,
+    base_url: Url,
+    config: PlatformClientConfig,
+    token: Mutex<Option<CachedToken>>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    access_token: String,
+    refresh_at: Instant,
+}
+
+/// One request, kept so it can be sent again after a token refresh.
+struct ApiRequest {
+    method: Method,
+    url: Url,
+    /// The route for logs, without ids: `cases/{id}/resolution`.
+    route: &'static str,
+    case_id: Option<String>,
+    body: Option<Vec<u8>>,
+    idempotency_key: Option<IdempotencyKey>,
+    if_match: Option<i64>,
+}
+
+/// A complete HTTP answer.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+enum Sent {
+    Answer(Answer),
+    /// 401 from the API: the token is no good.
+    TokenRefused,
+}
+
+impl PlatformClient {
+    pub fn new(config: PlatformClientConfig) -> Result<Self, PlatformError> {
+        let base_url = Url::parse(&config.base_url)
+            .map_err(|e| PlatformError::Config(format!("base_url: {e}")))?;
+        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
+            return Err(PlatformError::Config(
+                "base_url must be an http(s) URL".to_owned(),
+            ));
+        }
+        if config.entity.is_empty() || config.client_id.is_empty() {
+            return Err(PlatformError::Config(
+                "entity and client_id are required".to_owned(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("balagh/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PlatformError::Config(format!("http client: {e}")))?;
+        Ok(Self {
+            http,
+            base_url,
+            config,
+            token: Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &PlatformClientConfig {
+        &self.config
+    }
+
+    /// Shares a case the municipality registered (`POST .../cases`).
+    pub async fn create_case(
+        &self,
+        key: &IdempotencyKey,
+        case: &NewCase,
+    ) -> Result<WriteOutcome, PlatformError> {
+        let request = ApiRequest {
+            method: Method::POST,
+            url: self.entity_url(&["cases"]),
+            route: "cases",
+            case_id: None,
+            body: Some(to_json(case)?),
+            idempotency_key: Some(key.clone()),
+            if_match: None,
+        };
+        self.write(request).await
+    }
+
+    /// Reads a case (`GET .../cases/{id}`).
+    pub async fn get_case(&self, case_id: &str) -> Result<Case, PlatformError> {
+        let request = ApiRequest {
+            method: Method::GET,
+            url: self.entity_url(&["cases", case_id]),
+            route: "cases/{id}",
+            case_id: Some(case_id.to_owned()),
+            body: None,
+            idempotency_key: None,
+            if_match: None,
+        };
+        let (case, _) = self.call::<Case>(request).await?;
+        Ok(case)
+    }
+
+    /// Changes the fields the municipality owns (`PATCH .../cases/{id}`, `If-Match`).
+    pub async fn update_case(
+        &self,
+        key: &IdempotencyKey,
+        case_id: &str,
+        if_match: i64,
+        update: &CaseUpdate,
+    ) -> Result<WriteOutcome, PlatformError> {
+        let request = ApiRequest {
+            method: Method::PATCH,
+            url: self.entity_url(&["cases", case_id]),
+            route: "cases/{id}",
+            case_id: Some(case_id.to_owned()),
+            body: Some(to_json(update)?),
+            idempotency_key: Some(key.clone()),
+            if_match: Some(if_match),
+        };
+        self.write(request).await
+    }
+
+    /// Adds a public reply (`POST .../cases/{id}/replies`). `If-Match` is optional here: a
+    /// reply appends and overwrites nothing.
+    pub async fn add_reply(
+        &self,
+        key: &IdempotencyKey,
+        case_id: &str,
+        if_match: Option<i64>,
+        reply: &NewReply,
+    ) -> Result<WriteOutcome, PlatformError> {
+        let request = ApiRequest {
+            method: Method::POST,
+            url: self.entity_url(&["cases", case_id, "replies"]),
+            route: "cases/{id}/replies",
+            case_id: Some(case_id.to_owned()),
+            body: Some(to_json(reply)?),
+            idempotency_key: Some(key.clone()),
+            if_match,
+        };
+        self.write(request).await
+    }
+
+    /// Resolves the case (`POST .../cases/{id}/resolution`, `If-Match`).
+    pub async fn resolve_case(
+        &self,
+        key: &IdempotencyKey,
+        case_id: &str,
+        if_match: i64,
+        resolution: &NewResolution,
+    ) -> Result<WriteOutcome, PlatformError> {
+        let request = ApiRequest {
+            method: Method::POST,
+            url: self.entity_url(&["cases", case_id, "resolution"]),
+            route: "cases/{id}/resolution",
+            case_id: Some(case_id.to_owned()),
+            body: Some(to_json(resolution)?),
+            idempotency_key: Some(key.clone()),
+            if_match: Some(if_match),
+        };
+        self.write(request).await
+    }
+
+    /// Acknowledges receipt of a case a citizen filed (`POST .../cases/{id}/receipt`).
+    pub async fn acknowledge_receipt(
+        &self,
+        key: &IdempotencyKey,
+        case_id: &str,
+        receipt: &Receipt,
+    ) -> Result<WriteOutcome, PlatformError> {
+        let request = ApiRequest {
+            method: Method::POST,
+            url: self.entity_url(&["cases", case_id, "receipt"]),
+            route: "cases/{id}/receipt",
+            case_id: Some(case_id.to_owned()),
+            body: Some(to_json(receipt)?),
+            idempotency_key: Some(key.clone()),
+            if_match: None,
+        };
+        self.write(request).await
+    }
+
+    /// One page of the change feed after `after` (`None`: from the oldest change kept).
+    pub async fn changes(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ChangePage, PlatformError> {
+        let mut url = self.entity_url(&["changes"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(after) = after {
+                query.append_pair("after", after);
+            }
+            query.append_pair("limit", &limit.to_string());
+        }
+        let request = ApiRequest {
+            method: Method::GET,
+            url,
+            route: "changes",
+            case_id: None,
+            body: None,
+            idempotency_key: None,
+            if_match: None,
+        };
+        let (page, _) = self.call::<ChangePage>(request).await?;
+        Ok(page)
+    }
+
+    fn entity_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base_url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty()
+                .extend(["v1", "entities", self.config.entity.as_str()])
+                .extend(segments);
+        }
+        url
+    }
+
+    fn token_url(&self) -> Url {
+        let mut url = self.base_url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(["oauth2", "token"]);
+        }
+        url
+    }
+
+    async fn write(&self, request: ApiRequest) -> Result<WriteOutcome, PlatformError> {
+        let (case, headers) = self.call::<Case>(request).await?;
+        let replayed = headers
+            .get(IDEMPOTENT_REPLAYED)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        Ok(WriteOutcome { case, replayed })
+    }
+
+    /// Sends with a token; on 401 drops the token, gets a new one and sends once more.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: ApiRequest,
+    ) -> Result<(T, HeaderMap), PlatformError> {
+        let token = self.access_token().await?;
+        let answer = match self.send(&request, &token).await? {
+            Sent::Answer(answer) => answer,
+            Sent::TokenRefused => {
+                tracing::info!(
+                    route = request.route,
+                    "the platform refused the access token; fetching a new one"
+                );
+                self.forget_token(&token).await;
+                let token = self.access_token().await?;
+                match self.send(&request, &token).await? {
+                    Sent::Answer(answer) => answer,
+                    Sent::TokenRefused => {
+                        return Err(PlatformError::Unauthorized {
+                            detail: "a freshly issued token was refused".to_owned(),
+                        });
+                    }
+                }
+            }
+        };
+        let result = interpret::<T>(answer);
+        match &result {
+            Ok(_) => tracing::debug!(
+                method = %request.method,
+                route = request.route,
+                case_id = request.case_id.as_deref(),
+                "platform call succeeded"
+            ),
+            Err(error) => tracing::debug!(
+                method = %request.method,
+                route = request.route,
+                case_id = request.case_id.as_deref(),
+                error = %error,
+                "platform call failed"
+            ),
+        }
+        result
+    }
+
+    async fn send(&self, request: &ApiRequest, token: &str) -> Result<Sent, PlatformError> {
+        let mut builder = self
+            .http
+            .request(request.method.clone(), request.url.clone())
+            .timeout(self.config.request_timeout)
+            .bearer_auth(token)
+            .header(header::ACCEPT, "application/json");
+        if let Some(key) = &request.idempotency_key {
+            builder = builder.header(IDEMPOTENCY_KEY, key.as_str());
+        }
+        if let Some(version) = request.if_match {
+            builder = builder.header(header::IF_MATCH, contract::etag_of(version));
+        }
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let answer = receive(builder).await?;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            return Ok(Sent::TokenRefused);
+        }
+        Ok(Sent::Answer(answer))
+    }
+
+    /// The cached token, or a new one when there is none or it is about to expire. The lock
+    /// is held while fetching so that concurrent callers wait for one refresh.
+    async fn access_token(&self) -> Result<String, PlatformError> {
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && Instant::now() < token.refresh_at
+        {
+            return Ok(token.access_token.clone());
+        }
+        let fresh = self.fetch_token().await?;
+        let token = fresh.access_token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    /// Drops the cached token if it is still the one that was refused (another caller may
+    /// already have replaced it).
+    async fn forget_token(&self, refused: &str) {
+        let mut cached = self.token.lock().await;
+        if cached.as_ref().is_some_and(|t| t.access_token == refused) {
+            *cached = None;
+        }
+    }
+
+    async fn fetch_token(&self) -> Result<CachedToken, PlatformError> {
+        let started = Instant::now();
+        let builder = self
+            .http
+            .post(self.token_url())
+            .timeout(self.config.request_timeout)
+            .basic_auth(
+                &self.config.client_id,
+                Some(self.config.client_secret.expose()),
+            )
+            .header(header::ACCEPT, "application/json")
+            .form(&[("grant_type", "client_credentials")]);
+        let answer = receive(builder).await?;
+        let status = answer.status;
+        if status.is_success() {
+            let token: TokenResponse =
+                serde_json::from_slice(&answer.body).map_err(|e| PlatformError::Malformed {
+                    status: status.as_u16(),
+                    detail: format!("token answer: {e}"),
+                })?;
+            if !token.token_type.eq_ignore_ascii_case("bearer") || token.access_token.is_empty() {
+                return Err(PlatformError::Malformed {
+                    status: status.as_u16(),
+                    detail: "token answer: not a bearer token".to_owned(),
+                });
+            }
+            let lifetime = Duration::from_secs(token.expires_in);
+            // Refresh a little before expiry: a fifth of the lifetime early, at most a minute.
+            let margin = (lifetime / 5).min(Duration::from_secs(60));
+            tracing::info!(
+                expires_in_seconds = token.expires_in,
+                "got a platform access token"
+            );
+            return Ok(CachedToken {
+                access_token: token.access_token,
+                refresh_at: started + lifetime.saturating_sub(margin),
+            });
+        }
+        if matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
+            let error = serde_json::from_slice::<TokenError>(&answer.body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("HTTP {}", status.as_u16()));
+            tracing::warn!(error = %error, "the platform refused balagh's client credentials");
+            return Err(PlatformError::Unauthorized {
+                detail: format!("token request refused: {error}"),
+            });
+        }
+        match classify_status(&answer) {
+            Some(error) => Err(error),
+            None => Err(PlatformError::Rejected {
+                status: status.as_u16(),
+                problem: parse_problem(&answer.body),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for PlatformClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlatformClient")
+            .field("base_url", &self.base_url.as_str())
+            .field("entity", &self.config.entity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, PlatformError> {
+    serde_json::to_vec(value).map_err(|e| PlatformError::Config(format!("cannot encode: {e}")))
+}
+
+/// Sends and reads the whole answer; a transport failure at either step is retryable.
+async fn receive(builder: reqwest::RequestBuilder) -> Result<Answer, PlatformError> {
+    let response = builder.send().await.map_err(transport_error)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(transport_error)?.to_vec();
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn transport_error(error: reqwest::Error) -> PlatformError {
+    let cause = if error.is_timeout() {
+        RetryCause::Timeout
+    } else if error.is_connect() {
+        RetryCause::Connect
+    } else {
+        RetryCause::Transport
+    };
+    PlatformError::Retryable {
+        cause,
+        status: None,
+        retry_after: None,
+    }
+}
+
+/// The retryable statuses: 408, 429 and every 5xx.
+fn classify_status(answer: &Answer) -> Option<PlatformError> {
+    let status = answer.status;
+    let cause = match status {
+        StatusCode::REQUEST_TIMEOUT => RetryCause::RequestTimeout,
+        StatusCode::TOO_MANY_REQUESTS => RetryCause::RateLimited,
+        StatusCode::SERVICE_UNAVAILABLE => RetryCause::Unavailable,
+        s if s.is_server_error() => RetryCause::ServerError,
+        _ => return None,
+    };
+    Some(PlatformError::Retryable {
+        cause,
+        status: Some(status.as_u16()),
+        retry_after: answer
+            .headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now())),
+    })
+}
+
+fn interpret<T: DeserializeOwned>(answer: Answer) -> Result<(T, HeaderMap), PlatformError> {
+    let status = answer.status;
+    if status.is_success() {
+        return match serde_json::from_slice::<T>(&answer.body) {
+            Ok(value) => Ok((value, answer.headers)),
+            Err(e) => Err(PlatformError::Malformed {
+                status: status.as_u16(),
+                detail: format!("cannot parse the body: {e}"),
+            }),
+        };
+    }
+    if let Some(error) = classify_status(&answer) {
+        return Err(error);
+    }
+    if status == StatusCode::PRECONDITION_FAILED {
+        let problem = parse_problem(&answer.body);
+        let current_version = problem
+            .as_ref()
+            .and_then(|p| p.current_version)
+            .or_else(|| {
+                answer
+                    .headers
+                    .get(header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(contract::parse_etag)
+            });
+        return Err(PlatformError::Conflict {
+            current_version,
+            problem,
+        });
+    }
+    if status.is_client_error() {
+        return Err(PlatformError::Rejected {
+            status: status.as_u16(),
+            problem: parse_problem(&answer.body),
+        });
+    }
+    // 1xx after the head, 3xx: not something the contract has.
+    Err(PlatformError::Malformed {
+        status: status.as_u16(),
+        detail: "an answer status the contract does not have".to_owned(),
+    })
+}
+
+fn parse_problem(body: &[u8]) -> Option<Box<Problem>> {
+    serde_json::from_slice::<Problem>(body).ok().map(Box::new)
+}
+
+/// `Retry-After` is either a number of seconds or an HTTP date (RFC 9110 §10.2.3). A date in
+/// the past means "now".
+pub fn parse_retry_after(
+    value: &HeaderValue,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - now;
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-01T08:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(
+            parse_retry_after(&v("120"), now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after(&v("Sun, 01 Mar 2026 08:00:30 GMT"), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after(&v("Sun, 01 Mar 2026 07:00:00 GMT"), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after(&v("soon"), now), None);
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// Every status the sync worker must tell apart, including those the simulator never
+    /// sends (408, 3xx).
+    #[test]
+    fn statuses_are_classified_for_the_sync_worker() {
+        let retry = |status, headers: &[(&str, &str)]| match interpret::<serde_json::Value>(answer(
+            status, headers, "",
+        )) {
+            Err(PlatformError::Retryable {
+                cause, retry_after, ..
+            }) => Some((cause, retry_after)),
+            _ => None,
+        };
+        assert_eq!(retry(408, &[]), Some((RetryCause::RequestTimeout, None)));
+        assert_eq!(
+            retry(429, &[("retry-after", "3")]),
+            Some((RetryCause::RateLimited, Some(Duration::from_secs(3))))
+        );
+        assert_eq!(retry(503, &[]), Some((RetryCause::Unavailable, None)));
+        assert_eq!(retry(500, &[]), Some((RetryCause::ServerError, None)));
+        assert_eq!(retry(599, &[]), Some((RetryCause::ServerError, None)));
+        assert!(matches!(
+            interpret::<serde_json::Value>(answer(412, &[("etag", "\"4\"")], "not json")),
+            Err(PlatformError::Conflict {
+                current_version: Some(4),
+                ..
+            })
+        ));
+        assert!(matches!(
+            interpret::<serde_json::Value>(answer(404, &[], "")),
+            Err(PlatformError::Rejected {
+                status: 404,
+                problem: None
+            })
+        ));
+        assert!(matches!(
+            interpret::<serde_json::Value>(answer(302, &[], "")),
+            Err(PlatformError::Malformed { status: 302, .. })
+        ));
+        assert!(matches!(
+            interpret::<Case>(answer(200, &[], "{\"case_id\": 1")),
+            Err(PlatformError::Malformed { status: 200, .. })
+        ));
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_and_bounded() {
+        assert!(IdempotencyKey::parse("outbox-42").is_ok());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn the_secret_stays_out_of_debug_output() {
+        let config = PlatformClientConfig::new(
+            "http://127.0.0.1:1",
+            "muscat-municipality",
+            "balagh",
+            ClientSecret::new("hunter2"),
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn urls_are_built_from_segments() {
+        let config = PlatformClientConfig::new(
+            "http://127.0.0.1:9/api/",
+            "muscat-municipality",
+            "balagh",
+            ClientSecret::new("s"),
+        );
+        let client = PlatformClient::new(config).unwrap();
+        assert_eq!(
+            client.entity_url(&["cases", "A/B"]).as_str(),
+            "http://127.0.0.1:9/api/v1/entities/muscat-municipality/cases/A%2FB"
+        );
+        assert_eq!(
+            client.token_url().as_str(),
+            "http://127.0.0.1:9/api/oauth2/token"
+        );
+    }
+}
