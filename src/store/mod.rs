@@ -318,6 +318,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn outbox_status(&self) -> Result<OutboxStatus, StoreError>;
 
+    /// Records that `case_id` on the national platform stands for the ticket. Idempotent;
+    /// linking a ticket to a second case is refused as corrupt data.
+    async fn link_platform_case(
+        &self,
+        ticket_id: TicketId,
+        case_id: &str,
+    ) -> Result<(), StoreError>;
+
+    async fn platform_case_id(&self, ticket_id: TicketId) -> Result<Option<String>, StoreError>;
+
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;
 

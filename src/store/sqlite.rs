@@ -1454,6 +1454,49 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn link_platform_case(
+        &self,
+        ticket_id: TicketId,
+        case_id: &str,
+    ) -> Result<(), StoreError> {
+        let case_id = case_id.to_owned();
+        self.submit(None, move |conn, now| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO platform_cases (ticket_id, case_id, create_time)
+                     VALUES (?, ?, ?) ON CONFLICT (ticket_id) DO NOTHING",
+                )
+                .bind(ticket_id.to_string())
+                .bind(&case_id)
+                .bind(now.as_micros())
+                .execute(&mut *conn)
+                .await?;
+                let linked: String =
+                    sqlx::query_scalar("SELECT case_id FROM platform_cases WHERE ticket_id = ?")
+                        .bind(ticket_id.to_string())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if linked == case_id {
+                    Ok(())
+                } else {
+                    Err(StoreError::Corrupt(format!(
+                        "ticket {ticket_id} is linked to platform case {linked}, not {case_id}"
+                    )))
+                }
+            })
+        })
+        .await
+    }
+
+    async fn platform_case_id(&self, ticket_id: TicketId) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT case_id FROM platform_cases WHERE ticket_id = ?")
+                .bind(ticket_id.to_string())
+                .fetch_optional(&self.readers)
+                .await?,
+        )
+    }
+
     fn pool_status(&self) -> PoolStatus {
         PoolStatus {
             size: self.readers.size(),

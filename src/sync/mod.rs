@@ -12,6 +12,7 @@
 //!   logged again and again for as long as any dead letter waits.
 
 pub mod breaker;
+pub mod platform_pusher;
 pub mod retry;
 
 use std::sync::{Arc, Mutex};
