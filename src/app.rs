@@ -136,6 +136,7 @@ impl Application {
                 .await;
         }
 
+        let sync_task = start_sync(&config, store.clone(), clock.clone(), shutdown.clone()).await?;
         let upkeep = tokio::spawn(upkeep(
             store.clone(),
             clock,
@@ -199,6 +200,7 @@ impl Application {
             ("upkeep", upkeep),
             ("change feed", feed_task),
             ("admin", admin),
+            ("sync", sync_task),
         ] {
             if let Err(error) = task.await {
                 tracing::error!(error = %error, task = name, "a background task failed");
@@ -208,6 +210,59 @@ impl Application {
         tracing::info!("balagh stopped");
         served.context("the gRPC server failed")
     }
+}
+
+/// Starts the sync worker when a platform is configured (and the simulator, when asked for).
+/// Without a platform, pushes wait in the outbox.
+async fn start_sync(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use crate::config::PlatformMode;
+    use crate::platform::client::{ClientSecret, PlatformClient, PlatformClientConfig};
+    use crate::platform::simulator::{Simulator, SimulatorConfig};
+    let client_config = match &config.platform {
+        PlatformMode::None => {
+            tracing::info!("no national platform configured: pushes wait in the outbox");
+            return Ok(tokio::spawn(async {}));
+        }
+        PlatformMode::Remote(settings) => PlatformClientConfig::new(
+            settings.base_url.clone(),
+            settings.entity.clone(),
+            settings.client_id.clone(),
+            settings.client_secret.clone(),
+        ),
+        PlatformMode::Simulator { listen } => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} for the simulator"))?;
+            let simulator_config = SimulatorConfig::for_tests();
+            let entity = simulator_config.entity.clone();
+            let client_id = simulator_config.client_id.clone();
+            let secret = ClientSecret::new(simulator_config.client_secret.clone());
+            let handle = Simulator::start(simulator_config, listener, shutdown.clone())
+                .context("cannot start the platform simulator")?;
+            tracing::warn!(
+                url = %handle.base_url(),
+                "pushing to the national platform SIMULATOR, not the real platform; see {}/admin/state",
+                handle.base_url()
+            );
+            PlatformClientConfig::new(handle.base_url(), entity, client_id, secret)
+        }
+    };
+    let client = PlatformClient::new(client_config).context("cannot build the platform client")?;
+    let mapping = crate::platform::mapping::Mapping::v1().context("the platform code mapping")?;
+    let pusher =
+        crate::sync::platform_pusher::PlatformPusher::new(client, Arc::new(mapping), store.clone());
+    let worker = Arc::new(crate::sync::SyncWorker::new(
+        store,
+        Arc::new(pusher),
+        clock,
+        crate::sync::SyncSettings::default(),
+    ));
+    Ok(tokio::spawn(worker.run_until_stopped(shutdown)))
 }
 
 /// How long things are kept.

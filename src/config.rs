@@ -28,6 +28,36 @@ pub struct Config {
     /// How long a request id's first answer is kept for replay (at least 24 h).
     pub request_id_retention: Duration,
     pub watch: WatchConfig,
+    pub platform: PlatformMode,
+}
+
+/// Where the sync worker pushes, if anywhere.
+#[derive(Debug, Clone)]
+pub enum PlatformMode {
+    /// No national platform configured: changes queue in the outbox until one is.
+    None,
+    /// The real platform (or any server speaking docs/platform-api.md).
+    Remote(PlatformSettings),
+    /// The platform simulator, started in this process on `listen`: for newcomers and demos.
+    Simulator { listen: SocketAddr },
+}
+
+#[derive(Clone)]
+pub struct PlatformSettings {
+    pub base_url: String,
+    pub entity: String,
+    pub client_id: String,
+    pub client_secret: crate::platform::client::ClientSecret,
+}
+
+impl std::fmt::Debug for PlatformSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformSettings")
+            .field("base_url", &self.base_url)
+            .field("entity", &self.entity)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// WatchTickets streams.
@@ -159,6 +189,72 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "BALAGH_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Start the national platform SIMULATOR beside the service and push to it (for trying
+    /// balagh out; never in production).
+    #[arg(long)]
+    pub with_simulator: bool,
+    /// Where the simulator listens with --with-simulator.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub simulator_listen: String,
+    /// The national platform's base URL; the sync worker runs when it is set.
+    #[arg(long, env = "BALAGH_PLATFORM_URL")]
+    pub platform_url: Option<String>,
+    /// The municipality's entity id on the platform.
+    #[arg(
+        long,
+        env = "BALAGH_PLATFORM_ENTITY",
+        default_value = "muscat-municipality"
+    )]
+    pub platform_entity: String,
+    /// The OAuth2 client id.
+    #[arg(long, env = "BALAGH_PLATFORM_CLIENT_ID")]
+    pub platform_client_id: Option<String>,
+    /// A file holding the OAuth2 client secret (or set BALAGH_PLATFORM_CLIENT_SECRET).
+    #[arg(long, env = "BALAGH_PLATFORM_CLIENT_SECRET_FILE")]
+    pub platform_client_secret_file: Option<std::path::PathBuf>,
+}
+
+/// The platform the worker talks to, from the flags and the environment. The secret comes
+/// from `BALAGH_PLATFORM_CLIENT_SECRET` or a file, never from a flag or the config file.
+fn platform_mode(args: &ServeArgs) -> anyhow::Result<PlatformMode> {
+    if args.with_simulator {
+        if args.platform_url.is_some() {
+            anyhow::bail!("--with-simulator and --platform-url exclude each other");
+        }
+        let listen = args.simulator_listen.parse().with_context(|| {
+            format!(
+                "--simulator-listen {:?} is not an address",
+                args.simulator_listen
+            )
+        })?;
+        return Ok(PlatformMode::Simulator { listen });
+    }
+    let Some(base_url) = args.platform_url.clone() else {
+        return Ok(PlatformMode::None);
+    };
+    let client_id = args
+        .platform_client_id
+        .clone()
+        .context("--platform-url needs --platform-client-id (or BALAGH_PLATFORM_CLIENT_ID)")?;
+    let secret = match (
+        &args.platform_client_secret_file,
+        std::env::var("BALAGH_PLATFORM_CLIENT_SECRET"),
+    ) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the client secret file {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, Ok(secret)) => secret,
+        (None, Err(_)) => anyhow::bail!(
+            "--platform-url needs a client secret: BALAGH_PLATFORM_CLIENT_SECRET or --platform-client-secret-file"
+        ),
+    };
+    Ok(PlatformMode::Remote(PlatformSettings {
+        base_url,
+        entity: args.platform_entity.clone(),
+        client_id,
+        client_secret: crate::platform::client::ClientSecret::new(secret),
+    }))
 }
 
 impl Config {
@@ -213,6 +309,7 @@ impl Config {
             store: file.store,
             request_id_retention: Duration::from_secs(retention_hours * 3600),
             watch: file.watch,
+            platform: platform_mode(args)?,
         })
     }
 
@@ -227,6 +324,7 @@ impl Config {
             store: StoreTuning::default(),
             request_id_retention: Duration::from_secs(48 * 3600),
             watch: WatchConfig::default(),
+            platform: PlatformMode::None,
         }
     }
 }
