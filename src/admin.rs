@@ -58,6 +58,27 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         .metrics
         .change_feed_published
         .set(state.feed.published());
+    if let Ok(Ok(outbox)) =
+        tokio::time::timeout(Duration::from_secs(2), state.store.outbox_status()).await
+    {
+        for (name, n) in [
+            ("pending", outbox.pending),
+            ("leased", outbox.leased),
+            ("dead", outbox.dead),
+            ("delivered", outbox.delivered),
+        ] {
+            state
+                .metrics
+                .outbox_entries
+                .get_or_create(&crate::metrics::StateLabels { state: name })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let age = outbox.oldest_pending.map_or(0, |t| {
+            let now = crate::domain::Clock::now(&crate::domain::SystemClock).as_micros();
+            (now - t.as_micros()).max(0) / 1_000_000
+        });
+        state.metrics.outbox_oldest_pending_seconds.set(age);
+    }
     let pool = state.store.pool_status();
     state.metrics.db_pool_connections.set(i64::from(pool.size));
     state

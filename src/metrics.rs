@@ -23,6 +23,11 @@ pub struct RpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
     pub method: String,
 }
@@ -38,6 +43,10 @@ pub struct Metrics {
     pub change_feed_published: Gauge,
     pub db_pool_connections: Gauge,
     pub db_pool_idle: Gauge,
+    /// The outbox of pushes owed to the national platform, by state.
+    pub outbox_entries: Family<StateLabels, Gauge>,
+    /// Age of the oldest push still waiting, in seconds (0 when none waits).
+    pub outbox_oldest_pending_seconds: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -59,6 +68,8 @@ impl Metrics {
         let change_feed_published = Gauge::default();
         let db_pool_connections = Gauge::default();
         let db_pool_idle = Gauge::default();
+        let outbox_entries = Family::<StateLabels, Gauge>::default();
+        let outbox_oldest_pending_seconds = Gauge::default();
         let mut registry = Registry::with_prefix("balagh");
         registry.register(
             "grpc_requests",
@@ -95,6 +106,16 @@ impl Metrics {
             "Read pool connections idle",
             db_pool_idle.clone(),
         );
+        registry.register(
+            "outbox_entries",
+            "Pushes owed to the national platform, by state (pending, leased, dead, delivered)",
+            outbox_entries.clone(),
+        );
+        registry.register(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest push still waiting for the national platform",
+            outbox_oldest_pending_seconds.clone(),
+        );
         Self {
             grpc_requests,
             grpc_duration,
@@ -103,6 +124,8 @@ impl Metrics {
             change_feed_published,
             db_pool_connections,
             db_pool_idle,
+            outbox_entries,
+            outbox_oldest_pending_seconds,
             registry: Arc::new(registry),
         }
     }

@@ -41,6 +41,8 @@ async fn liveness_readiness_and_metrics_of_real_calls() {
         r#"balagh_grpc_requests_total{method="/balagh.v1.TicketService/GetTicket",code="NotFound"} 1"#,
         "balagh_watch_streams_open 1",
         "balagh_event_log_latest_cursor 2",
+        r#"balagh_outbox_entries{state="pending"} 0"#,
+        r#"balagh_outbox_entries{state="dead"} 0"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
