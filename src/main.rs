@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Watch(args) => balagh::watch_client::run(args).await,
         Command::Bench(args) => {
-            balagh::telemetry::init(LogFormat::Text);
+            balagh::telemetry::init_with_default(LogFormat::Text, "warn");
             balagh::bench::run(args).await.context("bench failed")
         }
         Command::BenchWatch(args) => {

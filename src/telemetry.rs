@@ -12,8 +12,14 @@ const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn,sqlx=warn,tonic
 
 /// Installs the global subscriber, writing to stderr. Calling it twice is harmless.
 pub fn init(format: LogFormat) {
+    init_with_default(format, DEFAULT_FILTER);
+}
+
+/// Like [`init`], with another default filter (the load tools keep the server they drive
+/// quiet, so its per-call lines do not cost what they measure).
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
