@@ -69,8 +69,18 @@ impl WatchProcess {
             .expect("a line from balagh watch in time")
     }
 
-    fn stop(self) {
-        drop(self);
+    /// Stops the client as a person does, with Ctrl-C (SIGINT): it never stops between
+    /// printing a change and saving its cursor. (Killed outright it may print the last change
+    /// again after a restart: at-least-once, as docs/streaming.md says.)
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "send SIGINT");
+        let status = self.child.wait().expect("wait for balagh watch");
+        assert!(
+            status.success(),
+            "balagh watch exits cleanly on Ctrl-C: {status:?}"
+        );
     }
 }
 

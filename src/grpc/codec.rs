@@ -37,7 +37,9 @@ where
     type Decoder = StrictDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::default())
+        // 1 KiB allocated per call rather than 8 KiB: with thousands of watch streams open the
+        // encode buffers are most of their memory. Larger messages grow it as needed.
+        ProstEncoder::new(BufferSettings::new(1024, 8 * 1024))
     }
 
     fn decoder(&mut self) -> Self::Decoder {

@@ -225,7 +225,7 @@ pub fn spawn_stream(
     shutdown: CancellationToken,
     streams_open: prometheus_client::metrics::gauge::Gauge,
 ) -> WatchStream {
-    let (sender, items) = mpsc::channel(settings.stream_buffer.max(1));
+    let (sender, items) = mpsc::channel::<Outgoing>(settings.stream_buffer.max(1));
     let (end_sender, end) = oneshot::channel::<Status>();
     streams_open.inc();
     tokio::spawn(async move {
@@ -251,10 +251,24 @@ pub fn spawn_stream(
             }
         }
     });
-    // The buffered messages first, then the terminal status, if any.
+    // The buffered messages first, then the terminal status, if any. A shared change
+    // becomes its message only when tonic takes it, so what waits in the buffer is a pointer.
     let terminal =
         futures::stream::once(end).filter_map(|ended| async move { ended.ok().map(Err) });
-    Box::pin(ReceiverStream::new(items).chain(terminal))
+    let items = ReceiverStream::new(items).map(|outgoing| {
+        Ok(match outgoing {
+            Outgoing::Shared(item) => item.message(),
+            Outgoing::Owned(message) => *message,
+        })
+    });
+    Box::pin(items.chain(terminal))
+}
+
+/// What waits in a stream's buffer: a change shared by every stream that follows it, or a
+/// message of this stream's own (snapshot, catch-up, heartbeat). Boxed, so a slot stays small.
+enum Outgoing {
+    Shared(Arc<FeedItem>),
+    Owned(Box<proto::WatchTicketsResponse>),
 }
 
 enum End {
@@ -272,7 +286,7 @@ struct Pump {
     store: Arc<dyn Store>,
     filter: TicketFilter,
     settings: WatchSettings,
-    sender: mpsc::Sender<Result<proto::WatchTicketsResponse, Status>>,
+    sender: mpsc::Sender<Outgoing>,
     /// The last cursor handled (sent or filtered out).
     position: i64,
 }
@@ -288,17 +302,20 @@ impl Pump {
             Start::After(position) => self.position = position,
             Start::Snapshot(snapshot) => {
                 for ticket in &snapshot.tickets {
-                    self.send(proto::WatchTicketsResponse {
+                    self.send(Outgoing::Owned(Box::new(proto::WatchTicketsResponse {
                         cursor: String::new(),
                         kind: proto::ChangeKind::Snapshot.into(),
                         ticket: Some(ticket_to_proto(ticket)),
                         event: None,
-                    })
+                    })))
                     .await?;
                 }
                 self.position = snapshot.cursor;
-                self.send(marker(proto::ChangeKind::SnapshotEnd, snapshot.cursor))
-                    .await?;
+                self.send(Outgoing::Owned(Box::new(marker(
+                    proto::ChangeKind::SnapshotEnd,
+                    snapshot.cursor,
+                ))))
+                .await?;
             }
         }
         self.catch_up().await?;
@@ -323,7 +340,7 @@ impl Pump {
                         }
                         self.position = item.cursor();
                         if self.filter.matches(&item.change.ticket) {
-                            self.send(item.message()).await?;
+                            self.send(Outgoing::Shared(item)).await?;
                             heartbeat.reset();
                         }
                     }
@@ -342,7 +359,10 @@ impl Pump {
                     }
                 },
                 _ = heartbeat.tick() => {
-                    self.send(marker(proto::ChangeKind::Heartbeat, self.position)).await?;
+                    self.send(Outgoing::Owned(Box::new(marker(
+                        proto::ChangeKind::Heartbeat,
+                        self.position,
+                    )))).await?;
                 }
             }
         }
@@ -359,7 +379,8 @@ impl Pump {
             for change in changes {
                 self.position = change.event.cursor;
                 if self.filter.matches(&change.ticket) {
-                    self.send(change_message(&change)).await?;
+                    self.send(Outgoing::Owned(Box::new(change_message(&change))))
+                        .await?;
                 }
             }
             if n < self.settings.catch_up_batch as usize {
@@ -368,10 +389,10 @@ impl Pump {
         }
     }
 
-    async fn send(&self, message: proto::WatchTicketsResponse) -> Result<(), End> {
+    async fn send(&self, message: Outgoing) -> Result<(), End> {
         match self
             .sender
-            .send_timeout(Ok(message), self.settings.send_timeout)
+            .send_timeout(message, self.settings.send_timeout)
             .await
         {
             Ok(()) => Ok(()),
