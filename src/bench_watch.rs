@@ -726,7 +726,14 @@ impl ServerProcess {
             .with_context(|| format!("cannot create {}", log.display()))?;
         let database_url = format!("sqlite://{}", dir.join("bench.db").display());
         let mut child = Command::new(&exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--database-url",
+            ])
             .arg(&database_url)
             .env("RUST_LOG", "warn")
             .env_remove("BALAGH_CONFIG")

@@ -27,7 +27,14 @@ impl Drop for Server {
 /// Starts `balagh serve` and reads the address it prints on its first line.
 fn start_server(db: &Path) -> (Server, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_balagh"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--database-url",
+        ])
         .arg(format!("sqlite://{}", db.display()))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

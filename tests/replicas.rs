@@ -31,6 +31,8 @@ impl Replica {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
                 "--database-url",
                 database_url,
             ])

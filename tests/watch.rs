@@ -410,7 +410,8 @@ async fn a_client_that_stops_reading_is_ended_without_slowing_a_fast_one() {
     let mut fast_client = TicketServiceClient::new(connect(app.addr).await);
     let mut slow = open(&mut slow_client, watch_request("", None)).await;
     let mut fast = open(&mut fast_client, watch_request("", None)).await;
-    let n = 200;
+    // Far more than the HTTP/2 windows and send buffers between the two ends can hold.
+    let n = 800;
     let mut big = pothole_report();
     big.description = "وصف طويل ".repeat(500);
     let writer = {
