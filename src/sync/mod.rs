@@ -126,14 +126,19 @@ impl SyncWorker {
             .unwrap_or(BreakerState::Closed)
     }
 
-    /// Drains the outbox until `shutdown`: woken by commits, polling when idle.
+    /// Drains the outbox until `shutdown`: woken by commits, polling when idle. The
+    /// dead-letter alert repeats every `alert_interval`, busy or idle.
     pub async fn run_until_stopped(self: Arc<Self>, shutdown: CancellationToken) {
         let mut commits = self.store.commits();
-        let mut alert = tokio::time::interval(self.settings.alert_interval);
+        let mut next_alert = tokio::time::Instant::now();
         tracing::info!(owner = %self.owner, "sync worker started");
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if tokio::time::Instant::now() >= next_alert {
+                self.alert_on_dead_letters().await;
+                next_alert = tokio::time::Instant::now() + self.settings.alert_interval;
             }
             let handled = match self.drain_once().await {
                 Ok(n) => n,
@@ -149,7 +154,6 @@ impl SyncWorker {
                 () = shutdown.cancelled() => break,
                 _ = commits.changed() => {}
                 () = tokio::time::sleep(self.settings.idle_poll) => {}
-                _ = alert.tick() => self.alert_on_dead_letters().await,
             }
         }
         tracing::info!(owner = %self.owner, "sync worker stopped");
