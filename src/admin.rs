@@ -27,6 +27,8 @@ pub struct AdminState {
     pub feed: Arc<ChangeFeed>,
     /// True while the gRPC server accepts calls.
     pub serving: Arc<AtomicBool>,
+    /// The application's clock, for ages such as the oldest waiting push.
+    pub clock: Arc<dyn crate::domain::Clock>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -74,8 +76,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let age = outbox.oldest_pending.map_or(0, |t| {
-            let now = crate::domain::Clock::now(&crate::domain::SystemClock).as_micros();
-            (now - t.as_micros()).max(0) / 1_000_000
+            (state.clock.now().as_micros() - t.as_micros()).max(0) / 1_000_000
         });
         state.metrics.outbox_oldest_pending_seconds.set(age);
     }

@@ -139,7 +139,7 @@ impl Application {
         let sync_task = start_sync(&config, store.clone(), clock.clone(), shutdown.clone()).await?;
         let upkeep = tokio::spawn(upkeep(
             store.clone(),
-            clock,
+            clock.clone(),
             Retention {
                 request_ids: config.request_id_retention,
                 change_feed: config.watch.retention(),
@@ -156,6 +156,7 @@ impl Application {
                 store: store.clone(),
                 feed,
                 serving: serving.clone(),
+                clock: clock.clone(),
             },
             admin_stop.clone(),
         ));

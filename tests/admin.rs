@@ -81,6 +81,7 @@ async fn readiness_is_503_while_not_serving() {
         store,
         feed,
         serving: Arc::new(AtomicBool::new(false)),
+        clock: Arc::new(balagh::domain::SystemClock),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -111,6 +111,10 @@ impl ChangeFeed {
         Ok((Arc::new(Self { live, published }), task))
     }
 
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedItem>> {
+        self.live.subscribe()
+    }
+
     /// The last cursor published to streams.
     pub fn published(&self) -> i64 {
         *self.published.borrow()
@@ -405,12 +409,6 @@ impl Pump {
                 &[],
             ))),
         }
-    }
-}
-
-impl ChangeFeed {
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedItem>> {
-        self.live.subscribe()
     }
 }
 

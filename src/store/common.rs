@@ -85,3 +85,30 @@ pub(super) fn reference(year: i32, number: i64) -> Result<ReferenceNumber, Store
         .and_then(|n| ReferenceNumber::new(year, n))
         .ok_or_else(|| StoreError::Corrupt(format!("reference counter {year}/{number}")))
 }
+
+/// Binds a ticket's projected columns, in this order: ticket_type, channel, category,
+/// priority, status, directorate, outlet, wilayat, assignee, support_line (as `$line`, the
+/// backend's integer type). Insert and update write the same projection from one place, so
+/// the columns can never disagree with the body.
+macro_rules! bind_projection {
+    ($query:expr, $ticket:expr, $line:ty) => {
+        $query
+            .bind($ticket.ticket_type.as_str())
+            .bind($ticket.channel.as_str())
+            .bind($ticket.category.as_str())
+            .bind($ticket.priority.as_str())
+            .bind($ticket.status.as_str())
+            .bind($ticket.assignment.directorate.as_ref().map(Code::as_str))
+            .bind($ticket.assignment.outlet.as_ref().map(Code::as_str))
+            .bind($ticket.location.wilayat.as_ref().map(Code::as_str))
+            .bind($ticket.assignment.assignee.as_ref().map(|a| a.as_str()))
+            .bind(
+                $ticket
+                    .assignment
+                    .support_line
+                    .map(|l| <$line>::from(l.number())),
+            )
+    };
+}
+
+pub(super) use bind_projection;

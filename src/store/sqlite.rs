@@ -31,7 +31,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::common::{
-    check_version, from_json, new_ticket, reference, search_document, to_json, unknown,
+    bind_projection, check_version, from_json, new_ticket, reference, search_document, to_json,
+    unknown,
 };
 use super::{
     Change, FeedBounds, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PushOutcome,
@@ -533,7 +534,7 @@ async fn insert_ticket(
     ticket: &Ticket,
     body: &str,
 ) -> Result<i64, StoreError> {
-    let seq: i64 = sqlx::query_scalar(
+    let query = sqlx::query_scalar(
         "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
              directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
              version, body)
@@ -541,28 +542,14 @@ async fn insert_ticket(
          RETURNING seq",
     )
     .bind(ticket.id.to_string())
-    .bind(ticket.reference.to_string())
-    .bind(ticket.ticket_type.as_str())
-    .bind(ticket.channel.as_str())
-    .bind(ticket.category.as_str())
-    .bind(ticket.priority.as_str())
-    .bind(ticket.status.as_str())
-    .bind(ticket.assignment.directorate.as_ref().map(Code::as_str))
-    .bind(ticket.assignment.outlet.as_ref().map(Code::as_str))
-    .bind(ticket.location.wilayat.as_ref().map(Code::as_str))
-    .bind(ticket.assignment.assignee.as_ref().map(|a| a.as_str()))
-    .bind(
-        ticket
-            .assignment
-            .support_line
-            .map(|l| i64::from(l.number())),
-    )
-    .bind(ticket.create_time.as_micros())
-    .bind(ticket.update_time.as_micros())
-    .bind(ticket.version)
-    .bind(body)
-    .fetch_one(&mut *conn)
-    .await?;
+    .bind(ticket.reference.to_string());
+    let seq: i64 = bind_projection!(query, ticket, i64)
+        .bind(ticket.create_time.as_micros())
+        .bind(ticket.update_time.as_micros())
+        .bind(ticket.version)
+        .bind(body)
+        .fetch_one(&mut *conn)
+        .await?;
     sqlx::query("INSERT INTO tickets_fts (rowid, content) VALUES (?, ?)")
         .bind(seq)
         .bind(search_document(ticket))
@@ -578,33 +565,19 @@ async fn save_ticket(
     ticket: &Ticket,
     body: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE tickets SET ticket_type = ?, channel = ?, category = ?, priority = ?, status = ?,
              directorate = ?, outlet = ?, wilayat = ?, assignee = ?, support_line = ?,
              update_time = ?, version = ?, body = ?
          WHERE seq = ?",
-    )
-    .bind(ticket.ticket_type.as_str())
-    .bind(ticket.channel.as_str())
-    .bind(ticket.category.as_str())
-    .bind(ticket.priority.as_str())
-    .bind(ticket.status.as_str())
-    .bind(ticket.assignment.directorate.as_ref().map(Code::as_str))
-    .bind(ticket.assignment.outlet.as_ref().map(Code::as_str))
-    .bind(ticket.location.wilayat.as_ref().map(Code::as_str))
-    .bind(ticket.assignment.assignee.as_ref().map(|a| a.as_str()))
-    .bind(
-        ticket
-            .assignment
-            .support_line
-            .map(|l| i64::from(l.number())),
-    )
-    .bind(ticket.update_time.as_micros())
-    .bind(ticket.version)
-    .bind(body)
-    .bind(seq)
-    .execute(&mut *conn)
-    .await?;
+    );
+    bind_projection!(query, ticket, i64)
+        .bind(ticket.update_time.as_micros())
+        .bind(ticket.version)
+        .bind(body)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
     if before.subject != ticket.subject || before.description != ticket.description {
         sqlx::query("UPDATE tickets_fts SET content = ? WHERE rowid = ?")
             .bind(search_document(ticket))
