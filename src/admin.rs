@@ -80,6 +80,18 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         });
         state.metrics.outbox_oldest_pending_seconds.set(age);
     }
+    if let Ok(Ok(pull)) =
+        tokio::time::timeout(Duration::from_secs(2), state.store.pull_state()).await
+    {
+        state
+            .metrics
+            .platform_pulled_changes
+            .set(i64::try_from(pull.n_changes).unwrap_or(i64::MAX));
+        let age = pull.last_pull_time.map_or(-1, |t| {
+            (state.clock.now().as_micros() - t.as_micros()).max(0) / 1_000_000
+        });
+        state.metrics.platform_last_pull_age_seconds.set(age);
+    }
     let pool = state.store.pool_status();
     state.metrics.db_pool_connections.set(i64::from(pool.size));
     state

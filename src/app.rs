@@ -25,7 +25,7 @@ use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
 use crate::grpc::proto::ticket_service_server::TicketServiceServer;
-use crate::grpc::sync_service::SyncServiceImpl;
+use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
@@ -123,8 +123,11 @@ impl Application {
         .max_decoding_message_size(limits.max_message_bytes);
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
-        let sync_service = SyncServiceServer::new(SyncServiceImpl::new(store.clone()))
-            .max_decoding_message_size(limits.max_message_bytes);
+        let (sync_runtime, sync_task) =
+            start_sync(&config, store.clone(), clock.clone(), shutdown.clone()).await?;
+        let sync_service =
+            SyncServiceServer::new(SyncServiceImpl::new(store.clone(), sync_runtime))
+                .max_decoding_message_size(limits.max_message_bytes);
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -136,7 +139,6 @@ impl Application {
                 .await;
         }
 
-        let sync_task = start_sync(&config, store.clone(), clock.clone(), shutdown.clone()).await?;
         let upkeep = tokio::spawn(upkeep(
             store.clone(),
             clock.clone(),
@@ -218,21 +220,22 @@ impl Application {
     }
 }
 
-/// Starts the sync worker when a platform is configured (and the simulator, when asked for).
-/// Without a platform, pushes wait in the outbox.
+/// Starts the sync worker (push and pull) when a platform is configured, and the simulator
+/// when asked for. Without a platform, pushes wait in the outbox. Returns what the
+/// SyncService reports on, and the task to wait for at shutdown.
 async fn start_sync(
     config: &Config,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(Option<SyncRuntime>, tokio::task::JoinHandle<()>)> {
     use crate::config::PlatformMode;
     use crate::platform::client::{ClientSecret, PlatformClient, PlatformClientConfig};
     use crate::platform::simulator::{Simulator, SimulatorConfig};
     let client_config = match &config.platform {
         PlatformMode::None => {
             tracing::info!("no national platform configured: pushes wait in the outbox");
-            return Ok(tokio::spawn(async {}));
+            return Ok((None, tokio::spawn(async {})));
         }
         PlatformMode::Remote(settings) => PlatformClientConfig::new(
             settings.base_url.clone(),
@@ -240,11 +243,19 @@ async fn start_sync(
             settings.client_id.clone(),
             settings.client_secret.clone(),
         ),
-        PlatformMode::Simulator { listen } => {
+        PlatformMode::Simulator {
+            listen,
+            citizen_rate,
+        } => {
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen} for the simulator"))?;
-            let simulator_config = SimulatorConfig::for_tests();
+            let simulator_config = SimulatorConfig {
+                // Citizens file and act on the simulated platform, so a newcomer sees cases
+                // arrive as tickets.
+                citizen_rate: *citizen_rate,
+                ..SimulatorConfig::for_tests()
+            };
             let entity = simulator_config.entity.clone();
             let client_id = simulator_config.client_id.clone();
             let secret = ClientSecret::new(simulator_config.client_secret.clone());
@@ -258,17 +269,38 @@ async fn start_sync(
             PlatformClientConfig::new(handle.base_url(), entity, client_id, secret)
         }
     };
-    let client = PlatformClient::new(client_config).context("cannot build the platform client")?;
-    let mapping = crate::platform::mapping::Mapping::v1().context("the platform code mapping")?;
-    let pusher =
-        crate::sync::platform_pusher::PlatformPusher::new(client, Arc::new(mapping), store.clone());
+    let client =
+        Arc::new(PlatformClient::new(client_config).context("cannot build the platform client")?);
+    let mapping =
+        Arc::new(crate::platform::mapping::Mapping::v1().context("the platform code mapping")?);
+    let pusher = crate::sync::platform_pusher::PlatformPusher::new(
+        client.clone(),
+        mapping.clone(),
+        store.clone(),
+    );
     let worker = Arc::new(crate::sync::SyncWorker::new(
-        store,
+        store.clone(),
         Arc::new(pusher),
-        clock,
+        clock.clone(),
         crate::sync::SyncSettings::default(),
     ));
-    Ok(tokio::spawn(worker.run_until_stopped(shutdown)))
+    let puller = Arc::new(crate::sync::pull::Puller::new(
+        client,
+        mapping,
+        store,
+        clock,
+        config.pull.clone(),
+    ));
+    let push_task = tokio::spawn(worker.clone().run_until_stopped(shutdown.clone()));
+    let pull_task = tokio::spawn(puller.clone().run_until_stopped(shutdown));
+    let task = tokio::spawn(async move {
+        for (name, task) in [("push", push_task), ("pull", pull_task)] {
+            if let Err(error) = task.await {
+                tracing::error!(error = %error, task = name, "a sync task failed");
+            }
+        }
+    });
+    Ok((Some(SyncRuntime { worker, puller }), task))
 }
 
 /// How long things are kept.

@@ -894,6 +894,7 @@ fn new_ticket(
         update_time: now,
         resolve_time: None,
         close_time: None,
+        satisfaction: None,
         version: 1,
     }
 }

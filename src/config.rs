@@ -29,6 +29,8 @@ pub struct Config {
     pub request_id_retention: Duration,
     pub watch: WatchConfig,
     pub platform: PlatformMode,
+    /// How the sync worker reads the platform's change feed.
+    pub pull: crate::sync::pull::PullSettings,
 }
 
 /// Where the sync worker pushes, if anywhere.
@@ -39,7 +41,11 @@ pub enum PlatformMode {
     /// The real platform (or any server speaking docs/platform-api.md).
     Remote(PlatformSettings),
     /// The platform simulator, started in this process on `listen`: for newcomers and demos.
-    Simulator { listen: SocketAddr },
+    /// Its citizens act `citizen_rate` times a second (file, add details, rate, reopen).
+    Simulator {
+        listen: SocketAddr,
+        citizen_rate: f64,
+    },
 }
 
 #[derive(Clone)]
@@ -196,6 +202,10 @@ pub struct ServeArgs {
     /// Where the simulator listens with --with-simulator.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub simulator_listen: String,
+    /// How many times a second the simulator's citizens act with --with-simulator (file a
+    /// case, add details, rate, ask to reopen); 0 for none.
+    #[arg(long, default_value_t = 0.2)]
+    pub simulator_citizen_rate: f64,
     /// The national platform's base URL; the sync worker runs when it is set.
     #[arg(long, env = "BALAGH_PLATFORM_URL")]
     pub platform_url: Option<String>,
@@ -227,7 +237,13 @@ fn platform_mode(args: &ServeArgs) -> anyhow::Result<PlatformMode> {
                 args.simulator_listen
             )
         })?;
-        return Ok(PlatformMode::Simulator { listen });
+        if !(args.simulator_citizen_rate.is_finite() && args.simulator_citizen_rate >= 0.0) {
+            anyhow::bail!("--simulator-citizen-rate must be 0 or more");
+        }
+        return Ok(PlatformMode::Simulator {
+            listen,
+            citizen_rate: args.simulator_citizen_rate,
+        });
     }
     let Some(base_url) = args.platform_url.clone() else {
         return Ok(PlatformMode::None);
@@ -310,6 +326,7 @@ impl Config {
             request_id_retention: Duration::from_secs(retention_hours * 3600),
             watch: file.watch,
             platform: platform_mode(args)?,
+            pull: crate::sync::pull::PullSettings::default(),
         })
     }
 
@@ -325,6 +342,7 @@ impl Config {
             request_id_retention: Duration::from_secs(48 * 3600),
             watch: WatchConfig::default(),
             platform: PlatformMode::None,
+            pull: crate::sync::pull::PullSettings::default(),
         }
     }
 }

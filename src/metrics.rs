@@ -47,6 +47,9 @@ pub struct Metrics {
     pub outbox_entries: Family<StateLabels, Gauge>,
     /// Age of the oldest push still waiting, in seconds (0 when none waits).
     pub outbox_oldest_pending_seconds: Gauge,
+    /// Changes of the platform's feed taken in so far, and seconds since a page was applied.
+    pub platform_pulled_changes: Gauge,
+    pub platform_last_pull_age_seconds: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -70,6 +73,8 @@ impl Metrics {
         let db_pool_idle = Gauge::default();
         let outbox_entries = Family::<StateLabels, Gauge>::default();
         let outbox_oldest_pending_seconds = Gauge::default();
+        let platform_pulled_changes = Gauge::default();
+        let platform_last_pull_age_seconds = Gauge::default();
         let mut registry = Registry::with_prefix("balagh");
         registry.register(
             "grpc_requests",
@@ -116,6 +121,16 @@ impl Metrics {
             "Age of the oldest push still waiting for the national platform",
             outbox_oldest_pending_seconds.clone(),
         );
+        registry.register(
+            "platform_pulled_changes",
+            "Changes of the national platform's feed taken in so far (duplicates included)",
+            platform_pulled_changes.clone(),
+        );
+        registry.register(
+            "platform_last_pull_age_seconds",
+            "Seconds since a page of the national platform's feed was last applied (-1: never)",
+            platform_last_pull_age_seconds.clone(),
+        );
         Self {
             grpc_requests,
             grpc_duration,
@@ -126,6 +141,8 @@ impl Metrics {
             db_pool_idle,
             outbox_entries,
             outbox_oldest_pending_seconds,
+            platform_pulled_changes,
+            platform_last_pull_age_seconds,
             registry: Arc::new(registry),
         }
     }

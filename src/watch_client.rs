@@ -125,6 +125,7 @@ fn print_change(message: &proto::WatchTicketsResponse) {
         proto::ChangeKind::Assigned => "assigned",
         proto::ChangeKind::StatusChanged => "status",
         proto::ChangeKind::Commented => "comment",
+        proto::ChangeKind::Rated => "rated",
         proto::ChangeKind::Snapshot => "snapshot",
         proto::ChangeKind::SnapshotEnd => {
             return println!("-- snapshot complete at {}", message.cursor);

@@ -18,6 +18,7 @@ async fn a_complaint_reaches_the_simulated_platform() {
         |c| {
             c.platform = PlatformMode::Simulator {
                 listen: "127.0.0.1:0".parse().unwrap(),
+                citizen_rate: 0.0,
             }
         },
         Arc::new(balagh::domain::SystemClock),

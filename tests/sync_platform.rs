@@ -102,7 +102,11 @@ async fn rig(faults: FaultSettings) -> Rig {
     );
     client_config.request_timeout = Duration::from_millis(800);
     let client = PlatformClient::new(client_config).unwrap();
-    let pusher = PlatformPusher::new(client, Arc::new(Mapping::v1().unwrap()), store.clone());
+    let pusher = PlatformPusher::new(
+        Arc::new(client),
+        Arc::new(Mapping::v1().unwrap()),
+        store.clone(),
+    );
     let settings = SyncSettings {
         breaker_threshold: 1_000,
         ..SyncSettings::default()

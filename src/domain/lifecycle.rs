@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::ticket::{
-    Assignment, Location, Reporter, Resolution, Status, Ticket, TicketPatch, Visibility,
-    check_ticket_rules,
+    Assignment, Location, Reporter, Resolution, Satisfaction, Status, Ticket, TicketPatch,
+    Visibility, check_ticket_rules,
 };
 use super::values::{Attachment, TicketId};
 use super::{FieldViolation, Timestamp};
@@ -49,6 +49,12 @@ pub enum Action {
         text: String,
         visibility: Visibility,
     },
+    /// The beneficiary's satisfaction with a resolved ticket (from the national platform or a
+    /// contact-centre call-back). A later rating replaces the earlier one on the ticket; the
+    /// audit trail keeps both.
+    Rate {
+        satisfaction: Satisfaction,
+    },
 }
 
 /// The kind of an action, without its data: what the transition table is keyed on.
@@ -64,10 +70,11 @@ pub enum ActionKind {
     Transfer,
     Merge,
     Comment,
+    Rate,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 10] = [
+    pub const ALL: [ActionKind; 11] = [
         ActionKind::Assign,
         ActionKind::StartWork,
         ActionKind::WaitOnBeneficiary,
@@ -78,6 +85,7 @@ impl ActionKind {
         ActionKind::Transfer,
         ActionKind::Merge,
         ActionKind::Comment,
+        ActionKind::Rate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +100,7 @@ impl ActionKind {
             ActionKind::Transfer => "transfer",
             ActionKind::Merge => "merge",
             ActionKind::Comment => "comment",
+            ActionKind::Rate => "rate",
         }
     }
 }
@@ -109,12 +118,14 @@ impl Action {
             Action::Transfer { .. } => ActionKind::Transfer,
             Action::Merge { .. } => ActionKind::Merge,
             Action::Comment { .. } => ActionKind::Comment,
+            Action::Rate { .. } => ActionKind::Rate,
         }
     }
 }
 
 /// The transition table: the status an action leads to from a status, or `None` when the
-/// move makes no sense. A comment never changes the status.
+/// move makes no sense. A comment never changes the status, and neither does a rating, which
+/// only a resolved or closed ticket takes.
 pub fn next_status(from: Status, action: ActionKind) -> Option<Status> {
     use ActionKind as A;
     use Status as S;
@@ -124,6 +135,7 @@ pub fn next_status(from: Status, action: ActionKind) -> Option<Status> {
     );
     match action {
         A::Comment => Some(from),
+        A::Rate if matches!(from, S::Resolved | S::Closed) => Some(from),
         A::Assign if open => Some(S::Assigned),
         A::StartWork if matches!(from, S::Assigned | S::WaitingOnBeneficiary | S::Reopened) => {
             Some(S::InProgress)
@@ -167,6 +179,7 @@ pub enum EventKind {
     Assigned,
     StatusChanged,
     Commented,
+    Rated,
 }
 
 impl EventKind {
@@ -177,6 +190,7 @@ impl EventKind {
             EventKind::Assigned => "assigned",
             EventKind::StatusChanged => "status_changed",
             EventKind::Commented => "commented",
+            EventKind::Rated => "rated",
         }
     }
 }
@@ -197,6 +211,8 @@ pub struct EventRecord {
     pub assignment: Option<Assignment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed_fields: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satisfaction: Option<Satisfaction>,
 }
 
 impl EventRecord {
@@ -209,6 +225,7 @@ impl EventRecord {
             visibility: None,
             assignment: None,
             changed_fields: Vec::new(),
+            satisfaction: None,
         }
     }
 }
@@ -304,12 +321,19 @@ pub fn apply_action(
             event.note = Some(text);
             event.visibility = Some(visibility);
         }
+        Action::Rate { satisfaction } => {
+            event = EventRecord::new(EventKind::Rated);
+            event.note = satisfaction.comment.clone();
+            event.satisfaction = Some(satisfaction.clone());
+            next.satisfaction = Some(satisfaction);
+        }
     }
     if to != Status::WaitingOnBeneficiary
         && to != Status::Rejected
         && to != Status::Reopened
         && to != Status::Transferred
         && kind != ActionKind::Comment
+        && kind != ActionKind::Rate
     {
         next.status_reason = None;
     }
@@ -410,6 +434,8 @@ mod tests {
         rows.push((S::Resolved, A::Close, S::Closed));
         rows.push((S::Resolved, A::Reopen, S::Reopened));
         rows.push((S::Closed, A::Reopen, S::Reopened));
+        rows.push((S::Resolved, A::Rate, S::Resolved));
+        rows.push((S::Closed, A::Rate, S::Closed));
         rows
     }
 
@@ -428,7 +454,7 @@ mod tests {
             }
         }
         assert_eq!(n_allowed, expected.len());
-        assert_eq!(S::ALL.len() * ActionKind::ALL.len(), 100);
+        assert_eq!(S::ALL.len() * ActionKind::ALL.len(), 110);
     }
 
     #[test]

@@ -91,7 +91,9 @@ pub fn push_for(ticket: &Ticket, record: &EventRecord) -> Option<PushKind> {
         EventKind::Commented => {
             (record.visibility == Some(Visibility::Public)).then_some(PushKind::PublicReply)
         }
-        EventKind::Updated => None,
+        // Edits stay local; a rating came from the beneficiary, who rated it on the platform
+        // or on a call-back: nothing to tell the platform.
+        EventKind::Updated | EventKind::Rated => None,
         EventKind::Assigned | EventKind::StatusChanged => {
             if record.from_status == record.to_status {
                 return None;

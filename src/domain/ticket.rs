@@ -231,6 +231,70 @@ pub struct Resolution {
     pub text: String,
 }
 
+/// How satisfied the beneficiary was with the handling of a ticket: a score from 1 (very
+/// dissatisfied) to 5 (very satisfied) and an optional comment, as the beneficiary gave them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Satisfaction {
+    score: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub rate_time: Timestamp,
+}
+
+impl Satisfaction {
+    pub const MIN_SCORE: u8 = 1;
+    pub const MAX_SCORE: u8 = 5;
+
+    /// A rating given at `rate_time`; the score must be 1 to 5 and the comment valid text.
+    pub fn parse(
+        field: &str,
+        score: i64,
+        comment: Option<&str>,
+        rate_time: Timestamp,
+    ) -> Result<Self, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        let score = match u8::try_from(score) {
+            Ok(s) if (Self::MIN_SCORE..=Self::MAX_SCORE).contains(&s) => s,
+            _ => {
+                violations.push(FieldViolation::new(
+                    &format!("{field}.score"),
+                    "must be from 1 to 5",
+                ));
+                0
+            }
+        };
+        let comment = match comment.filter(|c| !c.trim().is_empty()) {
+            None => None,
+            Some(c) => match super::values::parse_text(
+                &format!("{field}.comment"),
+                c,
+                1,
+                MAX_NOTE_CHARS,
+                true,
+            ) {
+                Ok(c) => Some(c),
+                Err(v) => {
+                    violations.push(v);
+                    None
+                }
+            },
+        };
+        if violations.is_empty() {
+            Ok(Self {
+                score,
+                comment,
+                rate_time,
+            })
+        } else {
+            Err(violations)
+        }
+    }
+
+    pub fn score(&self) -> u8 {
+        self.score
+    }
+}
+
 /// A ticket as the registry keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ticket {
@@ -255,6 +319,9 @@ pub struct Ticket {
     pub update_time: Timestamp,
     pub resolve_time: Option<Timestamp>,
     pub close_time: Option<Timestamp>,
+    /// The beneficiary's latest rating, once the ticket is resolved and rated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satisfaction: Option<Satisfaction>,
     /// Starts at 1 and grows by one with every change; the etag is derived from it.
     pub version: i64,
 }

@@ -11,7 +11,7 @@ use crate::domain::lifecycle::{EventKind, TicketEvent};
 use crate::domain::ticket::{
     Assignment, Channel, Location, MAX_ATTACHMENTS, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
     MAX_NOTE_CHARS, MAX_SUBJECT_CHARS, NewTicket, Priority, Reporter, Resolution, ResolutionCode,
-    Status, SupportLine, Ticket, TicketType, Visibility, check_ticket_rules,
+    Satisfaction, Status, SupportLine, Ticket, TicketType, Visibility, check_ticket_rules,
 };
 use crate::domain::values::{
     Attachment, CivilId, Code, Email, EmployeeId, GeoPoint, PhoneNumber, TicketId, parse_text,
@@ -405,6 +405,15 @@ pub fn ticket_to_proto(t: &Ticket) -> proto::Ticket {
         resolve_time: t.resolve_time.map(timestamp_to_proto),
         close_time: t.close_time.map(timestamp_to_proto),
         etag: t.etag(),
+        satisfaction: t.satisfaction.as_ref().map(satisfaction_to_proto),
+    }
+}
+
+fn satisfaction_to_proto(s: &Satisfaction) -> proto::Satisfaction {
+    proto::Satisfaction {
+        score: i32::from(s.score()),
+        comment: s.comment.clone().unwrap_or_default(),
+        rate_time: Some(timestamp_to_proto(s.rate_time)),
     }
 }
 
@@ -436,6 +445,7 @@ pub fn event_to_proto(e: &TicketEvent) -> proto::TicketEvent {
         EventKind::Assigned => proto::TicketEventKind::Assigned,
         EventKind::StatusChanged => proto::TicketEventKind::StatusChanged,
         EventKind::Commented => proto::TicketEventKind::Commented,
+        EventKind::Rated => proto::TicketEventKind::Rated,
     };
     proto::TicketEvent {
         cursor: e.cursor,
@@ -458,6 +468,7 @@ pub fn event_to_proto(e: &TicketEvent) -> proto::TicketEvent {
             .unwrap_or_default(),
         assignment: r.assignment.as_ref().map(assignment_to_proto),
         changed_fields: r.changed_fields.clone(),
+        satisfaction: r.satisfaction.as_ref().map(satisfaction_to_proto),
         etag: crate::domain::ticket::etag_of(e.version),
     }
 }

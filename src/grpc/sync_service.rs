@@ -12,14 +12,25 @@ use super::request::{PageToken, page_size};
 use crate::domain::FieldViolation;
 use crate::domain::sync::OutboxState;
 use crate::store::{OutboxEntry, Store};
+use crate::sync::SyncWorker;
+use crate::sync::breaker::BreakerState;
+use crate::sync::pull::{PullError, Puller};
+
+/// The running sync worker, when a platform is configured.
+#[derive(Clone)]
+pub struct SyncRuntime {
+    pub worker: Arc<SyncWorker>,
+    pub puller: Arc<Puller>,
+}
 
 pub struct SyncServiceImpl {
     store: Arc<dyn Store>,
+    sync: Option<SyncRuntime>,
 }
 
 impl SyncServiceImpl {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, sync: Option<SyncRuntime>) -> Self {
+        Self { store, sync }
     }
 
     /// The entry with `id` in whichever state it is.
@@ -35,6 +46,33 @@ impl SyncServiceImpl {
             }
         }
         Ok(None)
+    }
+}
+
+impl SyncServiceImpl {
+    fn runtime(&self) -> Result<&SyncRuntime, Status> {
+        self.sync.as_ref().ok_or_else(|| {
+            status(
+                Code::FailedPrecondition,
+                "PLATFORM_NOT_CONFIGURED",
+                "no national platform is configured",
+                HashMap::new(),
+                &[],
+            )
+        })
+    }
+}
+
+fn pull_error(error: PullError) -> Status {
+    match error {
+        PullError::Store(e) => Status::from(e),
+        PullError::Platform(e) => status(
+            Code::Unavailable,
+            "PLATFORM_UNAVAILABLE",
+            format!("the national platform's change feed could not be read: {e}"),
+            HashMap::new(),
+            &[],
+        ),
     }
 }
 
@@ -60,13 +98,73 @@ impl SyncService for SyncServiceImpl {
         _request: Request<proto::GetSyncStatusRequest>,
     ) -> Result<Response<proto::GetSyncStatusResponse>, Status> {
         let s = self.store.outbox_status().await?;
+        let pull = self.store.pull_state().await?;
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        Ok(Response::new(proto::GetSyncStatusResponse {
+        let mut response = proto::GetSyncStatusResponse {
             pending: count(s.pending),
             leased: count(s.leased),
             dead: count(s.dead),
             delivered: count(s.delivered),
             oldest_pending_time: s.oldest_pending.map(timestamp_to_proto),
+            platform_configured: self.sync.is_some(),
+            last_pull_time: pull.last_pull_time.map(timestamp_to_proto),
+            pull_cursor: pull.cursor.unwrap_or_default(),
+            pulled_changes: count(pull.n_changes),
+            ..Default::default()
+        };
+        if let Some(sync) = &self.sync {
+            response.breaker_state = match sync.worker.breaker_state() {
+                BreakerState::Closed => "CLOSED",
+                BreakerState::Open { .. } => "OPEN",
+                BreakerState::HalfOpen => "HALF_OPEN",
+            }
+            .to_owned();
+            response.last_push_time = sync.worker.last_delivery().map(timestamp_to_proto);
+            response.last_pull_error = sync.puller.health().last_error.unwrap_or_default();
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn trigger_pull(
+        &self,
+        _request: Request<proto::TriggerPullRequest>,
+    ) -> Result<Response<proto::TriggerPullResponse>, Status> {
+        let sync = self.runtime()?;
+        let report = sync
+            .puller
+            .pull_until_caught_up()
+            .await
+            .map_err(pull_error)?;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Ok(Response::new(proto::TriggerPullResponse {
+            pages: n(report.pages),
+            changes: n(report.changes),
+            created: n(report.created),
+            applied: n(report.applied),
+            applied_fallback: n(report.applied_fallback),
+            nothing: n(report.nothing),
+            duplicate: n(report.duplicate),
+            stale: n(report.stale),
+            unknown_case: n(report.unknown_case),
+            refused: n(report.refused),
+        }))
+    }
+
+    async fn trigger_reconcile(
+        &self,
+        _request: Request<proto::TriggerReconcileRequest>,
+    ) -> Result<Response<proto::TriggerReconcileResponse>, Status> {
+        let sync = self.runtime()?;
+        let report = sync.puller.reconcile().await.map_err(pull_error)?;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Ok(Response::new(proto::TriggerReconcileResponse {
+            cases: n(report.cases),
+            in_sync: n(report.in_sync),
+            taken_in: n(report.taken_in),
+            repushed: n(report.repushed),
+            awaiting_queue: n(report.awaiting_queue),
+            unlinked: n(report.unlinked),
+            refused: n(report.refused),
         }))
     }
 

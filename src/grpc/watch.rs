@@ -185,6 +185,7 @@ fn change_kind(kind: EventKind) -> proto::ChangeKind {
         EventKind::Assigned => proto::ChangeKind::Assigned,
         EventKind::StatusChanged => proto::ChangeKind::StatusChanged,
         EventKind::Commented => proto::ChangeKind::Commented,
+        EventKind::Rated => proto::ChangeKind::Rated,
     }
 }
 

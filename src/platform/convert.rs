@@ -320,6 +320,7 @@ mod tests {
             update_time: Timestamp::from_micros(1_780_000_100_000_000),
             resolve_time: Some(Timestamp::from_micros(1_780_000_100_000_000)),
             close_time: None,
+            satisfaction: None,
             version: 3,
         }
     }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::StoreError;
+use super::{InboundOutcome, StoreError};
 use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, SupportLine, Ticket};
 use crate::domain::values::{Code, ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
@@ -74,6 +74,7 @@ pub(super) fn new_ticket(
         update_time: now,
         resolve_time: None,
         close_time: None,
+        satisfaction: None,
         version: 1,
     }
 }
@@ -112,3 +113,24 @@ macro_rules! bind_projection {
 }
 
 pub(super) use bind_projection;
+
+/// What the inbox keeps of an outcome besides its name: the ticket and the reason.
+pub(super) fn inbound_record_fields(
+    outcome: &InboundOutcome,
+) -> (Option<TicketId>, Option<String>) {
+    match outcome {
+        InboundOutcome::Created {
+            ticket_id,
+            reference,
+        } => (Some(*ticket_id), Some(reference.to_string())),
+        InboundOutcome::Applied { ticket_id } => (Some(*ticket_id), None),
+        InboundOutcome::AppliedFallback { ticket_id, refused } => {
+            (Some(*ticket_id), Some(refused.clone()))
+        }
+        InboundOutcome::Refused { reason } => (None, Some(reason.clone())),
+        InboundOutcome::Nothing
+        | InboundOutcome::Duplicate
+        | InboundOutcome::Stale
+        | InboundOutcome::UnknownCase => (None, None),
+    }
+}

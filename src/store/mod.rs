@@ -12,6 +12,7 @@
 //! [`SqliteStore`] is the embedded implementation; a PostgreSQL one implements the same trait.
 
 mod common;
+mod inbound;
 mod postgres;
 mod sqlite;
 
@@ -172,6 +173,85 @@ pub struct Snapshot {
     pub tickets: Vec<Ticket>,
 }
 
+/// A change from the national platform's feed, already in the registry's terms, for
+/// [`Store::apply_platform_changes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundChange {
+    /// The platform's id of the change: a change applied once is skipped when seen again.
+    pub change_id: String,
+    pub case_id: String,
+    /// The case's version right after the change. A change no newer than the last one applied
+    /// to the case is skipped, so an old change never overwrites a newer state.
+    pub case_version: i64,
+    /// The ticket to take in when no local ticket stands for the case yet (a citizen's case).
+    pub new_ticket: Option<NewTicket>,
+    /// What the change does to the case's ticket.
+    pub action: Option<Action>,
+    /// Done instead of `action` when the lifecycle refuses it (a reopen request for a ticket
+    /// that is already open is kept as a comment): nothing the citizen said is lost.
+    pub fallback: Option<Action>,
+    /// Why the part of the change that is needed cannot be taken in (its case does not make
+    /// a valid ticket, its text is not valid). The change is then recorded as refused and the
+    /// cursor moves past it.
+    pub problem: Option<String>,
+}
+
+/// What became of one inbound change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum InboundOutcome {
+    /// A new local ticket for a case filed on the platform.
+    Created {
+        ticket_id: TicketId,
+        reference: ReferenceNumber,
+    },
+    /// The action was applied to the case's ticket.
+    Applied { ticket_id: TicketId },
+    /// The lifecycle refused the action; its fallback was applied instead.
+    AppliedFallback {
+        ticket_id: TicketId,
+        refused: String,
+    },
+    /// Nothing to do locally: the municipality's own change coming back, or a kind of change
+    /// the registry does not act on.
+    Nothing,
+    /// This change was applied before (the feed delivers at least once).
+    Duplicate,
+    /// Older than what was already applied to the case.
+    Stale,
+    /// No local ticket stands for the case and the change does not bring one: left to the
+    /// reconcile sweep.
+    UnknownCase,
+    /// The change cannot be taken in; `reason` says why (kept for the reconcile report).
+    Refused { reason: String },
+}
+
+impl InboundOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InboundOutcome::Created { .. } => "created",
+            InboundOutcome::Applied { .. } => "applied",
+            InboundOutcome::AppliedFallback { .. } => "applied_fallback",
+            InboundOutcome::Nothing => "nothing",
+            InboundOutcome::Duplicate => "duplicate",
+            InboundOutcome::Stale => "stale",
+            InboundOutcome::UnknownCase => "unknown_case",
+            InboundOutcome::Refused { .. } => "refused",
+        }
+    }
+}
+
+/// Where the pull from the platform's change feed stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PullState {
+    /// The feed cursor to resume after; `None` before the first change was taken in.
+    pub cursor: Option<String>,
+    /// When a page of the feed was last applied.
+    pub last_pull_time: Option<Timestamp>,
+    /// Changes taken in since the beginning (duplicates included).
+    pub n_changes: u64,
+}
+
 /// Why a store call failed. The gRPC layer maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -327,6 +407,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     async fn platform_case_id(&self, ticket_id: TicketId) -> Result<Option<String>, StoreError>;
+
+    /// The local ticket standing for a platform case, if any.
+    async fn ticket_for_case(&self, case_id: &str) -> Result<Option<TicketId>, StoreError>;
+
+    /// Applies one page of the platform's change feed and moves the pull cursor to
+    /// `next_cursor` (when given), all in one transaction: a crash either applies the page and
+    /// its cursor or neither. Each change runs in its own savepoint, so a change the registry
+    /// refuses is recorded as refused and never blocks the ones after it. `actor` is the audit
+    /// name.
+    async fn apply_platform_changes(
+        &self,
+        actor: &str,
+        changes: Vec<InboundChange>,
+        next_cursor: Option<&str>,
+    ) -> Result<Vec<InboundOutcome>, StoreError>;
+
+    /// Queues the ticket's current state for the platform again (a reconcile repair), with a
+    /// fresh idempotency key, as a push of `kind` carrying the ticket's latest event. `None`
+    /// (and nothing queued) while any push of the ticket is still pending or dead: those
+    /// settle it first.
+    async fn enqueue_repair_push(
+        &self,
+        ticket_id: TicketId,
+        kind: PushKind,
+    ) -> Result<Option<i64>, StoreError>;
+
+    async fn pull_state(&self) -> Result<PullState, StoreError>;
 
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;

@@ -31,12 +31,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::common::{
-    bind_projection, check_version, from_json, new_ticket, reference, search_document, to_json,
-    unknown,
+    bind_projection, check_version, from_json, inbound_record_fields, new_ticket, reference,
+    search_document, to_json, unknown,
 };
+use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PushOutcome,
-    RequestKey, Snapshot, Store, StoreError, TicketQuery, WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, ListedTicket, OutboxEntry, OutboxStatus,
+    PoolStatus, PullState, PushOutcome, RequestKey, Snapshot, Store, StoreError, TicketQuery,
+    WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -694,6 +696,7 @@ async fn append_event(
 }
 
 /// Who writes, and the sync policy that decides what the platform is owed.
+#[derive(Clone)]
 struct Author {
     actor: String,
     sync: Arc<SyncPolicy>,
@@ -801,6 +804,113 @@ async fn apply_action_tx(
     save_ticket(conn, seq, &next, &body).await?;
     let event = append_event(conn, &next, &body, &author, now, record).await?;
     Ok((next, event))
+}
+
+/// The inbound rules' statements on the writer's connection.
+struct PgInbound<'c> {
+    conn: &'c mut PgConnection,
+    author: Author,
+    now: Timestamp,
+}
+
+#[async_trait]
+impl InboundTx for PgInbound<'_> {
+    async fn execute(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        sqlx::query(sql).execute(&mut *self.conn).await?;
+        Ok(())
+    }
+
+    async fn seen(&mut self, change_id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM platform_inbox WHERE change_id = $1")
+                .bind(change_id)
+                .fetch_optional(&mut *self.conn)
+                .await?
+                .is_some(),
+        )
+    }
+
+    async fn case_link(&mut self, case_id: &str) -> Result<Option<(TicketId, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT ticket_id::text AS ticket_id, pulled_version FROM platform_cases
+             WHERE case_id = $1",
+        )
+        .bind(case_id)
+        .fetch_optional(&mut *self.conn)
+        .await?;
+        row.map(|row| {
+            let id: String = row.try_get("ticket_id")?;
+            let id = TicketId::parse("ticket_id", &id)
+                .map_err(|v| StoreError::Corrupt(format!("platform case link: {v}")))?;
+            Ok((id, row.try_get("pulled_version")?))
+        })
+        .transpose()
+    }
+
+    async fn set_pulled_version(&mut self, case_id: &str, version: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE platform_cases SET pulled_version = $1 WHERE case_id = $2")
+            .bind(version)
+            .bind(case_id)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_in(
+        &mut self,
+        case_id: &str,
+        version: i64,
+        new: NewTicket,
+    ) -> Result<Ticket, StoreError> {
+        let ticket = create_ticket_tx(self.conn, self.author.clone(), new, self.now).await?;
+        sqlx::query(
+            "INSERT INTO platform_cases (ticket_id, case_id, create_time, pulled_version)
+             VALUES ($1::uuid, $2, $3, $4)",
+        )
+        .bind(ticket.id.to_string())
+        .bind(case_id)
+        .bind(self.now.as_micros())
+        .bind(version)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(ticket)
+    }
+
+    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<(), StoreError> {
+        apply_action_tx(
+            self.conn,
+            self.author.clone(),
+            ticket_id,
+            None,
+            action,
+            self.now,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn record(
+        &mut self,
+        change: &InboundChange,
+        outcome: &InboundOutcome,
+    ) -> Result<(), StoreError> {
+        let (ticket_id, detail) = inbound_record_fields(outcome);
+        sqlx::query(
+            "INSERT INTO platform_inbox
+                 (change_id, case_id, case_version, outcome, detail, ticket_id, apply_time)
+             VALUES ($1, $2, $3, $4, $5, $6::uuid, $7)",
+        )
+        .bind(&change.change_id)
+        .bind(&change.case_id)
+        .bind(change.case_version)
+        .bind(outcome.as_str())
+        .bind(detail)
+        .bind(ticket_id.map(|id| id.to_string()))
+        .bind(self.now.as_micros())
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
 }
 
 fn outbox_from_row(row: &PgRow) -> Result<OutboxEntry, StoreError> {
@@ -1530,6 +1640,126 @@ impl Store for PostgresStore {
                 .fetch_optional(&self.readers)
                 .await?,
         )
+    }
+
+    async fn ticket_for_case(&self, case_id: &str) -> Result<Option<TicketId>, StoreError> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT ticket_id::text FROM platform_cases WHERE case_id = $1")
+                .bind(case_id)
+                .fetch_optional(&self.readers)
+                .await?;
+        id.map(|id| {
+            TicketId::parse("ticket_id", &id)
+                .map_err(|v| StoreError::Corrupt(format!("platform case link: {v}")))
+        })
+        .transpose()
+    }
+
+    async fn apply_platform_changes(
+        &self,
+        actor: &str,
+        changes: Vec<InboundChange>,
+        next_cursor: Option<&str>,
+    ) -> Result<Vec<InboundOutcome>, StoreError> {
+        let author = self.author(actor.to_owned());
+        let next_cursor = next_cursor.map(str::to_owned);
+        self.submit(None, move |conn, now| {
+            Box::pin(async move {
+                let mut tx = PgInbound { conn, author, now };
+                let outcomes = inbound::apply_changes(&mut tx, &changes).await?;
+                let Some(next_cursor) = next_cursor else {
+                    return Ok(outcomes);
+                };
+                sqlx::query(
+                    "INSERT INTO platform_pull (id, cursor, n_changes, update_time)
+                     VALUES (1, $1, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor,
+                         n_changes = platform_pull.n_changes + excluded.n_changes,
+                         update_time = excluded.update_time",
+                )
+                .bind(&next_cursor)
+                .bind(i64::try_from(changes.len()).unwrap_or(i64::MAX))
+                .bind(now.as_micros())
+                .execute(&mut *tx.conn)
+                .await?;
+                Ok(outcomes)
+            })
+        })
+        .await
+    }
+
+    async fn pull_state(&self) -> Result<PullState, StoreError> {
+        let row =
+            sqlx::query("SELECT cursor, n_changes, update_time FROM platform_pull WHERE id = 1")
+                .fetch_optional(&self.readers)
+                .await?;
+        row.map(|row| {
+            Ok(PullState {
+                cursor: Some(row.try_get("cursor")?),
+                last_pull_time: Some(Timestamp::from_micros(row.try_get("update_time")?)),
+                n_changes: u64::try_from(row.try_get::<i64, _>("n_changes")?).unwrap_or(0),
+            })
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+    }
+
+    async fn enqueue_repair_push(
+        &self,
+        ticket_id: TicketId,
+        kind: PushKind,
+    ) -> Result<Option<i64>, StoreError> {
+        self.submit(None, move |conn, now| {
+            Box::pin(async move {
+                let blocked = sqlx::query(
+                    "SELECT 1::BIGINT FROM outbox WHERE ticket_id = $1::uuid AND state IN ('pending', 'dead') LIMIT 1",
+                )
+                .bind(ticket_id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_some();
+                if blocked {
+                    return Ok(None);
+                }
+                let row = sqlx::query(
+                    "SELECT seq, ticket_id::text AS ticket_id, actor, occur_time, version, body::text AS body
+                     FROM ticket_events WHERE ticket_id = $1::uuid ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(ticket_id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::TicketNotFound)?;
+                let event = event_from_row(&row)?;
+                let ticket_body: String = sqlx::query_scalar("SELECT body::text FROM tickets WHERE id = $1::uuid")
+                    .bind(ticket_id.to_string())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let seq: i64 = sqlx::query_scalar(
+                    "INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
+                         event_body, state, next_attempt_at, create_time, update_time)
+                     VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6::jsonb, 'pending', $7, $8, $9) RETURNING seq",
+                )
+                .bind(ticket_id.to_string())
+                .bind(event.cursor)
+                .bind(kind.as_str())
+                // Not the key of the original push: the platform would answer from its
+                // idempotency store and change nothing.
+                .bind(format!(
+                    "balagh-{ticket_id}-{}-repair-{}",
+                    event.cursor,
+                    now.as_micros()
+                ))
+                .bind(&ticket_body)
+                .bind(to_json(&event)?)
+                .bind(now.as_micros())
+                .bind(now.as_micros())
+                .bind(now.as_micros())
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(Some(seq))
+            })
+        })
+        .await
     }
 
     fn pool_status(&self) -> PoolStatus {

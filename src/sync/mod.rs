@@ -13,6 +13,8 @@
 
 pub mod breaker;
 pub mod platform_pusher;
+pub mod pull;
+pub mod reconcile;
 pub mod retry;
 
 use std::sync::{Arc, Mutex};
@@ -91,6 +93,8 @@ pub struct SyncWorker {
     breaker: Mutex<Breaker>,
     /// This worker's name in leases: unique per process.
     owner: String,
+    /// When this worker last delivered a push.
+    last_delivery: Mutex<Option<crate::domain::Timestamp>>,
 }
 
 impl SyncWorker {
@@ -112,11 +116,17 @@ impl SyncWorker {
             settings,
             breaker: Mutex::new(breaker),
             owner: format!("sync-{}", uuid::Uuid::now_v7().simple()),
+            last_delivery: Mutex::new(None),
         }
     }
 
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// When this worker last delivered a push, if it has.
+    pub fn last_delivery(&self) -> Option<crate::domain::Timestamp> {
+        self.last_delivery.lock().ok().and_then(|t| *t)
     }
 
     pub fn breaker_state(&self) -> BreakerState {
@@ -203,6 +213,9 @@ impl SyncWorker {
             let outcome = match result {
                 Ok(()) => {
                     self.with_breaker(|b| b.record_success());
+                    if let Ok(mut last) = self.last_delivery.lock() {
+                        *last = Some(now);
+                    }
                     tracing::debug!("pushed");
                     PushOutcome::Delivered
                 }

@@ -24,13 +24,13 @@ use crate::platform::mapping::Mapping;
 use crate::store::{OutboxEntry, Store};
 
 pub struct PlatformPusher {
-    client: PlatformClient,
+    client: Arc<PlatformClient>,
     mapping: Arc<Mapping>,
     store: Arc<dyn Store>,
 }
 
 impl PlatformPusher {
-    pub fn new(client: PlatformClient, mapping: Arc<Mapping>, store: Arc<dyn Store>) -> Self {
+    pub fn new(client: Arc<PlatformClient>, mapping: Arc<Mapping>, store: Arc<dyn Store>) -> Self {
         Self {
             client,
             mapping,

@@ -14,7 +14,7 @@ use balagh::domain::ticket::{
 };
 use balagh::domain::values::{Code, PhoneNumber};
 use balagh::domain::{ManualClock, Timestamp};
-use balagh::store::{RequestKey, Store, StoreError, TicketQuery, WriteContext};
+use balagh::store::{InboundChange, RequestKey, Store, StoreError, TicketQuery, WriteContext};
 
 /// A store under test, and how to open the same database again (to prove durability).
 pub struct Harness {
@@ -597,6 +597,191 @@ pub async fn concurrent_workers_never_share_an_entry(h: Harness) {
     assert_eq!(unique.len(), 60);
 }
 
+fn platform_change(
+    change_id: &str,
+    case_id: &str,
+    case_version: i64,
+    new_ticket: Option<NewTicket>,
+    action: Option<Action>,
+) -> InboundChange {
+    InboundChange {
+        change_id: change_id.into(),
+        case_id: case_id.into(),
+        case_version,
+        new_ticket,
+        action,
+        fallback: None,
+        problem: None,
+    }
+}
+
+fn filed_on_platform() -> NewTicket {
+    NewTicket {
+        channel: Channel::NationalPlatform,
+        ..complaint()
+    }
+}
+
+pub async fn platform_changes_apply_once_in_order_and_move_the_cursor_with_them(
+    h: Harness,
+    clock: ManualClock,
+) {
+    use balagh::domain::lifecycle::EventKind;
+    use balagh::domain::ticket::{Satisfaction, Visibility};
+    use balagh::store::InboundOutcome as O;
+    let store = h.store.clone();
+    assert_eq!(store.pull_state().await.unwrap().cursor, None);
+
+    let page_1 = vec![
+        platform_change("ch-1", "CASE-1", 1, Some(filed_on_platform()), None),
+        InboundChange {
+            problem: Some("the case does not make a valid ticket: subject: empty".into()),
+            ..platform_change("ch-2", "CASE-2", 1, None, None)
+        },
+        platform_change(
+            "ch-3",
+            "CASE-1",
+            2,
+            Some(filed_on_platform()),
+            Some(comment("تفاصيل إضافية من المواطن", Visibility::Internal)),
+        ),
+        // The feed delivers at least once, also within a page.
+        platform_change("ch-1", "CASE-1", 1, Some(filed_on_platform()), None),
+    ];
+    let outcomes = store
+        .apply_platform_changes("national-platform", page_1, Some("cursor-1"))
+        .await
+        .unwrap();
+    let O::Created { ticket_id, .. } = outcomes[0].clone() else {
+        panic!("the filed case became a ticket: {outcomes:?}");
+    };
+    assert!(matches!(outcomes[1], O::Refused { .. }), "{outcomes:?}");
+    assert_eq!(outcomes[2], O::Applied { ticket_id });
+    assert_eq!(outcomes[3], O::Duplicate);
+    let state = store.pull_state().await.unwrap();
+    assert_eq!(state.cursor.as_deref(), Some("cursor-1"));
+    assert_eq!(state.n_changes, 4);
+    assert_eq!(
+        store.ticket_for_case("CASE-1").await.unwrap(),
+        Some(ticket_id)
+    );
+    assert_eq!(store.ticket_for_case("CASE-2").await.unwrap(), None);
+
+    let page_2 = vec![
+        // Older than what CASE-1 already reflects.
+        platform_change(
+            "ch-4",
+            "CASE-1",
+            2,
+            None,
+            Some(comment("قديم", Visibility::Internal)),
+        ),
+        // A reopen request for a ticket that is still open: kept as a comment instead.
+        InboundChange {
+            fallback: Some(comment("طلب إعادة فتح", Visibility::Internal)),
+            ..platform_change(
+                "ch-5",
+                "CASE-1",
+                3,
+                None,
+                Some(Action::Reopen {
+                    reason: "لم تحل".into(),
+                }),
+            )
+        },
+        platform_change(
+            "ch-6",
+            "CASE-9",
+            4,
+            None,
+            Some(comment("?", Visibility::Internal)),
+        ),
+    ];
+    let outcomes = store
+        .apply_platform_changes("national-platform", page_2, Some("cursor-2"))
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0], O::Stale);
+    assert!(
+        matches!(&outcomes[1], O::AppliedFallback { ticket_id: t, .. } if *t == ticket_id),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], O::UnknownCase);
+
+    // The cursor and the changes are durable together.
+    let store = (h.reopen)(clock.clone()).await;
+    assert_eq!(
+        store.pull_state().await.unwrap().cursor.as_deref(),
+        Some("cursor-2")
+    );
+    let events = store
+        .list_ticket_events(ticket_id, 0, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.record.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Created,
+            EventKind::Commented,
+            EventKind::Commented
+        ]
+    );
+    assert!(events.iter().all(|e| e.actor == "national-platform"));
+    let ticket = store.get_ticket(ticket_id).await.unwrap().unwrap();
+    assert_eq!(ticket.channel, Channel::NationalPlatform);
+    assert_eq!(ticket.status, Status::New);
+    // Taking the case in owes the platform its receipt.
+    let pending = store
+        .list_outbox(OutboxState::Pending, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].kind,
+        balagh::domain::sync::PushKind::AcknowledgeReceipt
+    );
+
+    // Once resolved, the citizen's rating lands on the ticket.
+    store
+        .apply_action(
+            ctx(),
+            ticket_id,
+            None,
+            Action::Resolve {
+                resolution: Resolution {
+                    code: ResolutionCode::Fixed,
+                    text: "تم".into(),
+                },
+            },
+        )
+        .await
+        .unwrap();
+    let rating =
+        Satisfaction::parse("rating", 4, Some("شكراً"), Timestamp::from_micros(JUNE_2026)).unwrap();
+    let outcomes = store
+        .apply_platform_changes(
+            "national-platform",
+            vec![platform_change(
+                "ch-7",
+                "CASE-1",
+                5,
+                None,
+                Some(Action::Rate {
+                    satisfaction: rating.clone(),
+                }),
+            )],
+            Some("cursor-3"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [O::Applied { ticket_id }]);
+    let ticket = store.get_ticket(ticket_id).await.unwrap().unwrap();
+    assert_eq!(ticket.satisfaction, Some(rating));
+    assert_eq!(store.pull_state().await.unwrap().n_changes, 8);
+}
+
 /// Instantiates every conformance test for one backend.
 #[macro_export]
 macro_rules! conformance_suite {
@@ -692,6 +877,18 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::concurrent_workers_never_share_an_entry(h).await;
+        }
+
+        #[tokio::test]
+        async fn platform_changes_apply_once_in_order_and_move_the_cursor_with_them() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::platform_changes_apply_once_in_order_and_move_the_cursor_with_them(
+                h, clock,
+            )
+            .await;
         }
 
         #[tokio::test]

@@ -1,0 +1,155 @@
+//! Taking in the national platform's change feed: the rules every backend follows, written
+//! once. A backend supplies the few statements ([`InboundTx`]); this module decides.
+//!
+//! Invariants (inside the one transaction that also moves the pull cursor):
+//! - A change id is applied at most once: the feed delivers at least once.
+//! - A change no newer than the case's last applied version is skipped, so an old change
+//!   never overwrites a newer state (no regression of status).
+//! - A case filed by a citizen becomes exactly one local ticket: the link case → ticket is
+//!   unique and written with the ticket.
+//! - Each change runs in its own savepoint: one the registry refuses (an unknown category, a
+//!   move the lifecycle forbids with no fallback) is recorded as refused and rolled back alone.
+
+use async_trait::async_trait;
+
+use super::{InboundChange, InboundOutcome, StoreError};
+use crate::domain::lifecycle::{Action, LifecycleError};
+use crate::domain::ticket::{NewTicket, Ticket};
+use crate::domain::values::TicketId;
+
+/// The statements the rules need, run inside the backend's writing transaction.
+#[async_trait]
+pub(super) trait InboundTx: Send {
+    /// Runs a statement without parameters (the savepoint commands, which both backends
+    /// spell alike).
+    async fn execute(&mut self, sql: &'static str) -> Result<(), StoreError>;
+
+    /// Whether this change id was taken in before.
+    async fn seen(&mut self, change_id: &str) -> Result<bool, StoreError>;
+
+    /// The ticket linked to the case and the case version last applied to it.
+    async fn case_link(&mut self, case_id: &str) -> Result<Option<(TicketId, i64)>, StoreError>;
+
+    async fn set_pulled_version(&mut self, case_id: &str, version: i64) -> Result<(), StoreError>;
+
+    /// Creates the ticket (with its event and outbox entry, as any creation) and links the
+    /// case to it at `version`.
+    async fn take_in(
+        &mut self,
+        case_id: &str,
+        version: i64,
+        new: NewTicket,
+    ) -> Result<Ticket, StoreError>;
+
+    /// Applies a lifecycle action to the ticket, as any other action.
+    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<(), StoreError>;
+
+    /// Records what became of a change.
+    async fn record(
+        &mut self,
+        change: &InboundChange,
+        outcome: &InboundOutcome,
+    ) -> Result<(), StoreError>;
+}
+
+/// Applies a page of changes in order; the caller moves the cursor in the same transaction.
+pub(super) async fn apply_changes<T: InboundTx + ?Sized>(
+    tx: &mut T,
+    changes: &[InboundChange],
+) -> Result<Vec<InboundOutcome>, StoreError> {
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for change in changes {
+        tx.execute("SAVEPOINT inbound_change").await?;
+        let outcome = match apply_one(tx, change).await {
+            Ok(outcome) => {
+                tx.execute("RELEASE SAVEPOINT inbound_change").await?;
+                outcome
+            }
+            Err(error) if is_refusal(&error) => {
+                tx.execute("ROLLBACK TO SAVEPOINT inbound_change").await?;
+                tx.execute("RELEASE SAVEPOINT inbound_change").await?;
+                InboundOutcome::Refused {
+                    reason: error.to_string(),
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        if outcome != InboundOutcome::Duplicate {
+            tx.record(change, &outcome).await?;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// Errors that concern the change itself, not the database: recorded, never retried.
+fn is_refusal(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::UnknownReference(_) | StoreError::Lifecycle(_) | StoreError::TicketNotFound
+    )
+}
+
+async fn apply_one<T: InboundTx + ?Sized>(
+    tx: &mut T,
+    change: &InboundChange,
+) -> Result<InboundOutcome, StoreError> {
+    if tx.seen(&change.change_id).await? {
+        return Ok(InboundOutcome::Duplicate);
+    }
+    let (ticket_id, created) = match tx.case_link(&change.case_id).await? {
+        Some((_, pulled)) if change.case_version <= pulled => return Ok(InboundOutcome::Stale),
+        Some((ticket_id, _)) => {
+            tx.set_pulled_version(&change.case_id, change.case_version)
+                .await?;
+            (ticket_id, None)
+        }
+        None => match (&change.new_ticket, &change.problem) {
+            (Some(new), _) => {
+                let ticket = tx
+                    .take_in(&change.case_id, change.case_version, new.clone())
+                    .await?;
+                (
+                    ticket.id,
+                    Some(InboundOutcome::Created {
+                        ticket_id: ticket.id,
+                        reference: ticket.reference,
+                    }),
+                )
+            }
+            (None, Some(reason)) => {
+                return Ok(InboundOutcome::Refused {
+                    reason: reason.clone(),
+                });
+            }
+            (None, None) => return Ok(InboundOutcome::UnknownCase),
+        },
+    };
+    if let (None, Some(reason), None) = (&change.action, &change.problem, &created) {
+        return Ok(InboundOutcome::Refused {
+            reason: reason.clone(),
+        });
+    }
+    let acted = match &change.action {
+        None => InboundOutcome::Nothing,
+        Some(action) => match tx.act(ticket_id, action.clone()).await {
+            Ok(()) => InboundOutcome::Applied { ticket_id },
+            Err(StoreError::Lifecycle(refused @ LifecycleError::NotAllowed { .. })) => {
+                match &change.fallback {
+                    Some(fallback) => {
+                        tx.act(ticket_id, fallback.clone()).await?;
+                        InboundOutcome::AppliedFallback {
+                            ticket_id,
+                            refused: refused.to_string(),
+                        }
+                    }
+                    None => InboundOutcome::Refused {
+                        reason: refused.to_string(),
+                    },
+                }
+            }
+            Err(other) => return Err(other),
+        },
+    };
+    Ok(created.unwrap_or(acted))
+}
