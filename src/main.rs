@@ -29,6 +29,9 @@ enum Command {
     /// Many live WatchTickets streams on a server process while tickets are created: delivery
     /// latency, memory per stream and the watchers' cost to creates (docs/benchmarks.md).
     BenchWatch(balagh::bench_watch::BenchWatchArgs),
+    /// The sync worker's push drain and pull apply rates against the platform simulator, with
+    /// and without faults, next to the raw platform call rate (docs/benchmarks.md).
+    BenchSync(balagh::bench_sync::BenchSyncArgs),
     /// A SIMULATOR of the national platform over HTTP, with faults on a fixed seed and
     /// simulated citizens (docs/platform-api.md). Never the real platform.
     PlatformSim(balagh::platform::simulator::SimArgs),
@@ -57,6 +60,12 @@ async fn main() -> anyhow::Result<()> {
             balagh::bench_watch::run(args)
                 .await
                 .context("bench-watch failed")
+        }
+        Command::BenchSync(args) => {
+            balagh::telemetry::init_with_default(LogFormat::Text, "error");
+            balagh::bench_sync::run(args)
+                .await
+                .context("bench-sync failed")
         }
         Command::PlatformSim(args) => {
             balagh::telemetry::init(args.log_format);
