@@ -109,7 +109,7 @@ where
 
 fn complaint(i: usize) -> proto::CreateTicketRequest {
     proto::CreateTicketRequest {
-        r#type: if i % 3 == 0 {
+        r#type: if i.is_multiple_of(3) {
             proto::TicketType::Suggestion
         } else {
             proto::TicketType::Complaint
@@ -155,7 +155,7 @@ async fn ticket_script(channel: Channel, i: usize) {
         async move { c.add_comment(request).await }
     })
     .await;
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         retry("resolve", || {
             let mut c = client.clone();
             let request = proto::ResolveTicketRequest {
