@@ -24,10 +24,10 @@ use crate::grpc::catalog_service::CatalogServiceImpl;
 use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
-use crate::grpc::proto::ticket_service_server::TicketServiceServer;
 use crate::grpc::sync_service::SyncServiceImpl;
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
+use crate::grpc::watch::route::TicketServiceRoute;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::store::{Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,14 +113,15 @@ impl Application {
         let (feed, feed_task) = ChangeFeed::start(store.clone(), &watch_settings, shutdown.clone())
             .await
             .context("cannot start the change feed")?;
-        let ticket_service = TicketServiceServer::new(TicketServiceImpl::new(
-            store.clone(),
-            feed.clone(),
-            watch_settings,
-            shutdown.clone(),
-            metrics.watch_streams_open.clone(),
-        ))
-        .max_decoding_message_size(limits.max_message_bytes);
+        let ticket_service = TicketServiceRoute::new(
+            TicketServiceImpl::new(
+                store.clone(),
+                feed.clone(),
+                watch_settings,
+                metrics.watch_streams_open.clone(),
+            ),
+            limits.max_message_bytes,
+        );
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
         let sync_service = SyncServiceServer::new(SyncServiceImpl::new(store.clone()))
