@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
@@ -21,6 +22,7 @@ use crate::admin::AdminState;
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock, Timestamp};
 use crate::grpc::catalog_service::CatalogServiceImpl;
+use crate::grpc::connection::CoalescedWrites;
 use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
@@ -196,8 +198,11 @@ impl Application {
             .serve_with_incoming_shutdown(
                 // Nagle off on every accepted connection: without it each small response waits
                 // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not
-                // reach connections handed in through an incoming stream.
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                // reach connections handed in through an incoming stream. Small frames that
+                // are ready together leave in one write (`CoalescedWrites`).
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map(|accepted| accepted.map(CoalescedWrites::new)),
                 stopping,
             )
             .await;
