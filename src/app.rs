@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
@@ -21,13 +22,14 @@ use crate::admin::AdminState;
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock, Timestamp};
 use crate::grpc::catalog_service::CatalogServiceImpl;
+use crate::grpc::connection::CoalescedWrites;
 use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
-use crate::grpc::proto::ticket_service_server::TicketServiceServer;
 use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
+use crate::grpc::watch::route::TicketServiceRoute;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::store::{Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,14 +115,15 @@ impl Application {
         let (feed, feed_task) = ChangeFeed::start(store.clone(), &watch_settings, shutdown.clone())
             .await
             .context("cannot start the change feed")?;
-        let ticket_service = TicketServiceServer::new(TicketServiceImpl::new(
-            store.clone(),
-            feed.clone(),
-            watch_settings,
-            shutdown.clone(),
-            metrics.watch_streams_open.clone(),
-        ))
-        .max_decoding_message_size(limits.max_message_bytes);
+        let ticket_service = TicketServiceRoute::new(
+            TicketServiceImpl::new(
+                store.clone(),
+                feed.clone(),
+                watch_settings,
+                metrics.watch_streams_open.clone(),
+            ),
+            limits.max_message_bytes,
+        );
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
         let (sync_runtime, sync_task) =
@@ -197,8 +200,11 @@ impl Application {
             .serve_with_incoming_shutdown(
                 // Nagle off on every accepted connection: without it each small response waits
                 // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not
-                // reach connections handed in through an incoming stream.
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                // reach connections handed in through an incoming stream. Small frames that
+                // are ready together leave in one write (`CoalescedWrites`).
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map(|accepted| accepted.map(CoalescedWrites::new)),
                 stopping,
             )
             .await;

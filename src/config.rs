@@ -78,6 +78,9 @@ pub struct WatchConfig {
     pub send_timeout_seconds: u64,
     /// Messages buffered per stream.
     pub stream_buffer: usize,
+    /// Recent changes kept in memory, so a stream that fell a little behind catches up without
+    /// reading the log (at least 16).
+    pub ring_capacity: usize,
     /// Most tickets a snapshot may hold.
     pub max_snapshot_tickets: u32,
 }
@@ -89,6 +92,7 @@ impl Default for WatchConfig {
             heartbeat_seconds: 30,
             send_timeout_seconds: 10,
             stream_buffer: 256,
+            ring_capacity: 4096,
             max_snapshot_tickets: 10_000,
         }
     }
@@ -100,6 +104,7 @@ impl WatchConfig {
             heartbeat_interval: Duration::from_secs(self.heartbeat_seconds.max(1)),
             send_timeout: Duration::from_secs(self.send_timeout_seconds.max(1)),
             stream_buffer: self.stream_buffer.max(1),
+            ring_capacity: self.ring_capacity.max(16),
             max_snapshot_tickets: self.max_snapshot_tickets,
             ..Default::default()
         }

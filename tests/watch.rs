@@ -452,6 +452,98 @@ async fn a_client_that_stops_reading_is_ended_without_slowing_a_fast_one() {
 }
 
 #[tokio::test]
+async fn a_stream_that_falls_behind_memory_and_buffers_catches_up_in_order_without_gaps() {
+    // A tiny buffer and ring of recent changes: the stream of a client that does not read for
+    // a while falls out of both and must get every change back, in order, from the log and
+    // then from memory, once its client reads again.
+    let mut app = spawn_app_with(
+        TestDb::fresh().await,
+        |c| {
+            c.watch.stream_buffer = 2;
+            c.watch.ring_capacity = 16;
+            c.watch.send_timeout_seconds = 600;
+        },
+        Arc::new(balagh::domain::SystemClock),
+    )
+    .await;
+    let small_window = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut late_client = TicketServiceClient::new(small_window);
+    let mut late = open(&mut late_client, watch_request("", None)).await;
+    // The same directorate twice: still one message per change.
+    let roads_twice = Some(proto::TicketFilter {
+        directorates: vec!["roads".into(), "roads".into()],
+        ..Default::default()
+    });
+    let mut roads_client = app.tickets.clone();
+    let mut roads = open(&mut roads_client, watch_request("", roads_twice)).await;
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        while let Some(Ok(message)) = roads.next().await {
+            if message.kind() == proto::ChangeKind::Created {
+                ids.push(message.ticket.unwrap().id);
+            }
+        }
+        ids
+    });
+
+    // Far more than the buffers and HTTP/2 windows between the late client and the server hold.
+    let n = 300;
+    let mut big = pothole_report();
+    big.description = "وصف طويل ".repeat(500);
+    let mut waste = pothole_report();
+    waste.category = "waste_collection".into();
+    let mut created = Vec::new();
+    let mut created_roads = Vec::new();
+    for i in 0..n {
+        let ticket = create(
+            &mut app,
+            if i % 3 == 0 {
+                waste.clone()
+            } else {
+                big.clone()
+            },
+        )
+        .await;
+        if i % 3 != 0 {
+            created_roads.push(ticket.id.clone());
+        }
+        created.push(ticket.id);
+    }
+
+    let mut cursors = Vec::new();
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let message = next_change(&mut late).await;
+        cursors.push(cursor_number(&message.cursor));
+        ids.push(message.ticket.unwrap().id);
+    }
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "cursor order");
+    assert_eq!(ids, created, "every change once, in commit order");
+    // Nothing more is owed: the next message is the next change, not a repeat.
+    let after = create(&mut app, pothole_report()).await;
+    assert_eq!(next_change(&mut late).await.ticket.unwrap().id, after.id);
+    created_roads.push(after.id);
+
+    drop(late);
+    app.shutdown.cancel();
+    let roads_ids = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the roads stream ends at shutdown")
+        .unwrap();
+    assert_eq!(
+        roads_ids, created_roads,
+        "only roads tickets, each once, in order"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn streams_end_with_unavailable_when_the_server_shuts_down() {
     let mut app = spawn_app().await;
     let mut client = app.tickets.clone();

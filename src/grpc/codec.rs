@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 
+use bytes::{BufMut, Bytes};
 use prost::Message;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
@@ -69,5 +70,71 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
+    }
+}
+
+/// A protobuf message already encoded: WatchTickets encodes each change once and sends the
+/// same bytes to every stream that follows it.
+#[derive(Debug, Clone)]
+pub struct EncodedMessage(Bytes);
+
+impl EncodedMessage {
+    pub fn new(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+/// The codec of a server-streaming method whose responses are [`EncodedMessage`]s: requests
+/// are decoded as by [`BalaghCodec`], responses are copied into the frame as they are.
+#[derive(Debug, Clone)]
+pub struct PreEncodedCodec<U> {
+    _request: PhantomData<U>,
+}
+
+impl<U> Default for PreEncodedCodec<U> {
+    fn default() -> Self {
+        Self {
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<U> Codec for PreEncodedCodec<U>
+where
+    U: Message + Default + Send + 'static,
+{
+    type Encode = EncodedMessage;
+    type Decode = U;
+    type Encoder = PreEncodedEncoder;
+    type Decoder = StrictDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncodedEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        StrictDecoder(ProstDecoder::new(BufferSettings::default()))
+    }
+}
+
+#[derive(Debug)]
+pub struct PreEncodedEncoder;
+
+impl Encoder for PreEncodedEncoder {
+    type Item = EncodedMessage;
+    type Error = Status;
+
+    fn encode(&mut self, item: EncodedMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item.0);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        // As BalaghCodec's encoder: small per-stream buffers, since thousands of streams are open.
+        BufferSettings::new(1024, 8 * 1024)
     }
 }

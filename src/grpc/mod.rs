@@ -5,6 +5,7 @@
 
 pub mod catalog_service;
 pub mod codec;
+pub mod connection;
 pub mod convert;
 pub mod error;
 pub mod proto;

@@ -14,7 +14,9 @@ use super::convert::{
 use super::error::{invalid_argument, prefixed};
 use super::proto::{self, ticket_service_server::TicketService};
 use super::request::{PageToken, filter_hash, page_size, parse_etag, request_key, write_context};
-use super::watch::{ChangeFeed, Start, WatchSettings, WatchStream, decode_cursor, encode_cursor};
+use super::watch::{
+    ChangeFeed, ChangeStream, Start, WatchSettings, WatchStream, decode_cursor, encode_cursor,
+};
 use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
 use crate::domain::text::search_words;
@@ -24,7 +26,6 @@ use crate::domain::ticket::{
 };
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId, parse_text};
 use crate::store::{Store, StoreError, TicketQuery};
-use tokio_util::sync::CancellationToken;
 
 /// ListTickets page size when none is asked for, and the most it returns.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -40,7 +41,6 @@ pub struct TicketServiceImpl {
     store: Arc<dyn Store>,
     feed: Arc<ChangeFeed>,
     watch_settings: WatchSettings,
-    shutdown: CancellationToken,
     streams_open: prometheus_client::metrics::gauge::Gauge,
 }
 
@@ -49,16 +49,72 @@ impl TicketServiceImpl {
         store: Arc<dyn Store>,
         feed: Arc<ChangeFeed>,
         watch_settings: WatchSettings,
-        shutdown: CancellationToken,
         streams_open: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
         Self {
             store,
             feed,
             watch_settings,
-            shutdown,
             streams_open,
         }
+    }
+
+    /// Opens a WatchTickets stream: checks the request and the cursor, takes the snapshot if
+    /// asked, and hands the stream to the change feed.
+    pub async fn open_watch(
+        &self,
+        message: &proto::WatchTicketsRequest,
+    ) -> Result<ChangeStream, Status> {
+        let mut v = Violations::default();
+        let filter = parse_watch_filter(&mut v, message.filter.as_ref());
+        let resume = if message.cursor.is_empty() {
+            None
+        } else {
+            let position = decode_cursor(&message.cursor);
+            if position.is_none() {
+                v.push("cursor", "is not a cursor this server issued");
+            }
+            position
+        };
+        if !v.is_empty() {
+            return Err(invalid_argument(v.0));
+        }
+        let start = match resume {
+            Some(position) => {
+                let bounds = self.store.feed_bounds().await?;
+                if position < bounds.oldest_resumable {
+                    return Err(super::error::status(
+                        tonic::Code::OutOfRange,
+                        "CURSOR_EXPIRED",
+                        "the cursor is older than the change feed keeps; take a new snapshot",
+                        std::collections::HashMap::from([(
+                            "oldest_cursor".to_owned(),
+                            encode_cursor(bounds.oldest_resumable),
+                        )]),
+                        &[],
+                    ));
+                }
+                if position > bounds.latest {
+                    return Err(invalid_argument(vec![crate::domain::FieldViolation::new(
+                        "cursor",
+                        "is ahead of the change feed; it was not issued by this registry",
+                    )]));
+                }
+                Start::After(position)
+            }
+            None if message.send_snapshot => Start::Snapshot(
+                self.store
+                    .snapshot(&filter, self.watch_settings.max_snapshot_tickets)
+                    .await?,
+            ),
+            None => Start::After(self.feed.published()),
+        };
+        tracing::info!(
+            resume = resume.is_some(),
+            snapshot = message.send_snapshot,
+            "watch stream opened"
+        );
+        Ok(self.feed.open(filter, start, self.streams_open.clone()))
     }
 
     /// The shared path of every lifecycle RPC: parse the common fields and the action, apply.
@@ -369,67 +425,10 @@ impl TicketService for TicketServiceImpl {
         &self,
         request: Request<proto::WatchTicketsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let message = request.get_ref();
-        let mut v = Violations::default();
-        let filter = parse_watch_filter(&mut v, message.filter.as_ref());
-        let resume = if message.cursor.is_empty() {
-            None
-        } else {
-            let position = decode_cursor(&message.cursor);
-            if position.is_none() {
-                v.push("cursor", "is not a cursor this server issued");
-            }
-            position
-        };
-        if !v.is_empty() {
-            return Err(invalid_argument(v.0));
-        }
-        // Subscribe before choosing the start, so no change falls between the two.
-        let live = self.feed.subscribe();
-        let start = match resume {
-            Some(position) => {
-                let bounds = self.store.feed_bounds().await?;
-                if position < bounds.oldest_resumable {
-                    return Err(super::error::status(
-                        tonic::Code::OutOfRange,
-                        "CURSOR_EXPIRED",
-                        "the cursor is older than the change feed keeps; take a new snapshot",
-                        std::collections::HashMap::from([(
-                            "oldest_cursor".to_owned(),
-                            encode_cursor(bounds.oldest_resumable),
-                        )]),
-                        &[],
-                    ));
-                }
-                if position > bounds.latest {
-                    return Err(invalid_argument(vec![crate::domain::FieldViolation::new(
-                        "cursor",
-                        "is ahead of the change feed; it was not issued by this registry",
-                    )]));
-                }
-                Start::After(position)
-            }
-            None if message.send_snapshot => Start::Snapshot(
-                self.store
-                    .snapshot(&filter, self.watch_settings.max_snapshot_tickets)
-                    .await?,
-            ),
-            None => Start::After(self.feed.published()),
-        };
-        tracing::info!(
-            resume = resume.is_some(),
-            snapshot = message.send_snapshot,
-            "watch stream opened"
-        );
-        Ok(Response::new(super::watch::spawn_stream(
-            self.store.clone(),
-            live,
-            filter,
-            start,
-            self.watch_settings.clone(),
-            self.shutdown.clone(),
-            self.streams_open.clone(),
-        )))
+        // The server serves WatchTickets through `watch::route`, which sends each change's
+        // bytes as they are; this path decodes them again, for callers of the trait itself.
+        let stream = self.open_watch(request.get_ref()).await?;
+        Ok(Response::new(stream.decoded()))
     }
 
     async fn create_ticket(
