@@ -691,15 +691,60 @@ async fn list_once(
 /// with the store's schema and durability: the rows a CreateTicket with a request id writes
 /// (reference counter, ticket, search text, created event with its feed snapshot, the outbox
 /// row when the sync policy owes the platform a push, request record), and nothing else (no
-/// catalog checks, no savepoints, no gRPC).
+/// catalog checks, no savepoints, no gRPC). The writes go through rusqlite, the store's own
+/// driver, on a thread named like the store's writer, so the baseline pays no more per
+/// statement than the store does.
 async fn measure_baseline(
     url: &str,
     corpus: &Corpus,
     durability: Durability,
     plan: &Plan,
 ) -> anyhow::Result<Measured> {
+    open_prepared(url, corpus, durability)
+        .await?
+        .close()
+        .await
+        .context("cannot close the prepared baseline database")?;
+    let file = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database URL {url}"))?
+        .get_filename()
+        .to_owned();
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name(BASELINE_THREAD_NAME.to_owned())
+                .spawn_scoped(scope, || run_baseline(&file, corpus, durability, plan))
+                .context("cannot start the baseline thread")?
+                .join()
+                .map_err(|_| anyhow::anyhow!("the baseline thread panicked"))?
+        })
+    })
+}
+
+/// The baseline's thread; its name starts like the store's writer thread, so its CPU is
+/// counted as SQLite's.
+const BASELINE_THREAD_NAME: &str = "sqlite-baseline";
+
+fn run_baseline(
+    file: &Path,
+    corpus: &Corpus,
+    durability: Durability,
+    plan: &Plan,
+) -> anyhow::Result<Measured> {
     let (warmup, measure) = (plan.warmup, plan.measure);
-    let mut conn = open_prepared(url, corpus, durability).await?;
+    let mut conn = rusqlite::Connection::open(file)
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get::<_, String>(0))?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::NoFsync => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", true)?;
     let clock = SystemClock;
     let mut rng = SplitMix64::new(0xBA5E);
     let start = Instant::now();
@@ -716,8 +761,7 @@ async fn measure_baseline(
             cpu_before.get_or_insert_with(CpuSnapshot::take);
         }
         let create = prepare_create(corpus, rng.next())?;
-        let result =
-            insert_one_transaction(&mut conn, create, &corpus.sync_policy, clock.now()).await;
+        let result = insert_one_transaction(&mut conn, create, &corpus.sync_policy, clock.now());
         if started >= measure_from {
             tally.count(started, result.map(|()| 1));
         } else {
@@ -726,7 +770,7 @@ async fn measure_baseline(
     }
     let cpu_after = CpuSnapshot::take();
     conn.close()
-        .await
+        .map_err(|(_, e)| e)
         .context("cannot close the baseline database")?;
     Ok(Measured {
         name: match durability {
@@ -775,8 +819,10 @@ fn prepare_create(corpus: &Corpus, k: u64) -> anyhow::Result<PreparedCreate> {
     })
 }
 
-async fn insert_one_transaction(
-    conn: &mut SqliteConnection,
+/// One ticket in one transaction: the rows the store's `create_ticket_tx` and request record
+/// write, with the same statements.
+fn insert_one_transaction(
+    conn: &mut rusqlite::Connection,
     create: PreparedCreate,
     sync_policy: &SyncPolicy,
     now: Timestamp,
@@ -787,19 +833,17 @@ async fn insert_one_transaction(
         directorate,
         default_priority,
     } = create;
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .context("cannot begin")?;
     let year = now.muscat_year();
-    let number: i64 = sqlx::query_scalar(
-        "INSERT INTO reference_counters (year, last_value) VALUES (?, 1)
-         ON CONFLICT (year) DO UPDATE SET last_value = last_value + 1
-         RETURNING last_value",
-    )
-    .bind(year)
-    .fetch_one(&mut *tx)
-    .await?;
+    let number: i64 = tx
+        .prepare_cached(
+            "INSERT INTO reference_counters (year, last_value) VALUES (?, 1)
+             ON CONFLICT (year) DO UPDATE SET last_value = last_value + 1
+             RETURNING last_value",
+        )?
+        .query_row([year], |row| row.get(0))?;
     let reference = u32::try_from(number)
         .ok()
         .and_then(|n| ReferenceNumber::new(year, n))
@@ -813,9 +857,58 @@ async fn insert_one_transaction(
         now,
     );
     let body = serde_json::to_string(&ticket)?;
-    insert_ticket(&mut tx, &ticket, &body).await?;
+    let seq: i64 = tx
+        .prepare_cached(
+            "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
+                 directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
+                 version, body)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             RETURNING seq",
+        )?
+        .query_row(
+            rusqlite::params![
+                ticket.id.to_string(),
+                ticket.reference.to_string(),
+                ticket.ticket_type.as_str(),
+                ticket.channel.as_str(),
+                ticket.category.as_str(),
+                ticket.priority.as_str(),
+                ticket.status.as_str(),
+                ticket.assignment.directorate.as_ref().map(Code::as_str),
+                ticket.assignment.outlet.as_ref().map(Code::as_str),
+                ticket.location.wilayat.as_ref().map(Code::as_str),
+                ticket.assignment.assignee.as_ref().map(EmployeeId::as_str),
+                ticket
+                    .assignment
+                    .support_line
+                    .map(|l| i64::from(l.number())),
+                ticket.create_time.as_micros(),
+                ticket.update_time.as_micros(),
+                ticket.version,
+                body,
+            ],
+            |row| row.get(0),
+        )?;
+    tx.prepare_cached("INSERT INTO tickets_fts (rowid, content) VALUES (?, ?)")?
+        .execute(rusqlite::params![seq, search_document(&ticket)])?;
     let record = created_event(&ticket);
-    let cursor = insert_event(&mut tx, &ticket, &body, "bench", now, &record).await?;
+    let cursor: i64 = tx
+        .prepare_cached(
+            "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body, ticket_body)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )?
+        .query_row(
+            rusqlite::params![
+                ticket.id.to_string(),
+                record.kind.as_str(),
+                "bench",
+                now.as_micros(),
+                ticket.version,
+                serde_json::to_string(&record)?,
+                body,
+            ],
+            |row| row.get(0),
+        )?;
     // The push the national platform is owed, under the policy the server runs with.
     if let Some(kind) = push_for(&ticket, &record).filter(|_| sync_policy.applies_to(&ticket)) {
         let event = TicketEvent {
@@ -826,34 +919,34 @@ async fn insert_one_transaction(
             version: ticket.version,
             record,
         };
-        sqlx::query(
+        tx.prepare_cached(
             "INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
                  event_body, state, next_attempt_at, create_time, update_time)
              VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-        )
-        .bind(ticket.id.to_string())
-        .bind(cursor)
-        .bind(kind.as_str())
-        .bind(format!("balagh-{}-{cursor}", ticket.id))
-        .bind(&body)
-        .bind(serde_json::to_string(&event)?)
-        .bind(now.as_micros())
-        .bind(now.as_micros())
-        .bind(now.as_micros())
-        .execute(&mut *tx)
-        .await?;
+        )?
+        .execute(rusqlite::params![
+            ticket.id.to_string(),
+            cursor,
+            kind.as_str(),
+            format!("balagh-{}-{cursor}", ticket.id),
+            body,
+            serde_json::to_string(&event)?,
+            now.as_micros(),
+            now.as_micros(),
+            now.as_micros(),
+        ])?;
     }
-    sqlx::query(
+    tx.prepare_cached(
         "INSERT INTO request_records (request_id, fingerprint, response, create_time)
          VALUES (?, ?, ?, ?)",
-    )
-    .bind(&key.request_id)
-    .bind(key.fingerprint.as_slice())
-    .bind(&body)
-    .bind(now.as_micros())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await.context("cannot commit")?;
+    )?
+    .execute(rusqlite::params![
+        key.request_id,
+        key.fingerprint.as_slice(),
+        body,
+        now.as_micros(),
+    ])?;
+    tx.commit().context("cannot commit")?;
     Ok(())
 }
 
@@ -1007,77 +1100,6 @@ fn search_document(ticket: &Ticket) -> String {
         "{} {} {}",
         ticket.reference, ticket.subject, ticket.description
     ))
-}
-
-/// Writes a ticket row and its search text exactly as the store's `insert_ticket` does;
-/// `body` is the ticket's JSON.
-async fn insert_ticket(
-    conn: &mut SqliteConnection,
-    ticket: &Ticket,
-    body: &str,
-) -> anyhow::Result<i64> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
-             directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
-             version, body)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         RETURNING seq",
-    )
-    .bind(ticket.id.to_string())
-    .bind(ticket.reference.to_string())
-    .bind(ticket.ticket_type.as_str())
-    .bind(ticket.channel.as_str())
-    .bind(ticket.category.as_str())
-    .bind(ticket.priority.as_str())
-    .bind(ticket.status.as_str())
-    .bind(ticket.assignment.directorate.as_ref().map(Code::as_str))
-    .bind(ticket.assignment.outlet.as_ref().map(Code::as_str))
-    .bind(ticket.location.wilayat.as_ref().map(Code::as_str))
-    .bind(ticket.assignment.assignee.as_ref().map(EmployeeId::as_str))
-    .bind(
-        ticket
-            .assignment
-            .support_line
-            .map(|l| i64::from(l.number())),
-    )
-    .bind(ticket.create_time.as_micros())
-    .bind(ticket.update_time.as_micros())
-    .bind(ticket.version)
-    .bind(body)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query("INSERT INTO tickets_fts (rowid, content) VALUES (?, ?)")
-        .bind(seq)
-        .bind(search_document(ticket))
-        .execute(&mut *conn)
-        .await?;
-    Ok(seq)
-}
-
-/// Appends an event exactly as the store's `append_event` does: `ticket` is the ticket after
-/// it and `ticket_body` its JSON, the change feed's snapshot.
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    ticket: &Ticket,
-    ticket_body: &str,
-    actor: &str,
-    at: Timestamp,
-    record: &EventRecord,
-) -> anyhow::Result<i64> {
-    let cursor = sqlx::query_scalar(
-        "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body, ticket_body)
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-    )
-    .bind(ticket.id.to_string())
-    .bind(record.kind.as_str())
-    .bind(actor)
-    .bind(at.as_micros())
-    .bind(ticket.version)
-    .bind(serde_json::to_string(record)?)
-    .bind(ticket_body)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(cursor)
 }
 
 /// Writes tickets (with seq `first_seq`, `first_seq + 1`, ...), their search text, their
@@ -1936,7 +1958,8 @@ impl CpuSnapshot {
                 let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
                 let group = if name.starts_with("balagh-server") {
                     ThreadGroup::Server
-                } else if name.starts_with("sqlx-sqlite") {
+                } else if name.starts_with("sqlite-") || name.starts_with("sqlx-sqlite") {
+                    // The store's writer, the baseline, and sqlx's connection threads.
                     ThreadGroup::Sqlite
                 } else {
                     ThreadGroup::Bench

@@ -179,6 +179,7 @@ impl From<StoreError> for Status {
                 &[],
             ),
             StoreError::Database(error) => internal(&error),
+            StoreError::Sqlite(error) => internal(&error),
             error @ StoreError::Corrupt(_) => internal(&error),
         }
     }

@@ -274,6 +274,9 @@ pub enum StoreError {
     CommitFailed,
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// An error of the embedded SQLite store's driver (rusqlite).
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
 }
