@@ -96,5 +96,6 @@ retention_days = {{ $c.watch.retention_days | int64 }}
 heartbeat_seconds = {{ $c.watch.heartbeat_seconds | int64 }}
 send_timeout_seconds = {{ $c.watch.send_timeout_seconds | int64 }}
 stream_buffer = {{ $c.watch.stream_buffer | int64 }}
+ring_capacity = {{ $c.watch.ring_capacity | int64 }}
 max_snapshot_tickets = {{ $c.watch.max_snapshot_tickets | int64 }}
 {{- end }}
