@@ -345,5 +345,17 @@ async fn upkeep(
             Ok(n) => tracing::info!(n_pruned = n, "pruned the change feed"),
             Err(error) => tracing::warn!(error = %error, "pruning the change feed failed"),
         }
+        match store
+            .prune_platform_inbox(before(PLATFORM_INBOX_RETENTION))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n_pruned = n, "pruned the platform inbox"),
+            Err(error) => tracing::warn!(error = %error, "pruning the platform inbox failed"),
+        }
     }
 }
+
+/// How long the record of each applied feed change is kept. The platform repeats changes
+/// within minutes; an older repeat is caught by the case version anyway.
+const PLATFORM_INBOX_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -438,6 +438,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn pull_state(&self) -> Result<PullState, StoreError>;
 
+    /// Forgets the inbox records of feed changes applied before `before`; returns how many.
+    /// A change delivered again after that is still never applied twice: its case version is
+    /// not newer than the one applied, so it is skipped as stale.
+    async fn prune_platform_inbox(&self, before: Timestamp) -> Result<u64, StoreError>;
+
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;
 

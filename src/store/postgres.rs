@@ -1704,6 +1704,19 @@ impl Store for PostgresStore {
         .map(Option::unwrap_or_default)
     }
 
+    async fn prune_platform_inbox(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.submit(None, move |conn, _now| {
+            Box::pin(async move {
+                let done = sqlx::query("DELETE FROM platform_inbox WHERE apply_time < $1")
+                    .bind(before.as_micros())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+
     async fn enqueue_repair_push(
         &self,
         ticket_id: TicketId,

@@ -780,6 +780,33 @@ pub async fn platform_changes_apply_once_in_order_and_move_the_cursor_with_them(
     let ticket = store.get_ticket(ticket_id).await.unwrap().unwrap();
     assert_eq!(ticket.satisfaction, Some(rating));
     assert_eq!(store.pull_state().await.unwrap().n_changes, 8);
+
+    // Once its inbox record is pruned, a change delivered yet again is still not applied
+    // twice: its case version is not newer than what the ticket reflects.
+    clock.advance_micros(1_000_000);
+    let pruned = store
+        .prune_platform_inbox(Timestamp::from_micros(clock_now(&clock)))
+        .await
+        .unwrap();
+    assert_eq!(
+        pruned, 7,
+        "every recorded change (the duplicate was never recorded)"
+    );
+    let outcomes = store
+        .apply_platform_changes(
+            "national-platform",
+            vec![platform_change(
+                "ch-3",
+                "CASE-1",
+                2,
+                None,
+                Some(comment("تفاصيل إضافية من المواطن", Visibility::Internal)),
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [O::Stale]);
 }
 
 /// Instantiates every conformance test for one backend.
