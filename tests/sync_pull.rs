@@ -120,17 +120,9 @@ async fn rig(faults: FaultSettings) -> Rig {
 /// Pulls until the feed is exhausted, retrying failed pages (bounded). Between tries the
 /// clock moves on, which also ends the simulator's maintenance windows.
 async fn pull_all_at(puller: &Puller, clock: &ManualClock) -> balagh::sync::pull::PullReport {
-    let mut total = balagh::sync::pull::PullReport::default();
     for _ in 0..200 {
         match puller.pull_until_caught_up().await {
-            Ok(report) => {
-                total.changes += report.changes;
-                total.created += report.created;
-                total.applied += report.applied;
-                total.duplicate += report.duplicate;
-                total.refused += report.refused;
-                return total;
-            }
+            Ok(report) => return report,
             Err(error) => {
                 eprintln!("pull failed, trying again: {error}");
                 clock.advance_micros(10 * 60 * 1_000_000);
