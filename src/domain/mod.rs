@@ -3,6 +3,7 @@
 //! Architecture invariant: nothing here knows about protobuf, SQL or HTTP. The gRPC layer
 //! parses requests into these types; the store persists them.
 
+pub mod calendar;
 pub mod catalog;
 pub mod filter;
 pub mod lifecycle;
