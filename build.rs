@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/balagh/v1/common.proto",
         "proto/balagh/v1/catalog.proto",
+        "proto/balagh/v1/sla.proto",
         "proto/balagh/v1/ticket.proto",
         "proto/balagh/v1/sync.proto",
     ];

@@ -25,21 +25,25 @@ use crate::grpc::catalog_service::CatalogServiceImpl;
 use crate::grpc::connection::CoalescedWrites;
 use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
+use crate::grpc::proto::sla_service_server::SlaServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
+use crate::grpc::sla_service::SlaServiceImpl;
 use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
 use crate::grpc::watch::route::TicketServiceRoute;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
+use crate::sla::SlaRuntime;
 use crate::store::{Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The names health reports on: the server as a whole and each service.
-const SERVICE_NAMES: [&str; 4] = [
+const SERVICE_NAMES: [&str; 5] = [
     "",
     "balagh.v1.TicketService",
     "balagh.v1.CatalogService",
     "balagh.v1.SyncService",
+    "balagh.v1.SlaService",
 ];
 
 /// How often expired request ids and change-feed snapshots are dropped.
@@ -115,9 +119,13 @@ impl Application {
         let (feed, feed_task) = ChangeFeed::start(store.clone(), &watch_settings, shutdown.clone())
             .await
             .context("cannot start the change feed")?;
+        let sla = SlaRuntime::open(store.clone(), clock.clone())
+            .await
+            .context("cannot load the business calendar and SLA settings")?;
         let ticket_service = TicketServiceRoute::new(
             TicketServiceImpl::new(
                 store.clone(),
+                sla.clone(),
                 feed.clone(),
                 watch_settings,
                 metrics.watch_streams_open.clone(),
@@ -131,6 +139,16 @@ impl Application {
         let sync_service =
             SyncServiceServer::new(SyncServiceImpl::new(store.clone(), sync_runtime))
                 .max_decoding_message_size(limits.max_message_bytes);
+        let sla_service = SlaServiceServer::new(SlaServiceImpl::new(store.clone(), sla.clone()))
+            .max_decoding_message_size(limits.max_message_bytes);
+        let sla_task = if config.sla.enabled {
+            tokio::spawn(sla.clone().run_until_stopped(
+                Duration::from_secs(config.sla.sweep_interval_seconds.max(1)),
+                shutdown.clone(),
+            ))
+        } else {
+            tokio::spawn(async {})
+        };
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -197,6 +215,7 @@ impl Application {
             .add_service(ticket_service)
             .add_service(catalog_service)
             .add_service(sync_service)
+            .add_service(sla_service)
             .serve_with_incoming_shutdown(
                 // Nagle off on every accepted connection: without it each small response waits
                 // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not
@@ -215,6 +234,7 @@ impl Application {
             ("change feed", feed_task),
             ("admin", admin),
             ("sync", sync_task),
+            ("escalation scheduler", sla_task),
         ] {
             if let Err(error) = task.await {
                 tracing::error!(error = %error, task = name, "a background task failed");

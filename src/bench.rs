@@ -988,6 +988,8 @@ fn new_ticket(
         resolve_time: None,
         close_time: None,
         satisfaction: None,
+        escalation_level: 0,
+        escalated_to_director_general: false,
         version: 1,
     }
 }

@@ -31,6 +31,27 @@ pub struct Config {
     pub platform: PlatformMode,
     /// How the sync worker reads the platform's change feed.
     pub pull: crate::sync::pull::PullSettings,
+    pub sla: SlaSchedulerConfig,
+}
+
+/// The escalation scheduler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlaSchedulerConfig {
+    /// Whether this process runs the escalation sweep. On several replicas, run it on one
+    /// (two never record an alert twice, but they duplicate the work).
+    pub enabled: bool,
+    /// How often the sweep runs, in seconds: alerts are recorded at most this late.
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for SlaSchedulerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sweep_interval_seconds: 30,
+        }
+    }
 }
 
 /// Where the sync worker pushes, if anywhere.
@@ -180,6 +201,7 @@ pub struct FileConfig {
     pub limits: Limits,
     pub store: StoreTuning,
     pub watch: WatchConfig,
+    pub sla: SlaSchedulerConfig,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -332,6 +354,7 @@ impl Config {
             watch: file.watch,
             platform: platform_mode(args)?,
             pull: crate::sync::pull::PullSettings::default(),
+            sla: file.sla,
         })
     }
 
@@ -348,6 +371,11 @@ impl Config {
             watch: WatchConfig::default(),
             platform: PlatformMode::None,
             pull: crate::sync::pull::PullSettings::default(),
+            // Tests run the sweep when they say so (SlaService.RunEscalationSweep).
+            sla: SlaSchedulerConfig {
+                enabled: false,
+                ..SlaSchedulerConfig::default()
+            },
         }
     }
 }

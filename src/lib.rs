@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod platform;
 pub mod shutdown;
+pub mod sla;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -126,6 +126,9 @@ fn print_change(message: &proto::WatchTicketsResponse) {
         proto::ChangeKind::StatusChanged => "status",
         proto::ChangeKind::Commented => "comment",
         proto::ChangeKind::Rated => "rated",
+        proto::ChangeKind::SlaWarning => "sla-warn",
+        proto::ChangeKind::SlaBreached => "sla-breach",
+        proto::ChangeKind::Escalated => "escalated",
         proto::ChangeKind::Snapshot => "snapshot",
         proto::ChangeKind::SnapshotEnd => {
             return println!("-- snapshot complete at {}", message.cursor);

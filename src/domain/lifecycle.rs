@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sla::{AlertStage, EscalationTarget, SlaAlert};
 use super::ticket::{
     Assignment, Location, Reporter, Resolution, Satisfaction, Status, Ticket, TicketPatch,
     Visibility, check_ticket_rules,
@@ -55,6 +56,17 @@ pub enum Action {
     Rate {
         satisfaction: Satisfaction,
     },
+    /// The SLA scheduler records a warning or a breach of a deadline; a breach may escalate
+    /// the ticket at the same time. Recorded at most once per deadline and stage.
+    RecordSlaAlert {
+        alert: SlaAlert,
+        escalate_to: Option<EscalationTarget>,
+    },
+    /// A person escalates the ticket, giving a reason.
+    Escalate {
+        to: EscalationTarget,
+        reason: String,
+    },
 }
 
 /// The kind of an action, without its data: what the transition table is keyed on.
@@ -71,10 +83,12 @@ pub enum ActionKind {
     Merge,
     Comment,
     Rate,
+    SlaAlert,
+    Escalate,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 11] = [
+    pub const ALL: [ActionKind; 13] = [
         ActionKind::Assign,
         ActionKind::StartWork,
         ActionKind::WaitOnBeneficiary,
@@ -86,6 +100,8 @@ impl ActionKind {
         ActionKind::Merge,
         ActionKind::Comment,
         ActionKind::Rate,
+        ActionKind::SlaAlert,
+        ActionKind::Escalate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +117,8 @@ impl ActionKind {
             ActionKind::Merge => "merge",
             ActionKind::Comment => "comment",
             ActionKind::Rate => "rate",
+            ActionKind::SlaAlert => "record_sla_alert",
+            ActionKind::Escalate => "escalate",
         }
     }
 }
@@ -119,13 +137,16 @@ impl Action {
             Action::Merge { .. } => ActionKind::Merge,
             Action::Comment { .. } => ActionKind::Comment,
             Action::Rate { .. } => ActionKind::Rate,
+            Action::RecordSlaAlert { .. } => ActionKind::SlaAlert,
+            Action::Escalate { .. } => ActionKind::Escalate,
         }
     }
 }
 
 /// The transition table: the status an action leads to from a status, or `None` when the
 /// move makes no sense. A comment never changes the status, and neither does a rating, which
-/// only a resolved or closed ticket takes.
+/// only a resolved or closed ticket takes, nor an SLA alert or an escalation, which only an
+/// open ticket takes.
 pub fn next_status(from: Status, action: ActionKind) -> Option<Status> {
     use ActionKind as A;
     use Status as S;
@@ -136,6 +157,7 @@ pub fn next_status(from: Status, action: ActionKind) -> Option<Status> {
     match action {
         A::Comment => Some(from),
         A::Rate if matches!(from, S::Resolved | S::Closed) => Some(from),
+        A::SlaAlert | A::Escalate if open => Some(from),
         A::Assign if open => Some(S::Assigned),
         A::StartWork if matches!(from, S::Assigned | S::WaitingOnBeneficiary | S::Reopened) => {
             Some(S::InProgress)
@@ -180,6 +202,9 @@ pub enum EventKind {
     StatusChanged,
     Commented,
     Rated,
+    SlaWarning,
+    SlaBreached,
+    Escalated,
 }
 
 impl EventKind {
@@ -191,6 +216,9 @@ impl EventKind {
             EventKind::StatusChanged => "status_changed",
             EventKind::Commented => "commented",
             EventKind::Rated => "rated",
+            EventKind::SlaWarning => "sla_warning",
+            EventKind::SlaBreached => "sla_breached",
+            EventKind::Escalated => "escalated",
         }
     }
 }
@@ -213,6 +241,10 @@ pub struct EventRecord {
     pub changed_fields: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub satisfaction: Option<Satisfaction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_alert: Option<SlaAlert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_to: Option<EscalationTarget>,
 }
 
 impl EventRecord {
@@ -226,6 +258,8 @@ impl EventRecord {
             assignment: None,
             changed_fields: Vec::new(),
             satisfaction: None,
+            sla_alert: None,
+            escalated_to: None,
         }
     }
 }
@@ -327,6 +361,27 @@ pub fn apply_action(
             event.satisfaction = Some(satisfaction.clone());
             next.satisfaction = Some(satisfaction);
         }
+        Action::RecordSlaAlert { alert, escalate_to } => {
+            event = EventRecord::new(match alert.stage {
+                AlertStage::Warning => EventKind::SlaWarning,
+                AlertStage::Breach => EventKind::SlaBreached,
+            });
+            if let Some(to) = escalate_to {
+                if alert.stage == AlertStage::Warning {
+                    return Err(LifecycleError::Invalid(vec![FieldViolation::new(
+                        "escalate_to",
+                        "a warning does not escalate",
+                    )]));
+                }
+                escalate(&mut next, &mut event, to)?;
+            }
+            event.sla_alert = Some(alert);
+        }
+        Action::Escalate { to, reason } => {
+            event = EventRecord::new(EventKind::Escalated);
+            escalate(&mut next, &mut event, to)?;
+            event.note = Some(reason);
+        }
     }
     if to != Status::WaitingOnBeneficiary
         && to != Status::Rejected
@@ -334,10 +389,41 @@ pub fn apply_action(
         && to != Status::Transferred
         && kind != ActionKind::Comment
         && kind != ActionKind::Rate
+        && kind != ActionKind::SlaAlert
+        && kind != ActionKind::Escalate
     {
         next.status_reason = None;
     }
     Ok((next, event))
+}
+
+/// Moves a ticket up to `to`: onto a higher support line (the directorate and outlet stay,
+/// the assignee is left for the new line to choose) or to the director general.
+fn escalate(
+    next: &mut Ticket,
+    event: &mut EventRecord,
+    to: EscalationTarget,
+) -> Result<(), LifecycleError> {
+    if !to.is_above(
+        next.assignment.support_line,
+        next.escalated_to_director_general,
+    ) {
+        return Err(LifecycleError::Invalid(vec![FieldViolation::new(
+            "target",
+            format!("the ticket already stands at or above {}", to.as_str()),
+        )]));
+    }
+    match to.support_line() {
+        Some(line) => {
+            next.assignment.support_line = Some(line);
+            next.assignment.assignee = None;
+            event.assignment = Some(next.assignment.clone());
+        }
+        None => next.escalated_to_director_general = true,
+    }
+    next.escalation_level += 1;
+    event.escalated_to = Some(to);
+    Ok(())
 }
 
 /// Applies an edit of descriptive fields. Category existence is the caller's to check.
@@ -420,6 +506,8 @@ mod tests {
             rows.push((s, A::Assign, S::Assigned));
             rows.push((s, A::Resolve, S::Resolved));
             rows.push((s, A::Merge, S::Merged));
+            rows.push((s, A::SlaAlert, s));
+            rows.push((s, A::Escalate, s));
         }
         for s in [S::Assigned, S::WaitingOnBeneficiary, S::Reopened] {
             rows.push((s, A::StartWork, S::InProgress));
@@ -454,7 +542,7 @@ mod tests {
             }
         }
         assert_eq!(n_allowed, expected.len());
-        assert_eq!(S::ALL.len() * ActionKind::ALL.len(), 110);
+        assert_eq!(S::ALL.len() * ActionKind::ALL.len(), 130);
     }
 
     #[test]

@@ -93,7 +93,12 @@ pub fn push_for(ticket: &Ticket, record: &EventRecord) -> Option<PushKind> {
         }
         // Edits stay local; a rating came from the beneficiary, who rated it on the platform
         // or on a call-back: nothing to tell the platform.
-        EventKind::Updated | EventKind::Rated => None,
+        // SLA alerts and escalations are the municipality's internal follow-up.
+        EventKind::Updated
+        | EventKind::Rated
+        | EventKind::SlaWarning
+        | EventKind::SlaBreached
+        | EventKind::Escalated => None,
         EventKind::Assigned | EventKind::StatusChanged => {
             if record.from_status == record.to_status {
                 return None;

@@ -322,6 +322,12 @@ pub struct Ticket {
     /// The beneficiary's latest rating, once the ticket is resolved and rated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub satisfaction: Option<Satisfaction>,
+    /// How many times the ticket was escalated (by the SLA scheduler or by hand).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escalation_level: u32,
+    /// Whether the ticket was escalated to its directorate's director general.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalated_to_director_general: bool,
     /// Starts at 1 and grows by one with every change; the etag is derived from it.
     pub version: i64,
 }
@@ -331,6 +337,10 @@ impl Ticket {
     pub fn etag(&self) -> String {
         etag_of(self.version)
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 pub fn etag_of(version: i64) -> String {

@@ -8,6 +8,7 @@ use prost_types::Timestamp as ProtoTimestamp;
 use super::proto;
 use crate::domain::catalog::{Category, Directorate, Outlet, Wilayat, parse_names};
 use crate::domain::lifecycle::{EventKind, TicketEvent};
+use crate::domain::sla::{AlertStage, DeadlineKind, EscalationTarget};
 use crate::domain::ticket::{
     Assignment, Channel, Location, MAX_ATTACHMENTS, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
     MAX_NOTE_CHARS, MAX_SUBJECT_CHARS, NewTicket, Priority, Reporter, Resolution, ResolutionCode,
@@ -106,6 +107,16 @@ enum_map!(ResolutionCode, proto::ResolutionCode, "resolution code", {
 });
 enum_map!(Visibility, proto::CommentVisibility, "comment visibility", {
     Public => Public, Internal => Internal,
+});
+enum_map!(EscalationTarget, proto::EscalationTarget, "escalation target", {
+    Line2 => Line2, Line3 => Line3, DirectorGeneral => DirectorGeneral,
+});
+enum_map!(DeadlineKind, proto::DeadlineKind, "deadline kind", {
+    FirstResponse => FirstResponse, Update => Update, Resolution => Resolution,
+    LineHold => LineHold,
+});
+enum_map!(AlertStage, proto::SlaAlertStage, "alert stage", {
+    Warning => Warning, Breach => Breach,
 });
 
 /// An optional enum: unspecified means `None`.
@@ -406,6 +417,9 @@ pub fn ticket_to_proto(t: &Ticket) -> proto::Ticket {
         close_time: t.close_time.map(timestamp_to_proto),
         etag: t.etag(),
         satisfaction: t.satisfaction.as_ref().map(satisfaction_to_proto),
+        escalation_level: t.escalation_level,
+        escalated_to_director_general: t.escalated_to_director_general,
+        sla: None,
     }
 }
 
@@ -446,6 +460,9 @@ pub fn event_to_proto(e: &TicketEvent) -> proto::TicketEvent {
         EventKind::StatusChanged => proto::TicketEventKind::StatusChanged,
         EventKind::Commented => proto::TicketEventKind::Commented,
         EventKind::Rated => proto::TicketEventKind::Rated,
+        EventKind::SlaWarning => proto::TicketEventKind::SlaWarning,
+        EventKind::SlaBreached => proto::TicketEventKind::SlaBreached,
+        EventKind::Escalated => proto::TicketEventKind::Escalated,
     };
     proto::TicketEvent {
         cursor: e.cursor,
@@ -470,6 +487,16 @@ pub fn event_to_proto(e: &TicketEvent) -> proto::TicketEvent {
         changed_fields: r.changed_fields.clone(),
         satisfaction: r.satisfaction.as_ref().map(satisfaction_to_proto),
         etag: crate::domain::ticket::etag_of(e.version),
+        sla_alert: r.sla_alert.as_ref().map(|a| proto::SlaAlert {
+            kind: proto::DeadlineKind::from(a.deadline.kind).into(),
+            anchor_cursor: a.deadline.anchor,
+            stage: proto::SlaAlertStage::from(a.stage).into(),
+            due_time: Some(timestamp_to_proto(a.due_time)),
+        }),
+        escalated_to: r
+            .escalated_to
+            .map(|t| proto::EscalationTarget::from(t).into())
+            .unwrap_or_default(),
     }
 }
 

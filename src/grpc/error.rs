@@ -130,6 +130,13 @@ impl From<StoreError> for Status {
                 HashMap::from([("current_etag".to_owned(), etag_of(current_version))]),
                 &[],
             ),
+            StoreError::SettingVersionMismatch { current_version } => status(
+                Code::Aborted,
+                "ETAG_MISMATCH",
+                "the setting changed since it was read; read it again and retry",
+                HashMap::from([("current_etag".to_owned(), etag_of(current_version))]),
+                &[],
+            ),
             StoreError::UnknownReference(violation) => status(
                 Code::InvalidArgument,
                 "UNKNOWN_REFERENCE",

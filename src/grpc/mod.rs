@@ -10,6 +10,7 @@ pub mod convert;
 pub mod error;
 pub mod proto;
 pub mod request;
+pub mod sla_service;
 pub mod sync_service;
 pub mod ticket_service;
 pub mod watch;

@@ -19,6 +19,7 @@ use super::watch::{
 };
 use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
+use crate::domain::sla::EscalationTarget;
 use crate::domain::text::search_words;
 use crate::domain::ticket::{
     Channel, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS, MAX_SUBJECT_CHARS, Priority,
@@ -39,6 +40,7 @@ const MAX_FILTER_VALUES: usize = 50;
 
 pub struct TicketServiceImpl {
     store: Arc<dyn Store>,
+    sla: Arc<crate::sla::SlaRuntime>,
     feed: Arc<ChangeFeed>,
     watch_settings: WatchSettings,
     streams_open: prometheus_client::metrics::gauge::Gauge,
@@ -47,12 +49,14 @@ pub struct TicketServiceImpl {
 impl TicketServiceImpl {
     pub fn new(
         store: Arc<dyn Store>,
+        sla: Arc<crate::sla::SlaRuntime>,
         feed: Arc<ChangeFeed>,
         watch_settings: WatchSettings,
         streams_open: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
         Self {
             store,
+            sla,
             feed,
             watch_settings,
             streams_open,
@@ -183,6 +187,7 @@ lifecycle_request!(
     TransferTicketRequest => "TransferTicket",
     MergeTicketRequest => "MergeTicket",
     AddCommentRequest => "AddComment",
+    EscalateTicketRequest => "EscalateTicket",
 );
 
 fn note(v: &mut Violations, field: &str, value: &str) -> Option<Option<String>> {
@@ -486,8 +491,11 @@ impl TicketService for TicketServiceImpl {
             }
         };
         let ticket = ticket.ok_or(StoreError::TicketNotFound)?;
+        let clock = self.sla.ticket_sla(&ticket).await?;
+        let mut message = ticket_to_proto(&ticket);
+        message.sla = Some(super::sla_service::ticket_sla_to_proto(&ticket, &clock));
         Ok(Response::new(proto::GetTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(message),
         }))
     }
 
@@ -726,6 +734,48 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::AddCommentResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+            event: Some(event_to_proto(&event)),
+        }))
+    }
+
+    async fn escalate_ticket(
+        &self,
+        request: Request<proto::EscalateTicketRequest>,
+    ) -> Result<Response<proto::EscalateTicketResponse>, Status> {
+        let message = request.get_ref();
+        let target = match optional_enum::<EscalationTarget>("target", message.target) {
+            Err(violation) => return Err(invalid_argument(vec![violation])),
+            Ok(Some(target)) => target,
+            // The matrix's next step above where the ticket stands now. Should the ticket
+            // move meanwhile, the lifecycle refuses a step that is no longer above it.
+            Ok(None) => {
+                let id = TicketId::parse("ticket_id", &message.ticket_id)
+                    .map_err(|v| invalid_argument(vec![v]))?;
+                let ticket = self
+                    .store
+                    .get_ticket(id)
+                    .await?
+                    .ok_or(StoreError::TicketNotFound)?;
+                self.sla
+                    .config()
+                    .settings
+                    .next_escalation(
+                        ticket.assignment.support_line,
+                        ticket.escalated_to_director_general,
+                    )
+                    .ok_or_else(super::sla_service::no_higher_step)?
+            }
+        };
+        let (ticket, event) = self
+            .act(request, |r, v| {
+                Some(Action::Escalate {
+                    to: target,
+                    reason: reason(v, &r.reason)?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::EscalateTicketResponse {
             ticket: Some(ticket_to_proto(&ticket)),
             event: Some(event_to_proto(&event)),
         }))

@@ -321,6 +321,8 @@ mod tests {
             resolve_time: Some(Timestamp::from_micros(1_780_000_100_000_000)),
             close_time: None,
             satisfaction: None,
+            escalation_level: 0,
+            escalated_to_director_general: false,
             version: 3,
         }
     }

@@ -75,6 +75,8 @@ pub(super) fn new_ticket(
         resolve_time: None,
         close_time: None,
         satisfaction: None,
+        escalation_level: 0,
+        escalated_to_director_general: false,
         version: 1,
     }
 }
@@ -133,4 +135,35 @@ pub(super) fn inbound_record_fields(
         | InboundOutcome::Stale
         | InboundOutcome::UnknownCase => (None, None),
     }
+}
+
+/// An SLA projection row from its stored columns (both backends keep the same ones).
+pub(crate) fn sla_row(
+    ticket_id: &str,
+    reference: &str,
+    directorate: Option<String>,
+    next_alert_time: Option<i64>,
+    next_due_time: Option<i64>,
+    next_due_kind: Option<String>,
+) -> Result<super::SlaRow, StoreError> {
+    let corrupt =
+        |what: &str, v: String| StoreError::Corrupt(format!("sla projection {what}: {v}"));
+    Ok(super::SlaRow {
+        ticket_id: TicketId::parse("ticket_id", ticket_id)
+            .map_err(|v| corrupt("ticket id", v.to_string()))?,
+        reference: ReferenceNumber::parse("reference", reference)
+            .map_err(|v| corrupt("reference", v.to_string()))?,
+        directorate: directorate
+            .map(|d| Code::parse("directorate", &d))
+            .transpose()
+            .map_err(|v| corrupt("directorate", v.to_string()))?,
+        next_alert_time: next_alert_time.map(Timestamp::from_micros),
+        next_due_time: next_due_time.map(Timestamp::from_micros),
+        next_due_kind: next_due_kind
+            .map(|k| {
+                crate::domain::sla::DeadlineKind::from_str_opt(&k)
+                    .ok_or_else(|| corrupt("deadline kind", k))
+            })
+            .transpose()?,
+    })
 }

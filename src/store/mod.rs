@@ -252,6 +252,62 @@ pub struct PullState {
     pub n_changes: u64,
 }
 
+/// A versioned setting kept as a document, with an audit trail of every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SettingKey {
+    /// The business calendar ([`crate::domain::calendar::CalendarSpec`] as JSON).
+    Calendar,
+    /// The SLA policies and escalation matrix ([`crate::domain::sla::SlaSettingsSpec`]).
+    Sla,
+}
+
+impl SettingKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingKey::Calendar => "calendar",
+            SettingKey::Sla => "sla",
+        }
+    }
+}
+
+/// A setting as stored: its JSON document and version (1 for the first).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSetting {
+    pub version: i64,
+    pub value: String,
+    pub actor: String,
+    pub update_time: Timestamp,
+}
+
+/// An open ticket's next SLA times, as the SLA projection keeps them for the escalation
+/// sweep and the board of tickets at risk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaRow {
+    pub ticket_id: TicketId,
+    pub reference: ReferenceNumber,
+    pub directorate: Option<crate::domain::values::Code>,
+    /// When the sweep next has something to record; `None`: nothing pending.
+    pub next_alert_time: Option<Timestamp>,
+    /// The soonest due time of an open deadline not breached yet, and its kind.
+    pub next_due_time: Option<Timestamp>,
+    pub next_due_kind: Option<crate::domain::sla::DeadlineKind>,
+}
+
+impl SlaRow {
+    /// A row with no time left to watch: the projection drops it.
+    pub fn is_idle(&self) -> bool {
+        self.next_alert_time.is_none() && self.next_due_time.is_none()
+    }
+}
+
+/// How far the SLA projection has followed the event log, and under which settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlaProgress {
+    pub cursor: i64,
+    pub calendar_version: i64,
+    pub sla_version: i64,
+}
+
 /// Why a store call failed. The gRPC layer maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -261,6 +317,8 @@ pub enum StoreError {
     Lifecycle(#[from] LifecycleError),
     #[error("the ticket changed since its etag was read (now at version {current_version})")]
     EtagMismatch { current_version: i64 },
+    #[error("the setting changed since its etag was read (now at version {current_version})")]
+    SettingVersionMismatch { current_version: i64 },
     /// A referenced catalog entry or ticket does not exist or is inactive.
     #[error("unknown reference: {0}")]
     UnknownReference(FieldViolation),
@@ -442,6 +500,50 @@ pub trait Store: Send + Sync + 'static {
     /// A change delivered again after that is still never applied twice: its case version is
     /// not newer than the one applied, so it is skipped as stale.
     async fn prune_platform_inbox(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// The current version of a setting; `None` before it was first stored.
+    async fn get_setting(&self, key: SettingKey) -> Result<Option<StoredSetting>, StoreError>;
+
+    /// Stores a new version of a setting and its audit record in one transaction.
+    /// `expected_version`, when set, must be the current version (0: not stored yet), else
+    /// [`StoreError::SettingVersionMismatch`].
+    async fn put_setting(
+        &self,
+        ctx: WriteContext,
+        key: SettingKey,
+        value: String,
+        expected_version: Option<i64>,
+    ) -> Result<StoredSetting, StoreError>;
+
+    /// The audit trail of a setting, newest first, versions below `before_version`.
+    async fn list_setting_changes(
+        &self,
+        key: SettingKey,
+        before_version: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredSetting>, StoreError>;
+
+    async fn sla_progress(&self) -> Result<SlaProgress, StoreError>;
+
+    /// Writes projected rows (an idle row removes the ticket's) and, when given, the
+    /// progress they bring the projection to, in one transaction.
+    async fn save_sla_projection(
+        &self,
+        rows: Vec<SlaRow>,
+        progress: Option<SlaProgress>,
+    ) -> Result<(), StoreError>;
+
+    /// Tickets whose next SLA alert is due at `now`, soonest first.
+    async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError>;
+
+    /// Tickets (of one directorate, or all) with a deadline due before `due_before`, soonest
+    /// first.
+    async fn sla_at_risk(
+        &self,
+        directorate: Option<crate::domain::values::Code>,
+        due_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<SlaRow>, StoreError>;
 
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;

@@ -32,13 +32,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::common::{
     bind_projection, check_version, from_json, inbound_record_fields, new_ticket, reference,
-    search_document, to_json, unknown,
+    search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
     Change, FeedBounds, InboundChange, InboundOutcome, ListedTicket, OutboxEntry, OutboxStatus,
-    PoolStatus, PullState, PushOutcome, RequestKey, Snapshot, Store, StoreError, TicketQuery,
-    WriteContext,
+    PoolStatus, PullState, PushOutcome, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot,
+    Store, StoreError, StoredSetting, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -49,6 +49,18 @@ use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
 use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
 use crate::domain::values::{Code, ReferenceNumber, TicketId};
 use crate::domain::{Clock, Timestamp};
+
+/// A SELECT of SLA projection rows (the ticket id as text) followed by the given clauses,
+/// assembled from literals at compile time.
+macro_rules! select_sla_rows {
+    ($clauses:literal) => {
+        concat!(
+            "SELECT ticket_id::text AS ticket_id, reference, directorate, next_alert_time, ",
+            "next_due_time, next_due_kind FROM sla_projection ",
+            $clauses
+        )
+    };
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -1717,6 +1729,210 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn get_setting(&self, key: SettingKey) -> Result<Option<StoredSetting>, StoreError> {
+        let row =
+            sqlx::query("SELECT version, value, actor, update_time FROM settings WHERE key = $1")
+                .bind(key.as_str())
+                .fetch_optional(&self.readers)
+                .await?;
+        row.map(|row| setting_from_row(&row, "update_time"))
+            .transpose()
+    }
+
+    async fn put_setting(
+        &self,
+        ctx: WriteContext,
+        key: SettingKey,
+        value: String,
+        expected_version: Option<i64>,
+    ) -> Result<StoredSetting, StoreError> {
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(async move {
+                let current: i64 =
+                    sqlx::query_scalar("SELECT version FROM settings WHERE key = $1 FOR UPDATE")
+                        .bind(key.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .unwrap_or(0);
+                if expected_version.is_some_and(|v| v != current) {
+                    return Err(StoreError::SettingVersionMismatch {
+                        current_version: current,
+                    });
+                }
+                let stored = StoredSetting {
+                    version: current + 1,
+                    value,
+                    actor: ctx.actor,
+                    update_time: now,
+                };
+                sqlx::query(
+                    "INSERT INTO settings (key, version, value, actor, update_time)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (key) DO UPDATE SET version = excluded.version,
+                     value = excluded.value, actor = excluded.actor,
+                     update_time = excluded.update_time",
+                )
+                .bind(key.as_str())
+                .bind(stored.version)
+                .bind(&stored.value)
+                .bind(&stored.actor)
+                .bind(now.as_micros())
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO setting_changes (key, version, value, actor, change_time)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(key.as_str())
+                .bind(stored.version)
+                .bind(&stored.value)
+                .bind(&stored.actor)
+                .bind(now.as_micros())
+                .execute(&mut *conn)
+                .await?;
+                Ok(stored)
+            })
+        })
+        .await
+    }
+
+    async fn list_setting_changes(
+        &self,
+        key: SettingKey,
+        before_version: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredSetting>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, value, actor, change_time FROM setting_changes
+             WHERE key = $1 AND version < $2 ORDER BY version DESC LIMIT $3",
+        )
+        .bind(key.as_str())
+        .bind(before_version.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| setting_from_row(row, "change_time"))
+            .collect()
+    }
+
+    async fn sla_progress(&self) -> Result<SlaProgress, StoreError> {
+        let row = sqlx::query(
+            "SELECT cursor, calendar_version, sla_version FROM sla_progress WHERE id = 1",
+        )
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(|row| {
+            Ok(SlaProgress {
+                cursor: row.try_get("cursor")?,
+                calendar_version: row.try_get("calendar_version")?,
+                sla_version: row.try_get("sla_version")?,
+            })
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+    }
+
+    async fn save_sla_projection(
+        &self,
+        rows: Vec<SlaRow>,
+        progress: Option<SlaProgress>,
+    ) -> Result<(), StoreError> {
+        self.submit(None, move |conn, _now| {
+            Box::pin(async move {
+                for row in &rows {
+                    let id = row.ticket_id.to_string();
+                    if row.is_idle() {
+                        sqlx::query("DELETE FROM sla_projection WHERE ticket_id = $1::uuid")
+                            .bind(&id)
+                            .execute(&mut *conn)
+                            .await?;
+                        continue;
+                    }
+                    sqlx::query(
+                        "INSERT INTO sla_projection (ticket_id, reference, directorate,
+                         next_alert_time, next_due_time, next_due_kind)
+                         VALUES ($1::uuid, $2, $3, $4, $5, $6)
+                         ON CONFLICT (ticket_id) DO UPDATE SET reference = excluded.reference,
+                         directorate = excluded.directorate,
+                         next_alert_time = excluded.next_alert_time,
+                         next_due_time = excluded.next_due_time,
+                         next_due_kind = excluded.next_due_kind",
+                    )
+                    .bind(&id)
+                    .bind(row.reference.to_string())
+                    .bind(row.directorate.as_ref().map(|d| d.as_str().to_owned()))
+                    .bind(row.next_alert_time.map(Timestamp::as_micros))
+                    .bind(row.next_due_time.map(Timestamp::as_micros))
+                    .bind(row.next_due_kind.map(|k| k.as_str()))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                if let Some(p) = progress {
+                    sqlx::query(
+                        "INSERT INTO sla_progress (id, cursor, calendar_version, sla_version)
+                         VALUES (1, $1, $2, $3)
+                         ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor,
+                         calendar_version = excluded.calendar_version,
+                         sla_version = excluded.sla_version",
+                    )
+                    .bind(p.cursor)
+                    .bind(p.calendar_version)
+                    .bind(p.sla_version)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError> {
+        let rows = sqlx::query(select_sla_rows!(
+            "WHERE next_alert_time IS NOT NULL
+             AND next_alert_time <= $1 ORDER BY next_alert_time LIMIT $2"
+        ))
+        .bind(now.as_micros())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(sla_row_from_pg).collect()
+    }
+
+    async fn sla_at_risk(
+        &self,
+        directorate: Option<Code>,
+        due_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<SlaRow>, StoreError> {
+        let rows = match directorate {
+            Some(d) => {
+                sqlx::query(select_sla_rows!(
+                    "WHERE directorate = $1
+                     AND next_due_time IS NOT NULL AND next_due_time < $2
+                     ORDER BY next_due_time LIMIT $3"
+                ))
+                .bind(d.as_str().to_owned())
+                .bind(due_before.as_micros())
+                .bind(i64::from(limit))
+                .fetch_all(&self.readers)
+                .await?
+            }
+            None => {
+                sqlx::query(select_sla_rows!(
+                    "WHERE next_due_time IS NOT NULL
+                     AND next_due_time < $1 ORDER BY next_due_time LIMIT $2"
+                ))
+                .bind(due_before.as_micros())
+                .bind(i64::from(limit))
+                .fetch_all(&self.readers)
+                .await?
+            }
+        };
+        rows.iter().map(sla_row_from_pg).collect()
+    }
+
     async fn enqueue_repair_push(
         &self,
         ticket_id: TicketId,
@@ -1809,4 +2025,24 @@ impl Store for PostgresStore {
         }
         self.readers.close().await;
     }
+}
+
+fn sla_row_from_pg(row: &PgRow) -> Result<SlaRow, StoreError> {
+    sla_row(
+        row.try_get("ticket_id")?,
+        row.try_get("reference")?,
+        row.try_get("directorate")?,
+        row.try_get("next_alert_time")?,
+        row.try_get("next_due_time")?,
+        row.try_get("next_due_kind")?,
+    )
+}
+
+fn setting_from_row(row: &PgRow, time_column: &str) -> Result<StoredSetting, StoreError> {
+    Ok(StoredSetting {
+        version: row.try_get("version")?,
+        value: row.try_get("value")?,
+        actor: row.try_get("actor")?,
+        update_time: Timestamp::from_micros(row.try_get(time_column)?),
+    })
 }

@@ -41,13 +41,13 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::common::{
     check_version, from_json, inbound_record_fields, new_ticket, reference, search_document,
-    to_json, unknown,
+    sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
     Change, FeedBounds, InboundChange, InboundOutcome, ListedTicket, OutboxEntry, OutboxStatus,
-    PoolStatus, PullState, PushOutcome, RequestKey, Snapshot, Store, StoreError, TicketQuery,
-    WriteContext,
+    PoolStatus, PullState, PushOutcome, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot,
+    Store, StoreError, StoredSetting, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -504,6 +504,36 @@ fn run_in_savepoint(
 }
 
 /// The text of a column, borrowed from SQLite's buffer (no copy).
+fn read_setting(conn: &Connection, key: SettingKey) -> Result<Option<StoredSetting>, StoreError> {
+    let mut statement = conn
+        .prepare_cached("SELECT version, value, actor, update_time FROM settings WHERE key = ?")?;
+    let mut rows = statement.query([key.as_str()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(StoredSetting {
+        version: row.get("version")?,
+        value: row.get("value")?,
+        actor: row.get("actor")?,
+        update_time: Timestamp::from_micros(row.get("update_time")?),
+    }))
+}
+
+fn sla_rows(mut rows: rusqlite::Rows<'_>) -> Result<Vec<SlaRow>, StoreError> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(sla_row(
+            text(row, "ticket_id")?,
+            text(row, "reference")?,
+            row.get("directorate")?,
+            row.get("next_alert_time")?,
+            row.get("next_due_time")?,
+            row.get("next_due_kind")?,
+        )?);
+    }
+    Ok(out)
+}
+
 fn text<'r>(row: &'r Row<'_>, column: &str) -> Result<&'r str, StoreError> {
     Ok(row
         .get_ref(column)?
@@ -1965,6 +1995,193 @@ impl Store for SqliteStore {
     ) -> Result<Option<i64>, StoreError> {
         self.submit(None, move |conn, now| {
             enqueue_repair_push_tx(conn, ticket_id, kind, now)
+        })
+        .await
+    }
+
+    async fn get_setting(&self, key: SettingKey) -> Result<Option<StoredSetting>, StoreError> {
+        self.read(move |conn| read_setting(conn, key)).await
+    }
+
+    async fn put_setting(
+        &self,
+        ctx: WriteContext,
+        key: SettingKey,
+        value: String,
+        expected_version: Option<i64>,
+    ) -> Result<StoredSetting, StoreError> {
+        self.submit(ctx.request, move |conn, now| {
+            let current = read_setting(conn, key)?.map_or(0, |s| s.version);
+            if expected_version.is_some_and(|v| v != current) {
+                return Err(StoreError::SettingVersionMismatch {
+                    current_version: current,
+                });
+            }
+            let stored = StoredSetting {
+                version: current + 1,
+                value,
+                actor: ctx.actor,
+                update_time: now,
+            };
+            conn.prepare_cached(
+                "INSERT INTO settings (key, version, value, actor, update_time)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (key) DO UPDATE SET version = excluded.version,
+                 value = excluded.value, actor = excluded.actor,
+                 update_time = excluded.update_time",
+            )?
+            .execute(params![
+                key.as_str(),
+                stored.version,
+                stored.value,
+                stored.actor,
+                now.as_micros()
+            ])?;
+            conn.prepare_cached(
+                "INSERT INTO setting_changes (key, version, value, actor, change_time)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                key.as_str(),
+                stored.version,
+                stored.value,
+                stored.actor,
+                now.as_micros()
+            ])?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn list_setting_changes(
+        &self,
+        key: SettingKey,
+        before_version: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredSetting>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT version, value, actor, change_time FROM setting_changes
+                 WHERE key = ?1 AND version < ?2 ORDER BY version DESC LIMIT ?3",
+            )?;
+            let mut rows = statement.query(params![
+                key.as_str(),
+                before_version.unwrap_or(i64::MAX),
+                limit
+            ])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(StoredSetting {
+                    version: row.get("version")?,
+                    value: row.get("value")?,
+                    actor: row.get("actor")?,
+                    update_time: Timestamp::from_micros(row.get("change_time")?),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn sla_progress(&self) -> Result<SlaProgress, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT cursor, calendar_version, sla_version FROM sla_progress WHERE id = 1",
+            )?;
+            let mut rows = statement.query([])?;
+            let Some(row) = rows.next()? else {
+                return Ok(SlaProgress::default());
+            };
+            Ok(SlaProgress {
+                cursor: row.get("cursor")?,
+                calendar_version: row.get("calendar_version")?,
+                sla_version: row.get("sla_version")?,
+            })
+        })
+        .await
+    }
+
+    async fn save_sla_projection(
+        &self,
+        rows: Vec<SlaRow>,
+        progress: Option<SlaProgress>,
+    ) -> Result<(), StoreError> {
+        self.submit(None, move |conn, _now| {
+            for row in &rows {
+                let id = row.ticket_id.to_string();
+                if row.is_idle() {
+                    conn.prepare_cached("DELETE FROM sla_projection WHERE ticket_id = ?")?
+                        .execute([&id])?;
+                    continue;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO sla_projection (ticket_id, reference, directorate,
+                     next_alert_time, next_due_time, next_due_kind)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (ticket_id) DO UPDATE SET reference = excluded.reference,
+                     directorate = excluded.directorate,
+                     next_alert_time = excluded.next_alert_time,
+                     next_due_time = excluded.next_due_time,
+                     next_due_kind = excluded.next_due_kind",
+                )?
+                .execute(params![
+                    id,
+                    row.reference.to_string(),
+                    row.directorate.as_ref().map(Code::as_str),
+                    row.next_alert_time.map(Timestamp::as_micros),
+                    row.next_due_time.map(Timestamp::as_micros),
+                    row.next_due_kind.map(|k| k.as_str()),
+                ])?;
+            }
+            if let Some(p) = progress {
+                conn.prepare_cached(
+                    "INSERT INTO sla_progress (id, cursor, calendar_version, sla_version)
+                     VALUES (1, ?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor,
+                     calendar_version = excluded.calendar_version,
+                     sla_version = excluded.sla_version",
+                )?
+                .execute(params![p.cursor, p.calendar_version, p.sla_version])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT * FROM sla_projection WHERE next_alert_time IS NOT NULL
+                 AND next_alert_time <= ?1 ORDER BY next_alert_time LIMIT ?2",
+            )?;
+            let rows = statement.query(params![now.as_micros(), limit])?;
+            sla_rows(rows)
+        })
+        .await
+    }
+
+    async fn sla_at_risk(
+        &self,
+        directorate: Option<Code>,
+        due_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<SlaRow>, StoreError> {
+        self.read(move |conn| match &directorate {
+            Some(d) => {
+                let mut statement = conn.prepare_cached(
+                    "SELECT * FROM sla_projection WHERE directorate = ?1
+                     AND next_due_time IS NOT NULL AND next_due_time < ?2
+                     ORDER BY next_due_time LIMIT ?3",
+                )?;
+                sla_rows(statement.query(params![d.as_str(), due_before.as_micros(), limit])?)
+            }
+            None => {
+                let mut statement = conn.prepare_cached(
+                    "SELECT * FROM sla_projection WHERE next_due_time IS NOT NULL
+                     AND next_due_time < ?1 ORDER BY next_due_time LIMIT ?2",
+                )?;
+                sla_rows(statement.query(params![due_before.as_micros(), limit])?)
+            }
         })
         .await
     }

@@ -810,6 +810,161 @@ pub async fn platform_changes_apply_once_in_order_and_move_the_cursor_with_them(
 }
 
 /// Instantiates every conformance test for one backend.
+pub async fn settings_keep_every_version_and_refuse_a_stale_one(h: Harness) {
+    use balagh::store::SettingKey;
+    let store = &h.store;
+    assert_eq!(store.get_setting(SettingKey::Calendar).await.unwrap(), None);
+    let first = store
+        .put_setting(ctx(), SettingKey::Calendar, "{\"a\":1}".into(), Some(0))
+        .await
+        .unwrap();
+    assert_eq!(first.version, 1);
+    assert_eq!(first.actor, "tester");
+    // A change made from an old version is refused and writes nothing.
+    match store
+        .put_setting(ctx(), SettingKey::Calendar, "{\"b\":2}".into(), Some(0))
+        .await
+    {
+        Err(StoreError::SettingVersionMismatch { current_version: 1 }) => {}
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+    assert_eq!(
+        store.get_setting(SettingKey::Calendar).await.unwrap(),
+        Some(first.clone())
+    );
+    let second = store
+        .put_setting(ctx(), SettingKey::Calendar, "{\"b\":2}".into(), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(second.version, 2);
+    // A retried request answers the first time's answer and writes nothing more.
+    let third = store
+        .put_setting(
+            ctx_with("s-1", 7),
+            SettingKey::Calendar,
+            "{\"c\":3}".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let again = store
+        .put_setting(
+            ctx_with("s-1", 7),
+            SettingKey::Calendar,
+            "{\"c\":3}".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((third.version, again.version), (3, 3));
+    // Keys are independent.
+    assert_eq!(store.get_setting(SettingKey::Sla).await.unwrap(), None);
+    let trail = store
+        .list_setting_changes(SettingKey::Calendar, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        trail.iter().map(|s| s.version).collect::<Vec<_>>(),
+        [3, 2, 1]
+    );
+    assert_eq!(trail[2].value, "{\"a\":1}");
+    let page = store
+        .list_setting_changes(SettingKey::Calendar, Some(3), 1)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|s| s.version).collect::<Vec<_>>(), [2]);
+    store.close().await;
+    let reopened = (h.reopen)(ManualClock::new(Timestamp::from_micros(JUNE_2026))).await;
+    assert_eq!(
+        reopened
+            .get_setting(SettingKey::Calendar)
+            .await
+            .unwrap()
+            .map(|s| s.version),
+        Some(3)
+    );
+}
+
+pub async fn the_sla_projection_finds_alerts_due_and_tickets_at_risk(h: Harness) {
+    use balagh::domain::sla::DeadlineKind;
+    use balagh::store::{SlaProgress, SlaRow};
+    let store = &h.store;
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        tickets.push(
+            store
+                .create_ticket(ctx(), new_ticket("pothole"))
+                .await
+                .unwrap(),
+        );
+    }
+    let row = |i: usize, directorate: &str, alert: Option<i64>, due: Option<i64>| SlaRow {
+        ticket_id: tickets[i].id,
+        reference: tickets[i].reference.clone(),
+        directorate: Some(Code::parse("d", directorate).unwrap()),
+        next_alert_time: alert.map(Timestamp::from_micros),
+        next_due_time: due.map(Timestamp::from_micros),
+        next_due_kind: due.map(|_| DeadlineKind::Resolution),
+    };
+    let progress = SlaProgress {
+        cursor: 5,
+        calendar_version: 1,
+        sla_version: 2,
+    };
+    assert_eq!(store.sla_progress().await.unwrap(), SlaProgress::default());
+    store
+        .save_sla_projection(
+            vec![
+                row(0, "roads", Some(100), Some(200)),
+                row(1, "parks", Some(150), Some(300)),
+                row(2, "roads", None, None),
+            ],
+            Some(progress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.sla_progress().await.unwrap(), progress);
+    let ids = |rows: Vec<SlaRow>| rows.into_iter().map(|r| r.ticket_id).collect::<Vec<_>>();
+    let due = |t| store.sla_alerts_due(Timestamp::from_micros(t), 100);
+    assert!(ids(due(99).await.unwrap()).is_empty());
+    assert_eq!(ids(due(120).await.unwrap()), [tickets[0].id]);
+    assert_eq!(
+        ids(due(1000).await.unwrap()),
+        [tickets[0].id, tickets[1].id]
+    );
+    let roads = Some(Code::parse("d", "roads").unwrap());
+    let at_risk = store
+        .sla_at_risk(roads.clone(), Timestamp::from_micros(1000), 100)
+        .await
+        .unwrap();
+    assert_eq!(at_risk, vec![row(0, "roads", Some(100), Some(200))]);
+    let all = store
+        .sla_at_risk(None, Timestamp::from_micros(250), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(all), [tickets[0].id]);
+    // An idle row leaves the projection; an update replaces a row.
+    store
+        .save_sla_projection(
+            vec![
+                row(0, "roads", None, None),
+                row(1, "parks", Some(400), Some(500)),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(due(1000).await.unwrap()), [tickets[1].id]);
+    assert_eq!(store.sla_progress().await.unwrap(), progress);
+    assert!(
+        store
+            .sla_at_risk(roads, Timestamp::from_micros(1000), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($open:path) => {
@@ -916,6 +1071,22 @@ macro_rules! conformance_suite {
                 h, clock,
             )
             .await;
+        }
+
+        #[tokio::test]
+        async fn settings_keep_every_version_and_refuse_a_stale_one() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::settings_keep_every_version_and_refuse_a_stale_one(h).await;
+        }
+
+        #[tokio::test]
+        async fn the_sla_projection_finds_alerts_due_and_tickets_at_risk() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::the_sla_projection_finds_alerts_due_and_tickets_at_risk(h).await;
         }
 
         #[tokio::test]

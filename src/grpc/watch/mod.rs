@@ -106,6 +106,9 @@ fn change_kind(kind: EventKind) -> proto::ChangeKind {
         EventKind::StatusChanged => proto::ChangeKind::StatusChanged,
         EventKind::Commented => proto::ChangeKind::Commented,
         EventKind::Rated => proto::ChangeKind::Rated,
+        EventKind::SlaWarning => proto::ChangeKind::SlaWarning,
+        EventKind::SlaBreached => proto::ChangeKind::SlaBreached,
+        EventKind::Escalated => proto::ChangeKind::Escalated,
     }
 }
 
