@@ -336,8 +336,9 @@ impl SlaSettings {
                 )),
             }
         }
+        // Named by code, so that a policy with mistakes of its own is not reported twice.
         if let Some(code) = &default_policy
-            && !policies.contains_key(code)
+            && !spec.policies.iter().any(|p| p.code == code.as_str())
         {
             violations.push(FieldViolation::new(
                 "default_policy",
