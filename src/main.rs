@@ -32,6 +32,9 @@ enum Command {
     /// The sync worker's push drain and pull apply rates against the platform simulator, with
     /// and without faults, next to the raw platform call rate (docs/benchmarks.md).
     BenchSync(balagh::bench_sync::BenchSyncArgs),
+    /// The escalation scheduler's sweep over many open tickets, next to the raw read rate
+    /// (docs/benchmarks.md).
+    BenchSla(balagh::bench_sla::BenchSlaArgs),
     /// A SIMULATOR of the national platform over HTTP, with faults on a fixed seed and
     /// simulated citizens (docs/platform-api.md). Never the real platform.
     PlatformSim(balagh::platform::simulator::SimArgs),
@@ -66,6 +69,12 @@ async fn main() -> anyhow::Result<()> {
             balagh::bench_sync::run(args)
                 .await
                 .context("bench-sync failed")
+        }
+        Command::BenchSla(args) => {
+            balagh::telemetry::init_with_default(LogFormat::Text, "error");
+            balagh::bench_sla::run(args)
+                .await
+                .context("bench-sla failed")
         }
         Command::PlatformSim(args) => {
             balagh::telemetry::init(args.log_format);

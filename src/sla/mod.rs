@@ -25,6 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::calendar::{BusinessCalendar, CalendarSpec};
@@ -46,6 +47,10 @@ const DEFAULTS_ACTOR: &str = "balagh (defaults)";
 const MAX_EVENTS_PER_TICKET: u32 = 10_000;
 /// Rows handled per store round trip.
 const BATCH: u32 = 500;
+/// Tickets whose alerts are recorded at once in a sweep.
+const ALERTS_IN_FLIGHT: usize = 32;
+/// Tickets replayed at once by the projection (reads only).
+const REPLAYS_IN_FLIGHT: usize = 16;
 
 /// The calendar and SLA settings in force, with their versions.
 #[derive(Debug)]
@@ -201,11 +206,20 @@ impl SlaRuntime {
             if fresh.is_empty() {
                 break;
             }
-            let mut rows = Vec::with_capacity(fresh.len());
-            for row in fresh {
-                let row = self
-                    .record_due_alerts(row.ticket_id, &config, &policies, now, &mut report)
-                    .await?;
+            // Tickets are independent: their alerts are recorded side by side, so the
+            // writer can commit them in groups.
+            let outcomes: Vec<Result<(SlaRow, SweepReport), SlaError>> =
+                futures::stream::iter(fresh)
+                    .map(|row| self.record_due_alerts(row.ticket_id, &config, &policies, now))
+                    .buffer_unordered(ALERTS_IN_FLIGHT)
+                    .collect()
+                    .await;
+            let mut rows = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                let (row, counts) = outcome?;
+                report.warnings += counts.warnings;
+                report.breaches += counts.breaches;
+                report.escalations += counts.escalations;
                 rows.push(row);
             }
             self.store.save_sla_projection(rows, None).await?;
@@ -213,17 +227,17 @@ impl SlaRuntime {
         Ok(report)
     }
 
-    /// Records the alerts due for one ticket and returns its fresh projection row.
+    /// Records the alerts due for one ticket; returns its fresh projection row and counts.
     async fn record_due_alerts(
         &self,
         id: TicketId,
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         now: Timestamp,
-        report: &mut SweepReport,
-    ) -> Result<SlaRow, SlaError> {
+    ) -> Result<(SlaRow, SweepReport), SlaError> {
+        let mut report = SweepReport::default();
         let Some(mut ticket) = self.store.get_ticket(id).await? else {
-            return Ok(idle_row(id));
+            return Ok((idle_row(id), report));
         };
         let mut events = self.history(id).await?;
         let mut clock = replay(&ticket, &events, policies, config, now);
@@ -254,7 +268,7 @@ impl SlaRuntime {
             }
         }
         clock = replay(&ticket, &events, policies, config, now);
-        Ok(row_of(&ticket, &clock))
+        Ok((row_of(&ticket, &clock), report))
     }
 
     async fn record_alert(
@@ -306,10 +320,7 @@ impl SlaRuntime {
             };
             cursor = last.event.cursor;
             let touched: BTreeSet<TicketId> = changes.iter().map(|c| c.event.ticket_id).collect();
-            let mut rows = Vec::with_capacity(touched.len());
-            for id in touched {
-                rows.push(self.project(id, config, &policies, now).await?);
-            }
+            let rows = self.project_all(touched, config, &policies, now).await?;
             n += u32::try_from(rows.len()).unwrap_or(u32::MAX);
             self.store
                 .save_sla_projection(rows, Some(config.progress(cursor)))
@@ -346,12 +357,18 @@ impl SlaRuntime {
                 break;
             };
             query.before_position = Some(last.position);
-            let mut rows = Vec::with_capacity(page.len());
-            for listed in &page {
-                let events = self.history(listed.ticket.id).await?;
-                let clock = replay(&listed.ticket, &events, policies, config, now);
-                rows.push(row_of(&listed.ticket, &clock));
-            }
+            // The futures are made first, outside the stream: a stream's closure that borrows
+            // would make the sweep's future lose `Send` (rust-lang/rust#102211).
+            let replays: Vec<_> = page
+                .iter()
+                .map(|listed| self.project_ticket(&listed.ticket, config, policies, now))
+                .collect();
+            let rows: Vec<SlaRow> = futures::stream::iter(replays)
+                .buffered(REPLAYS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
             n += u32::try_from(rows.len()).unwrap_or(u32::MAX);
             self.store.save_sla_projection(rows, None).await?;
         }
@@ -361,6 +378,26 @@ impl SlaRuntime {
             .save_sla_projection(Vec::new(), Some(config.progress(latest_cursor)))
             .await?;
         Ok(n)
+    }
+
+    /// Replays several tickets side by side.
+    async fn project_all(
+        &self,
+        ids: BTreeSet<TicketId>,
+        config: &SlaConfig,
+        policies: &HashMap<Code, Code>,
+        now: Timestamp,
+    ) -> Result<Vec<SlaRow>, SlaError> {
+        let replays: Vec<_> = ids
+            .into_iter()
+            .map(|id| self.project(id, config, policies, now))
+            .collect();
+        futures::stream::iter(replays)
+            .buffered(REPLAYS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     async fn project(
@@ -376,9 +413,19 @@ impl SlaRuntime {
         if !OPEN_STATUSES.contains(&ticket.status) {
             return Ok(row_of(&ticket, &idle_clock()));
         }
-        let events = self.history(id).await?;
-        let clock = replay(&ticket, &events, policies, config, now);
-        Ok(row_of(&ticket, &clock))
+        self.project_ticket(&ticket, config, policies, now).await
+    }
+
+    async fn project_ticket(
+        &self,
+        ticket: &Ticket,
+        config: &SlaConfig,
+        policies: &HashMap<Code, Code>,
+        now: Timestamp,
+    ) -> Result<SlaRow, SlaError> {
+        let events = self.history(ticket.id).await?;
+        let clock = replay(ticket, &events, policies, config, now);
+        Ok(row_of(ticket, &clock))
     }
 
     async fn history(&self, id: TicketId) -> Result<Vec<TicketEvent>, SlaError> {
