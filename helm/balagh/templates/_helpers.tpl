@@ -98,4 +98,8 @@ send_timeout_seconds = {{ $c.watch.send_timeout_seconds | int64 }}
 stream_buffer = {{ $c.watch.stream_buffer | int64 }}
 ring_capacity = {{ $c.watch.ring_capacity | int64 }}
 max_snapshot_tickets = {{ $c.watch.max_snapshot_tickets | int64 }}
+
+[sla]
+enabled = {{ $c.sla.enabled }}
+sweep_interval_seconds = {{ $c.sla.sweep_interval_seconds | int64 }}
 {{- end }}
