@@ -49,6 +49,8 @@ const MAX_EVENTS_PER_TICKET: u32 = 10_000;
 const BATCH: u32 = 500;
 /// Tickets whose alerts are recorded at once in a sweep.
 const ALERTS_IN_FLIGHT: usize = 32;
+/// How long the category-to-policy map read from the catalog is used.
+const POLICY_CODES_TTL: Duration = Duration::from_secs(10);
 /// Tickets replayed at once by the projection (reads only).
 const REPLAYS_IN_FLIGHT: usize = 16;
 
@@ -94,6 +96,7 @@ pub struct SlaRuntime {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: RwLock<Arc<SlaConfig>>,
+    policy_codes: RwLock<Option<(std::time::Instant, Arc<HashMap<Code, Code>>)>>,
     /// One projection step or sweep at a time in this process.
     busy: tokio::sync::Mutex<()>,
 }
@@ -106,6 +109,7 @@ impl SlaRuntime {
             store,
             clock,
             config: RwLock::new(Arc::new(config)),
+            policy_codes: RwLock::new(None),
             busy: tokio::sync::Mutex::new(()),
         }))
     }
@@ -436,16 +440,33 @@ impl SlaRuntime {
             .unwrap_or_default())
     }
 
-    /// Category code to SLA policy code.
-    async fn policy_codes(&self) -> Result<HashMap<Code, Code>, SlaError> {
-        Ok(self
-            .store
-            .catalog()
-            .await?
-            .categories
-            .into_iter()
-            .map(|c| (c.code, c.sla_policy_code))
-            .collect())
+    /// Category code to SLA policy code, read from the catalog at most every
+    /// [`POLICY_CODES_TTL`]: a category's new policy applies within that time.
+    async fn policy_codes(&self) -> Result<Arc<HashMap<Code, Code>>, SlaError> {
+        if let Some((read_at, codes)) = self
+            .policy_codes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            && read_at.elapsed() < POLICY_CODES_TTL
+        {
+            return Ok(codes.clone());
+        }
+        let codes: Arc<HashMap<Code, Code>> = Arc::new(
+            self.store
+                .catalog()
+                .await?
+                .categories
+                .into_iter()
+                .map(|c| (c.code, c.sla_policy_code))
+                .collect(),
+        );
+        *self
+            .policy_codes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), codes.clone()));
+        Ok(codes)
     }
 
     /// Runs the sweep every `interval` until `shutdown`.
