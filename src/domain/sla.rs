@@ -566,7 +566,7 @@ impl Run {
 }
 
 /// Whether a move to `status` is something the beneficiary is told: it answers the ticket.
-fn is_response_status(status: Status) -> bool {
+pub(super) fn is_response_status(status: Status) -> bool {
     matches!(
         status,
         Status::InProgress
@@ -577,7 +577,7 @@ fn is_response_status(status: Status) -> bool {
     )
 }
 
-fn is_open_status(status: Status) -> bool {
+pub(super) fn is_open_status(status: Status) -> bool {
     matches!(
         status,
         Status::New
