@@ -10,6 +10,8 @@
 //!   the ticket's history ([`SlaClock::replay`]) and stores when the sweep next has
 //!   something to record and when its soonest deadline is due ([`SlaRow`]). When the
 //!   calendar or the settings change, every open ticket is replayed again.
+//! - With every replay the projection also stores the ticket's KPI facts
+//!   ([`TicketFacts`]), for open and settled tickets alike: what `ReportingService` reads.
 //! - The *sweep* takes the rows whose alert time has come, replays each ticket once more, and
 //!   records the warnings and breaches that are due as events ([`Action::RecordSlaAlert`]),
 //!   a breach escalating the ticket per the escalation matrix.
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::calendar::{BusinessCalendar, CalendarSpec};
 use crate::domain::filter::TicketFilter;
+use crate::domain::kpi::TicketFacts;
 use crate::domain::lifecycle::{Action, TicketEvent};
 use crate::domain::sla::{AlertStage, SlaAlert, SlaClock, SlaSettings, SlaSettingsSpec};
 use crate::domain::ticket::{Status, Ticket};
@@ -179,6 +182,15 @@ impl SlaRuntime {
         ))
     }
 
+    /// Brings the projection (and the KPI facts) up to date with the event log, without
+    /// recording alerts: what a report calls before it reads the facts. Returns how many
+    /// tickets were replayed.
+    pub async fn follow(&self) -> Result<u32, SlaError> {
+        let _busy = self.busy.lock().await;
+        let config = self.reload().await?;
+        self.follow_log(&config).await
+    }
+
     /// Brings the projection up to date with the event log and records every alert due.
     pub async fn sweep(&self) -> Result<SweepReport, SlaError> {
         let _busy = self.busy.lock().await;
@@ -202,18 +214,20 @@ impl SlaRuntime {
                 break;
             }
             let mut rows = Vec::with_capacity(fresh.len());
+            let mut facts = Vec::with_capacity(fresh.len());
             for row in fresh {
-                let row = self
+                let (row, fact) = self
                     .record_due_alerts(row.ticket_id, &config, &policies, now, &mut report)
                     .await?;
                 rows.push(row);
+                facts.extend(fact);
             }
-            self.store.save_sla_projection(rows, None).await?;
+            self.store.save_sla_projection(rows, facts, None).await?;
         }
         Ok(report)
     }
 
-    /// Records the alerts due for one ticket and returns its fresh projection row.
+    /// Records the alerts due for one ticket and returns its fresh projection row and facts.
     async fn record_due_alerts(
         &self,
         id: TicketId,
@@ -221,9 +235,9 @@ impl SlaRuntime {
         policies: &HashMap<Code, Code>,
         now: Timestamp,
         report: &mut SweepReport,
-    ) -> Result<SlaRow, SlaError> {
+    ) -> Result<(SlaRow, Option<TicketFacts>), SlaError> {
         let Some(mut ticket) = self.store.get_ticket(id).await? else {
-            return Ok(idle_row(id));
+            return Ok((idle_row(id), None));
         };
         let mut events = self.history(id).await?;
         let mut clock = replay(&ticket, &events, policies, config, now);
@@ -254,7 +268,8 @@ impl SlaRuntime {
             }
         }
         clock = replay(&ticket, &events, policies, config, now);
-        Ok(row_of(&ticket, &clock))
+        let facts = TicketFacts::derive(&ticket, &events, &clock);
+        Ok((row_of(&ticket, &clock), Some(facts)))
     }
 
     async fn record_alert(
@@ -307,12 +322,15 @@ impl SlaRuntime {
             cursor = last.event.cursor;
             let touched: BTreeSet<TicketId> = changes.iter().map(|c| c.event.ticket_id).collect();
             let mut rows = Vec::with_capacity(touched.len());
+            let mut facts = Vec::with_capacity(touched.len());
             for id in touched {
-                rows.push(self.project(id, config, &policies, now).await?);
+                let (row, fact) = self.project(id, config, &policies, now).await?;
+                rows.push(row);
+                facts.extend(fact);
             }
             n += u32::try_from(rows.len()).unwrap_or(u32::MAX);
             self.store
-                .save_sla_projection(rows, Some(config.progress(cursor)))
+                .save_sla_projection(rows, facts, Some(config.progress(cursor)))
                 .await?;
         }
     }
@@ -347,38 +365,43 @@ impl SlaRuntime {
             };
             query.before_position = Some(last.position);
             let mut rows = Vec::with_capacity(page.len());
+            let mut facts = Vec::with_capacity(page.len());
             for listed in &page {
                 let events = self.history(listed.ticket.id).await?;
                 let clock = replay(&listed.ticket, &events, policies, config, now);
                 rows.push(row_of(&listed.ticket, &clock));
+                facts.push(TicketFacts::derive(&listed.ticket, &events, &clock));
             }
             n += u32::try_from(rows.len()).unwrap_or(u32::MAX);
-            self.store.save_sla_projection(rows, None).await?;
+            self.store.save_sla_projection(rows, facts, None).await?;
         }
         // A row left from a ticket no longer open is made idle by its next sweep. The cursor is taken before the pages were read, so a change made meanwhile is
         // replayed again by the next step.
         self.store
-            .save_sla_projection(Vec::new(), Some(config.progress(latest_cursor)))
+            .save_sla_projection(Vec::new(), Vec::new(), Some(config.progress(latest_cursor)))
             .await?;
         Ok(n)
     }
 
+    /// A ticket's projection row and KPI facts. A ticket that is no longer open leaves the
+    /// projection, but its facts (which matter most once it is settled) are still written.
     async fn project(
         &self,
         id: TicketId,
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         now: Timestamp,
-    ) -> Result<SlaRow, SlaError> {
+    ) -> Result<(SlaRow, Option<TicketFacts>), SlaError> {
         let Some(ticket) = self.store.get_ticket(id).await? else {
-            return Ok(idle_row(id));
+            return Ok((idle_row(id), None));
         };
-        if !OPEN_STATUSES.contains(&ticket.status) {
-            return Ok(row_of(&ticket, &idle_clock()));
-        }
         let events = self.history(id).await?;
         let clock = replay(&ticket, &events, policies, config, now);
-        Ok(row_of(&ticket, &clock))
+        let facts = TicketFacts::derive(&ticket, &events, &clock);
+        if !OPEN_STATUSES.contains(&ticket.status) {
+            return Ok((row_of(&ticket, &idle_clock()), Some(facts)));
+        }
+        Ok((row_of(&ticket, &clock), Some(facts)))
     }
 
     async fn history(&self, id: TicketId) -> Result<Vec<TicketEvent>, SlaError> {
