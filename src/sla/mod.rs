@@ -309,10 +309,40 @@ impl SlaRuntime {
             || progress.sla_version != config.settings_setting.version;
         let policies = self.policy_codes().await?;
         let now = self.clock.now();
-        if settings_changed || progress.cursor < bounds.oldest_resumable {
-            return self.rebuild(config, &policies, bounds.latest, now).await;
+        if progress.cursor < bounds.oldest_resumable {
+            // Which tickets changed since the cursor can no longer be read from the log:
+            // every ticket is replayed, settled ones too, so that no KPI facts go stale.
+            return self
+                .rebuild(config, &policies, bounds.latest, now, Replay::Every)
+                .await;
         }
-        let mut cursor = progress.cursor;
+        if settings_changed {
+            // The rebuild replays open tickets only and then moves the cursor past the log:
+            // the tickets settled since the cursor are replayed first, so that their KPI
+            // facts (and the removal of their rows) are not skipped. The cursor stays where it
+            // is until the rebuild moves it.
+            let n = self
+                .replay_touched(progress.cursor, config, &policies, now, false)
+                .await?;
+            let m = self
+                .rebuild(config, &policies, bounds.latest, now, Replay::Open)
+                .await?;
+            return Ok(n.saturating_add(m));
+        }
+        self.replay_touched(progress.cursor, config, &policies, now, true)
+            .await
+    }
+
+    /// Replays every ticket touched after `cursor`, page by page; with `advance`, each page
+    /// also moves the projection's cursor.
+    async fn replay_touched(
+        &self,
+        mut cursor: i64,
+        config: &SlaConfig,
+        policies: &HashMap<Code, Code>,
+        now: Timestamp,
+        advance: bool,
+    ) -> Result<u32, SlaError> {
         let mut n = 0;
         loop {
             let changes = self.store.read_changes(cursor, BATCH).await?;
@@ -324,34 +354,41 @@ impl SlaRuntime {
             let mut rows = Vec::with_capacity(touched.len());
             let mut facts = Vec::with_capacity(touched.len());
             for id in touched {
-                let (row, fact) = self.project(id, config, &policies, now).await?;
+                let (row, fact) = self.project(id, config, policies, now).await?;
                 rows.push(row);
                 facts.extend(fact);
             }
             n += u32::try_from(rows.len()).unwrap_or(u32::MAX);
+            let progress = advance.then(|| config.progress(cursor));
             self.store
-                .save_sla_projection(rows, facts, Some(config.progress(cursor)))
+                .save_sla_projection(rows, facts, progress)
                 .await?;
         }
     }
 
-    /// Replays every open ticket: after a calendar or settings change, deadlines are
-    /// recomputed from each ticket's history.
+    /// Replays every open ticket (or every ticket): after a calendar or settings change,
+    /// deadlines are recomputed from each ticket's history.
     async fn rebuild(
         &self,
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         latest_cursor: i64,
         now: Timestamp,
+        which: Replay,
     ) -> Result<u32, SlaError> {
         tracing::info!(
             calendar_version = config.calendar_setting.version,
             sla_version = config.settings_setting.version,
+            every_ticket = which == Replay::Every,
             "recomputing the deadlines of every open ticket"
         );
+        let statuses = match which {
+            Replay::Open => OPEN_STATUSES.to_vec(),
+            Replay::Every => Vec::new(),
+        };
         let mut query = TicketQuery {
             filter: TicketFilter {
-                statuses: OPEN_STATUSES.to_vec(),
+                statuses,
                 ..TicketFilter::default()
             },
             limit: BATCH,
@@ -369,6 +406,7 @@ impl SlaRuntime {
             for listed in &page {
                 let events = self.history(listed.ticket.id).await?;
                 let clock = replay(&listed.ticket, &events, policies, config, now);
+                // A settled ticket's row comes out idle: the projection drops it.
                 rows.push(row_of(&listed.ticket, &clock));
                 facts.push(TicketFacts::derive(&listed.ticket, &events, &clock));
             }
@@ -451,6 +489,13 @@ impl SlaRuntime {
             }
         }
     }
+}
+
+/// Which tickets a rebuild replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    Open,
+    Every,
 }
 
 /// The statuses in which a ticket's SLA clocks can run.
