@@ -402,7 +402,7 @@ async fn kpis_of_a_fixed_week_match_the_hand_computed_figures() {
     close(f.satisfied_percent, 50.0);
     close(f.rating_response_percent, 200.0 / 3.0);
 
-    let f = row(&answer, "parks").figures.clone().expect("figures");
+    let f = row(&answer, "parks").figures.expect("figures");
     assert_eq!(
         (f.ticket_count, f.report_count, f.complaint_count),
         (3, 2, 1)
@@ -428,7 +428,7 @@ async fn kpis_of_a_fixed_week_match_the_hand_computed_figures() {
     // Not grouped: one row of all seven.
     let all = kpis(&mut reporting, week(proto::KpiGrouping::None)).await;
     assert_eq!(all.rows.len(), 1);
-    let f = all.rows[0].figures.clone().expect("figures");
+    let f = all.rows[0].figures.expect("figures");
     assert_eq!(all.rows[0].group, "all");
     assert_eq!((f.ticket_count, f.backlog, f.rated_count), (7, 1, 3));
     close(f.satisfaction_average, 11.0 / 3.0);

@@ -675,10 +675,11 @@ impl SlaClock {
                     &mut update,
                     &mut resolution,
                     &mut line_hold,
-                ] {
-                    if let Some(run) = run {
-                        run.stop(at);
-                    }
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    run.stop(at);
                 }
             } else if !was_open && now_open {
                 // Reopened: a new resolution clock and a new update owed; the line that

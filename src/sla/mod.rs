@@ -558,7 +558,7 @@ fn row_of(ticket: &Ticket, clock: &SlaClock) -> SlaRow {
     let open = OPEN_STATUSES.contains(&ticket.status);
     SlaRow {
         ticket_id: ticket.id,
-        reference: ticket.reference.clone(),
+        reference: ticket.reference,
         directorate: ticket.assignment.directorate.clone(),
         next_alert_time: clock.next_alert_time().filter(|_| open),
         next_due_time: next_due.map(|(t, _)| t).filter(|_| open),

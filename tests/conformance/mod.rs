@@ -900,7 +900,7 @@ pub async fn the_sla_projection_finds_alerts_due_and_tickets_at_risk(h: Harness)
     }
     let row = |i: usize, directorate: &str, alert: Option<i64>, due: Option<i64>| SlaRow {
         ticket_id: tickets[i].id,
-        reference: tickets[i].reference.clone(),
+        reference: tickets[i].reference,
         directorate: Some(Code::parse("d", directorate).unwrap()),
         next_alert_time: alert.map(Timestamp::from_micros),
         next_due_time: due.map(Timestamp::from_micros),
@@ -1056,7 +1056,7 @@ pub async fn ticket_facts_are_replaced_per_ticket_and_read_by_creation_period(h:
     };
     let idle = SlaRow {
         ticket_id: tickets[1].id,
-        reference: tickets[1].reference.clone(),
+        reference: tickets[1].reference,
         directorate: None,
         next_alert_time: None,
         next_due_time: None,
