@@ -25,8 +25,10 @@ use crate::grpc::catalog_service::CatalogServiceImpl;
 use crate::grpc::connection::CoalescedWrites;
 use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
+use crate::grpc::proto::reporting_service_server::ReportingServiceServer;
 use crate::grpc::proto::sla_service_server::SlaServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
+use crate::grpc::reporting_service::ReportingServiceImpl;
 use crate::grpc::sla_service::SlaServiceImpl;
 use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
 use crate::grpc::ticket_service::TicketServiceImpl;
@@ -38,12 +40,13 @@ use crate::store::{Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The names health reports on: the server as a whole and each service.
-const SERVICE_NAMES: [&str; 5] = [
+const SERVICE_NAMES: [&str; 6] = [
     "",
     "balagh.v1.TicketService",
     "balagh.v1.CatalogService",
     "balagh.v1.SyncService",
     "balagh.v1.SlaService",
+    "balagh.v1.ReportingService",
 ];
 
 /// How often expired request ids and change-feed snapshots are dropped.
@@ -141,6 +144,9 @@ impl Application {
                 .max_decoding_message_size(limits.max_message_bytes);
         let sla_service = SlaServiceServer::new(SlaServiceImpl::new(store.clone(), sla.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
+        let reporting_service =
+            ReportingServiceServer::new(ReportingServiceImpl::new(store.clone(), sla.clone()))
+                .max_decoding_message_size(limits.max_message_bytes);
         let sla_task = if config.sla.enabled {
             tokio::spawn(sla.clone().run_until_stopped(
                 Duration::from_secs(config.sla.sweep_interval_seconds.max(1)),
@@ -216,6 +222,7 @@ impl Application {
             .add_service(catalog_service)
             .add_service(sync_service)
             .add_service(sla_service)
+            .add_service(reporting_service)
             .serve_with_incoming_shutdown(
                 // Nagle off on every accepted connection: without it each small response waits
                 // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not

@@ -566,7 +566,7 @@ impl Run {
 }
 
 /// Whether a move to `status` is something the beneficiary is told: it answers the ticket.
-fn is_response_status(status: Status) -> bool {
+pub(super) fn is_response_status(status: Status) -> bool {
     matches!(
         status,
         Status::InProgress
@@ -577,7 +577,7 @@ fn is_response_status(status: Status) -> bool {
     )
 }
 
-fn is_open_status(status: Status) -> bool {
+pub(super) fn is_open_status(status: Status) -> bool {
     matches!(
         status,
         Status::New
@@ -675,10 +675,11 @@ impl SlaClock {
                     &mut update,
                     &mut resolution,
                     &mut line_hold,
-                ] {
-                    if let Some(run) = run {
-                        run.stop(at);
-                    }
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    run.stop(at);
                 }
             } else if !was_open && now_open {
                 // Reopened: a new resolution clock and a new update owed; the line that

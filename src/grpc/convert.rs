@@ -7,6 +7,7 @@ use prost_types::Timestamp as ProtoTimestamp;
 
 use super::proto;
 use crate::domain::catalog::{Category, Directorate, Outlet, Wilayat, parse_names};
+use crate::domain::kpi::KpiGrouping;
 use crate::domain::lifecycle::{EventKind, TicketEvent};
 use crate::domain::sla::{AlertStage, DeadlineKind, EscalationTarget};
 use crate::domain::ticket::{
@@ -117,6 +118,10 @@ enum_map!(DeadlineKind, proto::DeadlineKind, "deadline kind", {
 });
 enum_map!(AlertStage, proto::SlaAlertStage, "alert stage", {
     Warning => Warning, Breach => Breach,
+});
+enum_map!(KpiGrouping, proto::KpiGrouping, "KPI grouping", {
+    None => None, Directorate => Directorate, Outlet => Outlet, Category => Category,
+    Channel => Channel, Wilayat => Wilayat, SupportLine => SupportLine, Employee => Employee,
 });
 
 /// An optional enum: unspecified means `None`.

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod convert;
 pub mod error;
 pub mod proto;
+pub mod reporting_service;
 pub mod request;
 pub mod sla_service;
 pub mod sync_service;

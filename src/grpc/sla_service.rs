@@ -147,7 +147,7 @@ fn calendar_from_proto(c: &proto::BusinessCalendar) -> CalendarSpec {
 fn check_sizes(v: &mut Violations, lists: &[(&str, usize)]) {
     for (field, n) in lists {
         if *n > MAX_LIST_ENTRIES {
-            v.push(field, &format!("at most {MAX_LIST_ENTRIES} entries"));
+            v.push(field, format!("at most {MAX_LIST_ENTRIES} entries"));
         }
     }
 }
@@ -575,7 +575,7 @@ impl SlaService for SlaServiceImpl {
             _ => {
                 v.push(
                     "within_business_minutes",
-                    &format!("must be at most {MAX_AT_RISK_MINUTES}"),
+                    format!("must be at most {MAX_AT_RISK_MINUTES}"),
                 );
                 None
             }

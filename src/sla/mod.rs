@@ -10,6 +10,8 @@
 //!   the ticket's history ([`SlaClock::replay`]) and stores when the sweep next has
 //!   something to record and when its soonest deadline is due ([`SlaRow`]). When the
 //!   calendar or the settings change, every open ticket is replayed again.
+//! - With every replay the projection also stores the ticket's KPI facts
+//!   ([`TicketFacts`]), for open and settled tickets alike: what `ReportingService` reads.
 //! - The *sweep* takes the rows whose alert time has come, replays each ticket once more, and
 //!   records the warnings and breaches that are due as events ([`Action::RecordSlaAlert`]),
 //!   a breach escalating the ticket per the escalation matrix.
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::calendar::{BusinessCalendar, CalendarSpec};
 use crate::domain::filter::TicketFilter;
+use crate::domain::kpi::TicketFacts;
 use crate::domain::lifecycle::{Action, TicketEvent};
 use crate::domain::sla::{AlertStage, SlaAlert, SlaClock, SlaSettings, SlaSettingsSpec};
 use crate::domain::ticket::{Status, Ticket};
@@ -188,6 +191,15 @@ impl SlaRuntime {
         ))
     }
 
+    /// Brings the projection (and the KPI facts) up to date with the event log, without
+    /// recording alerts: what a report calls before it reads the facts. Returns how many
+    /// tickets were replayed.
+    pub async fn follow(&self) -> Result<u32, SlaError> {
+        let _busy = self.busy.lock().await;
+        let config = self.reload().await?;
+        self.follow_log(&config).await
+    }
+
     /// Brings the projection up to date with the event log and records every alert due.
     pub async fn sweep(&self) -> Result<SweepReport, SlaError> {
         let _busy = self.busy.lock().await;
@@ -212,36 +224,39 @@ impl SlaRuntime {
             }
             // Tickets are independent: their alerts are recorded side by side, so the
             // writer can commit them in groups.
-            let outcomes: Vec<Result<(SlaRow, SweepReport), SlaError>> =
+            let outcomes: Vec<Result<(SlaRow, Option<TicketFacts>, SweepReport), SlaError>> =
                 futures::stream::iter(fresh)
                     .map(|row| self.record_due_alerts(row.ticket_id, &config, &policies, now))
                     .buffer_unordered(ALERTS_IN_FLIGHT)
                     .collect()
                     .await;
             let mut rows = Vec::with_capacity(outcomes.len());
+            let mut facts = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
-                let (row, counts) = outcome?;
+                let (row, fact, counts) = outcome?;
                 report.warnings += counts.warnings;
                 report.breaches += counts.breaches;
                 report.escalations += counts.escalations;
                 rows.push(row);
+                facts.extend(fact);
             }
-            self.store.save_sla_projection(rows, None).await?;
+            self.store.save_sla_projection(rows, facts, None).await?;
         }
         Ok(report)
     }
 
-    /// Records the alerts due for one ticket; returns its fresh projection row and counts.
+    /// Records the alerts due for one ticket; returns its fresh projection row, its facts
+    /// and what it recorded.
     async fn record_due_alerts(
         &self,
         id: TicketId,
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         now: Timestamp,
-    ) -> Result<(SlaRow, SweepReport), SlaError> {
+    ) -> Result<(SlaRow, Option<TicketFacts>, SweepReport), SlaError> {
         let mut report = SweepReport::default();
         let Some(mut ticket) = self.store.get_ticket(id).await? else {
-            return Ok((idle_row(id), report));
+            return Ok((idle_row(id), None, report));
         };
         let mut events = self.history(id).await?;
         let mut clock = replay(&ticket, &events, policies, config, now);
@@ -272,7 +287,8 @@ impl SlaRuntime {
             }
         }
         clock = replay(&ticket, &events, policies, config, now);
-        Ok((row_of(&ticket, &clock), report))
+        let facts = TicketFacts::derive(&ticket, &events, &clock);
+        Ok((row_of(&ticket, &clock), Some(facts), report))
     }
 
     async fn record_alert(
@@ -312,10 +328,40 @@ impl SlaRuntime {
             || progress.sla_version != config.settings_setting.version;
         let policies = self.policy_codes().await?;
         let now = self.clock.now();
-        if settings_changed || progress.cursor < bounds.oldest_resumable {
-            return self.rebuild(config, &policies, bounds.latest, now).await;
+        if progress.cursor < bounds.oldest_resumable {
+            // Which tickets changed since the cursor can no longer be read from the log:
+            // every ticket is replayed, settled ones too, so that no KPI facts go stale.
+            return self
+                .rebuild(config, &policies, bounds.latest, now, Replay::Every)
+                .await;
         }
-        let mut cursor = progress.cursor;
+        if settings_changed {
+            // The rebuild replays open tickets only and then moves the cursor past the log:
+            // the tickets settled since the cursor are replayed first, so that their KPI
+            // facts (and the removal of their rows) are not skipped. The cursor stays where it
+            // is until the rebuild moves it.
+            let n = self
+                .replay_touched(progress.cursor, config, &policies, now, false)
+                .await?;
+            let m = self
+                .rebuild(config, &policies, bounds.latest, now, Replay::Open)
+                .await?;
+            return Ok(n.saturating_add(m));
+        }
+        self.replay_touched(progress.cursor, config, &policies, now, true)
+            .await
+    }
+
+    /// Replays every ticket touched after `cursor`, page by page; with `advance`, each page
+    /// also moves the projection's cursor.
+    async fn replay_touched(
+        &self,
+        mut cursor: i64,
+        config: &SlaConfig,
+        policies: &HashMap<Code, Code>,
+        now: Timestamp,
+        advance: bool,
+    ) -> Result<u32, SlaError> {
         let mut n = 0;
         loop {
             let changes = self.store.read_changes(cursor, BATCH).await?;
@@ -324,31 +370,38 @@ impl SlaRuntime {
             };
             cursor = last.event.cursor;
             let touched: BTreeSet<TicketId> = changes.iter().map(|c| c.event.ticket_id).collect();
-            let rows = self.project_all(touched, config, &policies, now).await?;
+            let (rows, facts) = self.project_all(touched, config, policies, now).await?;
             n += u32::try_from(rows.len()).unwrap_or(u32::MAX);
+            let progress = advance.then(|| config.progress(cursor));
             self.store
-                .save_sla_projection(rows, Some(config.progress(cursor)))
+                .save_sla_projection(rows, facts, progress)
                 .await?;
         }
     }
 
-    /// Replays every open ticket: after a calendar or settings change, deadlines are
-    /// recomputed from each ticket's history.
+    /// Replays every open ticket (or every ticket): after a calendar or settings change,
+    /// deadlines are recomputed from each ticket's history.
     async fn rebuild(
         &self,
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         latest_cursor: i64,
         now: Timestamp,
+        which: Replay,
     ) -> Result<u32, SlaError> {
         tracing::info!(
             calendar_version = config.calendar_setting.version,
             sla_version = config.settings_setting.version,
+            every_ticket = which == Replay::Every,
             "recomputing the deadlines of every open ticket"
         );
+        let statuses = match which {
+            Replay::Open => OPEN_STATUSES.to_vec(),
+            Replay::Every => Vec::new(),
+        };
         let mut query = TicketQuery {
             filter: TicketFilter {
-                statuses: OPEN_STATUSES.to_vec(),
+                statuses,
                 ..TicketFilter::default()
             },
             limit: BATCH,
@@ -367,19 +420,21 @@ impl SlaRuntime {
                 .iter()
                 .map(|listed| self.project_ticket(&listed.ticket, config, policies, now))
                 .collect();
-            let rows: Vec<SlaRow> = futures::stream::iter(replays)
+            let projected: Vec<(SlaRow, TicketFacts)> = futures::stream::iter(replays)
                 .buffered(REPLAYS_IN_FLIGHT)
                 .collect::<Vec<_>>()
                 .await
                 .into_iter()
                 .collect::<Result<_, _>>()?;
+            // A settled ticket's row comes out idle: the projection drops it.
+            let (rows, facts): (Vec<SlaRow>, Vec<TicketFacts>) = projected.into_iter().unzip();
             n += u32::try_from(rows.len()).unwrap_or(u32::MAX);
-            self.store.save_sla_projection(rows, None).await?;
+            self.store.save_sla_projection(rows, facts, None).await?;
         }
         // A row left from a ticket no longer open is made idle by its next sweep. The cursor is taken before the pages were read, so a change made meanwhile is
         // replayed again by the next step.
         self.store
-            .save_sla_projection(Vec::new(), Some(config.progress(latest_cursor)))
+            .save_sla_projection(Vec::new(), Vec::new(), Some(config.progress(latest_cursor)))
             .await?;
         Ok(n)
     }
@@ -391,45 +446,57 @@ impl SlaRuntime {
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         now: Timestamp,
-    ) -> Result<Vec<SlaRow>, SlaError> {
+    ) -> Result<(Vec<SlaRow>, Vec<TicketFacts>), SlaError> {
         let replays: Vec<_> = ids
             .into_iter()
             .map(|id| self.project(id, config, policies, now))
             .collect();
-        futures::stream::iter(replays)
+        let projected: Vec<(SlaRow, Option<TicketFacts>)> = futures::stream::iter(replays)
             .buffered(REPLAYS_IN_FLIGHT)
             .collect::<Vec<_>>()
             .await
             .into_iter()
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let mut rows = Vec::with_capacity(projected.len());
+        let mut facts = Vec::with_capacity(projected.len());
+        for (row, fact) in projected {
+            rows.push(row);
+            facts.extend(fact);
+        }
+        Ok((rows, facts))
     }
 
+    /// A ticket's projection row and KPI facts. A ticket that is no longer open leaves the
+    /// projection, but its facts (which matter most once it is settled) are still written.
     async fn project(
         &self,
         id: TicketId,
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         now: Timestamp,
-    ) -> Result<SlaRow, SlaError> {
+    ) -> Result<(SlaRow, Option<TicketFacts>), SlaError> {
         let Some(ticket) = self.store.get_ticket(id).await? else {
-            return Ok(idle_row(id));
+            return Ok((idle_row(id), None));
         };
-        if !OPEN_STATUSES.contains(&ticket.status) {
-            return Ok(row_of(&ticket, &idle_clock()));
-        }
-        self.project_ticket(&ticket, config, policies, now).await
+        let (row, facts) = self.project_ticket(&ticket, config, policies, now).await?;
+        Ok((row, Some(facts)))
     }
 
+    /// The row (idle unless the ticket is open) and the facts of a ticket read already.
     async fn project_ticket(
         &self,
         ticket: &Ticket,
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         now: Timestamp,
-    ) -> Result<SlaRow, SlaError> {
+    ) -> Result<(SlaRow, TicketFacts), SlaError> {
         let events = self.history(ticket.id).await?;
         let clock = replay(ticket, &events, policies, config, now);
-        Ok(row_of(ticket, &clock))
+        let facts = TicketFacts::derive(ticket, &events, &clock);
+        if !OPEN_STATUSES.contains(&ticket.status) {
+            return Ok((row_of(ticket, &idle_clock()), facts));
+        }
+        Ok((row_of(ticket, &clock), facts))
     }
 
     async fn history(&self, id: TicketId) -> Result<Vec<TicketEvent>, SlaError> {
@@ -498,6 +565,13 @@ impl SlaRuntime {
     }
 }
 
+/// Which tickets a rebuild replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    Open,
+    Every,
+}
+
 /// The statuses in which a ticket's SLA clocks can run.
 pub const OPEN_STATUSES: [Status; 5] = [
     Status::New,
@@ -558,7 +632,7 @@ fn row_of(ticket: &Ticket, clock: &SlaClock) -> SlaRow {
     let open = OPEN_STATUSES.contains(&ticket.status);
     SlaRow {
         ticket_id: ticket.id,
-        reference: ticket.reference.clone(),
+        reference: ticket.reference,
         directorate: ticket.assignment.directorate.clone(),
         next_alert_time: clock.next_alert_time().filter(|_| open),
         next_due_time: next_due.map(|(t, _)| t).filter(|_| open),

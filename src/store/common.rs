@@ -167,3 +167,122 @@ pub(crate) fn sla_row(
             .transpose()?,
     })
 }
+
+/// The stored columns of a `ticket_facts` row, as both backends read them (flags as
+/// booleans, whatever the backend keeps them as).
+pub(crate) struct FactsColumns {
+    pub ticket_id: String,
+    pub create_time: i64,
+    pub ticket_type: String,
+    pub channel: String,
+    pub category: String,
+    pub directorate: Option<String>,
+    pub outlet: Option<String>,
+    pub wilayat: Option<String>,
+    pub support_line: Option<i64>,
+    pub assignee: Option<String>,
+    pub status: String,
+    pub first_response_seconds: Option<i64>,
+    pub resolution_seconds: Option<i64>,
+    pub first_response_met: Option<bool>,
+    pub resolution_met: Option<bool>,
+    pub n_escalations: i64,
+    pub reopened: bool,
+    pub transferred: bool,
+    pub rejected: bool,
+    pub resolved_at_line_1: bool,
+    pub satisfaction_score: Option<i64>,
+    pub resolve_time: Option<i64>,
+    pub settle_time: Option<i64>,
+}
+
+impl FactsColumns {
+    /// The columns of `facts`, to bind.
+    pub(crate) fn of(facts: &crate::domain::kpi::TicketFacts) -> Self {
+        let code = |c: &Option<Code>| c.as_ref().map(|c| c.as_str().to_owned());
+        FactsColumns {
+            ticket_id: facts.ticket_id.to_string(),
+            create_time: facts.create_time.as_micros(),
+            ticket_type: facts.ticket_type.as_str().to_owned(),
+            channel: facts.channel.as_str().to_owned(),
+            category: facts.category.as_str().to_owned(),
+            directorate: code(&facts.directorate),
+            outlet: code(&facts.outlet),
+            wilayat: code(&facts.wilayat),
+            support_line: facts.support_line.map(|l| i64::from(l.number())),
+            assignee: facts.assignee.as_ref().map(|a| a.as_str().to_owned()),
+            status: facts.status.as_str().to_owned(),
+            first_response_seconds: facts.first_response_seconds,
+            resolution_seconds: facts.resolution_seconds,
+            first_response_met: facts.first_response_met,
+            resolution_met: facts.resolution_met,
+            n_escalations: i64::from(facts.n_escalations),
+            reopened: facts.reopened,
+            transferred: facts.transferred,
+            rejected: facts.rejected,
+            resolved_at_line_1: facts.resolved_at_line_1,
+            satisfaction_score: facts.satisfaction_score.map(i64::from),
+            resolve_time: facts.resolve_time.map(Timestamp::as_micros),
+            settle_time: facts.settle_time.map(Timestamp::as_micros),
+        }
+    }
+
+    /// The facts these columns hold; stored values that do not parse are corrupt data.
+    pub(crate) fn into_facts(self) -> Result<crate::domain::kpi::TicketFacts, StoreError> {
+        use crate::domain::ticket::{Channel, TicketType};
+        use crate::domain::values::EmployeeId;
+        let corrupt = |what: &str, v: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("ticket facts {what}: {v}"))
+        };
+        let code = |what: &str, c: Option<String>| {
+            c.map(|c| Code::parse(what, &c).map_err(|v| corrupt(what, &v)))
+                .transpose()
+        };
+        Ok(crate::domain::kpi::TicketFacts {
+            ticket_id: TicketId::parse("ticket_id", &self.ticket_id)
+                .map_err(|v| corrupt("ticket id", &v))?,
+            create_time: Timestamp::from_micros(self.create_time),
+            ticket_type: TicketType::from_str_opt(&self.ticket_type)
+                .ok_or_else(|| corrupt("type", &self.ticket_type))?,
+            channel: Channel::from_str_opt(&self.channel)
+                .ok_or_else(|| corrupt("channel", &self.channel))?,
+            category: Code::parse("category", &self.category)
+                .map_err(|v| corrupt("category", &v))?,
+            directorate: code("directorate", self.directorate)?,
+            outlet: code("outlet", self.outlet)?,
+            wilayat: code("wilayat", self.wilayat)?,
+            support_line: self
+                .support_line
+                .map(|n| {
+                    u8::try_from(n)
+                        .map_err(|e| corrupt("support line", &e))
+                        .and_then(|n| {
+                            SupportLine::try_from(n).map_err(|e| corrupt("support line", &e))
+                        })
+                })
+                .transpose()?,
+            assignee: self
+                .assignee
+                .map(|a| EmployeeId::parse("assignee", &a).map_err(|v| corrupt("assignee", &v)))
+                .transpose()?,
+            status: Status::from_str_opt(&self.status)
+                .ok_or_else(|| corrupt("status", &self.status))?,
+            first_response_seconds: self.first_response_seconds,
+            resolution_seconds: self.resolution_seconds,
+            first_response_met: self.first_response_met,
+            resolution_met: self.resolution_met,
+            n_escalations: u32::try_from(self.n_escalations)
+                .map_err(|e| corrupt("escalations", &e))?,
+            reopened: self.reopened,
+            transferred: self.transferred,
+            rejected: self.rejected,
+            resolved_at_line_1: self.resolved_at_line_1,
+            satisfaction_score: self
+                .satisfaction_score
+                .map(|s| u8::try_from(s).map_err(|e| corrupt("satisfaction", &e)))
+                .transpose()?,
+            resolve_time: self.resolve_time.map(Timestamp::from_micros),
+            settle_time: self.settle_time.map(Timestamp::from_micros),
+        })
+    }
+}

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
+use crate::domain::kpi::TicketFacts;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy};
 use crate::domain::ticket::{Channel, NewTicket, Priority, Ticket, TicketPatch};
@@ -525,13 +526,27 @@ pub trait Store: Send + Sync + 'static {
 
     async fn sla_progress(&self) -> Result<SlaProgress, StoreError>;
 
-    /// Writes projected rows (an idle row removes the ticket's) and, when given, the
-    /// progress they bring the projection to, in one transaction.
+    /// Writes projected rows (an idle row removes the ticket's), the KPI facts of the
+    /// replayed tickets (replacing their earlier facts) and, when given, the progress they
+    /// bring the projection to, in one transaction.
     async fn save_sla_projection(
         &self,
         rows: Vec<SlaRow>,
+        facts: Vec<TicketFacts>,
         progress: Option<SlaProgress>,
     ) -> Result<(), StoreError>;
+
+    /// Stores tickets' KPI facts, replacing the earlier facts of the same tickets.
+    async fn save_ticket_facts(&self, facts: Vec<TicketFacts>) -> Result<(), StoreError> {
+        self.save_sla_projection(Vec::new(), facts, None).await
+    }
+
+    /// The KPI facts of the tickets created in `[from, to)`, oldest first.
+    async fn ticket_facts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TicketFacts>, StoreError>;
 
     /// Tickets whose next SLA alert is due at `now`, soonest first.
     async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError>;

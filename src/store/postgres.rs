@@ -31,8 +31,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::common::{
-    bind_projection, check_version, from_json, inbound_record_fields, new_ticket, reference,
-    search_document, sla_row, to_json, unknown,
+    FactsColumns, bind_projection, check_version, from_json, inbound_record_fields, new_ticket,
+    reference, search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
@@ -42,6 +42,7 @@ use super::{
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
+use crate::domain::kpi::TicketFacts;
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
@@ -1836,10 +1837,14 @@ impl Store for PostgresStore {
     async fn save_sla_projection(
         &self,
         rows: Vec<SlaRow>,
+        facts: Vec<TicketFacts>,
         progress: Option<SlaProgress>,
     ) -> Result<(), StoreError> {
         self.submit(None, move |conn, _now| {
             Box::pin(async move {
+                for facts in &facts {
+                    save_facts(&mut *conn, FactsColumns::of(facts)).await?;
+                }
                 for row in &rows {
                     let id = row.ticket_id.to_string();
                     if row.is_idle() {
@@ -1886,6 +1891,29 @@ impl Store for PostgresStore {
             })
         })
         .await
+    }
+
+    async fn ticket_facts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TicketFacts>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ticket_id::text AS ticket_id, create_time, ticket_type, channel, category,
+             directorate, outlet, wilayat, support_line, assignee, status,
+             first_response_seconds, resolution_seconds, first_response_met, resolution_met,
+             n_escalations, reopened, transferred, rejected, resolved_at_line_1,
+             satisfaction_score, resolve_time, settle_time
+             FROM ticket_facts WHERE create_time >= $1 AND create_time < $2
+             ORDER BY create_time, ticket_id",
+        )
+        .bind(from.as_micros())
+        .bind(to.as_micros())
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| facts_columns_from_pg(row)?.into_facts())
+            .collect()
     }
 
     async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError> {
@@ -2025,6 +2053,86 @@ impl Store for PostgresStore {
         }
         self.readers.close().await;
     }
+}
+
+/// Inserts or replaces a ticket's KPI facts.
+async fn save_facts(conn: &mut PgConnection, c: FactsColumns) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ticket_facts (ticket_id, create_time, ticket_type, channel, category,
+         directorate, outlet, wilayat, support_line, assignee, status, first_response_seconds,
+         resolution_seconds, first_response_met, resolution_met, n_escalations, reopened,
+         transferred, rejected, resolved_at_line_1, satisfaction_score, resolve_time,
+         settle_time)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+         $17, $18, $19, $20, $21, $22, $23)
+         ON CONFLICT (ticket_id) DO UPDATE SET create_time = excluded.create_time,
+         ticket_type = excluded.ticket_type, channel = excluded.channel,
+         category = excluded.category, directorate = excluded.directorate,
+         outlet = excluded.outlet, wilayat = excluded.wilayat,
+         support_line = excluded.support_line, assignee = excluded.assignee,
+         status = excluded.status, first_response_seconds = excluded.first_response_seconds,
+         resolution_seconds = excluded.resolution_seconds,
+         first_response_met = excluded.first_response_met,
+         resolution_met = excluded.resolution_met, n_escalations = excluded.n_escalations,
+         reopened = excluded.reopened, transferred = excluded.transferred,
+         rejected = excluded.rejected, resolved_at_line_1 = excluded.resolved_at_line_1,
+         satisfaction_score = excluded.satisfaction_score,
+         resolve_time = excluded.resolve_time, settle_time = excluded.settle_time",
+    )
+    .bind(c.ticket_id)
+    .bind(c.create_time)
+    .bind(c.ticket_type)
+    .bind(c.channel)
+    .bind(c.category)
+    .bind(c.directorate)
+    .bind(c.outlet)
+    .bind(c.wilayat)
+    .bind(c.support_line)
+    .bind(c.assignee)
+    .bind(c.status)
+    .bind(c.first_response_seconds)
+    .bind(c.resolution_seconds)
+    .bind(c.first_response_met)
+    .bind(c.resolution_met)
+    .bind(c.n_escalations)
+    .bind(c.reopened)
+    .bind(c.transferred)
+    .bind(c.rejected)
+    .bind(c.resolved_at_line_1)
+    .bind(c.satisfaction_score)
+    .bind(c.resolve_time)
+    .bind(c.settle_time)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn facts_columns_from_pg(row: &PgRow) -> Result<FactsColumns, StoreError> {
+    Ok(FactsColumns {
+        ticket_id: row.try_get("ticket_id")?,
+        create_time: row.try_get("create_time")?,
+        ticket_type: row.try_get("ticket_type")?,
+        channel: row.try_get("channel")?,
+        category: row.try_get("category")?,
+        directorate: row.try_get("directorate")?,
+        outlet: row.try_get("outlet")?,
+        wilayat: row.try_get("wilayat")?,
+        support_line: row.try_get("support_line")?,
+        assignee: row.try_get("assignee")?,
+        status: row.try_get("status")?,
+        first_response_seconds: row.try_get("first_response_seconds")?,
+        resolution_seconds: row.try_get("resolution_seconds")?,
+        first_response_met: row.try_get("first_response_met")?,
+        resolution_met: row.try_get("resolution_met")?,
+        n_escalations: row.try_get("n_escalations")?,
+        reopened: row.try_get("reopened")?,
+        transferred: row.try_get("transferred")?,
+        rejected: row.try_get("rejected")?,
+        resolved_at_line_1: row.try_get("resolved_at_line_1")?,
+        satisfaction_score: row.try_get("satisfaction_score")?,
+        resolve_time: row.try_get("resolve_time")?,
+        settle_time: row.try_get("settle_time")?,
+    })
 }
 
 fn sla_row_from_pg(row: &PgRow) -> Result<SlaRow, StoreError> {

@@ -40,8 +40,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::common::{
-    check_version, from_json, inbound_record_fields, new_ticket, reference, search_document,
-    sla_row, to_json, unknown,
+    FactsColumns, check_version, from_json, inbound_record_fields, new_ticket, reference,
+    search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
@@ -51,6 +51,7 @@ use super::{
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
+use crate::domain::kpi::TicketFacts;
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
@@ -517,6 +518,86 @@ fn read_setting(conn: &Connection, key: SettingKey) -> Result<Option<StoredSetti
         actor: row.get("actor")?,
         update_time: Timestamp::from_micros(row.get("update_time")?),
     }))
+}
+
+/// Inserts or replaces a ticket's KPI facts.
+fn save_facts(conn: &Connection, c: &FactsColumns) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO ticket_facts (ticket_id, create_time, ticket_type, channel, category,
+         directorate, outlet, wilayat, support_line, assignee, status, first_response_seconds,
+         resolution_seconds, first_response_met, resolution_met, n_escalations, reopened,
+         transferred, rejected, resolved_at_line_1, satisfaction_score, resolve_time,
+         settle_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+         ?18, ?19, ?20, ?21, ?22, ?23)
+         ON CONFLICT (ticket_id) DO UPDATE SET create_time = excluded.create_time,
+         ticket_type = excluded.ticket_type, channel = excluded.channel,
+         category = excluded.category, directorate = excluded.directorate,
+         outlet = excluded.outlet, wilayat = excluded.wilayat,
+         support_line = excluded.support_line, assignee = excluded.assignee,
+         status = excluded.status, first_response_seconds = excluded.first_response_seconds,
+         resolution_seconds = excluded.resolution_seconds,
+         first_response_met = excluded.first_response_met,
+         resolution_met = excluded.resolution_met, n_escalations = excluded.n_escalations,
+         reopened = excluded.reopened, transferred = excluded.transferred,
+         rejected = excluded.rejected, resolved_at_line_1 = excluded.resolved_at_line_1,
+         satisfaction_score = excluded.satisfaction_score,
+         resolve_time = excluded.resolve_time, settle_time = excluded.settle_time",
+    )?
+    .execute(params![
+        c.ticket_id,
+        c.create_time,
+        c.ticket_type,
+        c.channel,
+        c.category,
+        c.directorate,
+        c.outlet,
+        c.wilayat,
+        c.support_line,
+        c.assignee,
+        c.status,
+        c.first_response_seconds,
+        c.resolution_seconds,
+        c.first_response_met,
+        c.resolution_met,
+        c.n_escalations,
+        c.reopened,
+        c.transferred,
+        c.rejected,
+        c.resolved_at_line_1,
+        c.satisfaction_score,
+        c.resolve_time,
+        c.settle_time,
+    ])?;
+    Ok(())
+}
+
+fn facts_columns(row: &Row<'_>) -> Result<FactsColumns, StoreError> {
+    Ok(FactsColumns {
+        ticket_id: row.get("ticket_id")?,
+        create_time: row.get("create_time")?,
+        ticket_type: row.get("ticket_type")?,
+        channel: row.get("channel")?,
+        category: row.get("category")?,
+        directorate: row.get("directorate")?,
+        outlet: row.get("outlet")?,
+        wilayat: row.get("wilayat")?,
+        support_line: row.get("support_line")?,
+        assignee: row.get("assignee")?,
+        status: row.get("status")?,
+        first_response_seconds: row.get("first_response_seconds")?,
+        resolution_seconds: row.get("resolution_seconds")?,
+        first_response_met: row.get("first_response_met")?,
+        resolution_met: row.get("resolution_met")?,
+        n_escalations: row.get("n_escalations")?,
+        reopened: row.get("reopened")?,
+        transferred: row.get("transferred")?,
+        rejected: row.get("rejected")?,
+        resolved_at_line_1: row.get("resolved_at_line_1")?,
+        satisfaction_score: row.get("satisfaction_score")?,
+        resolve_time: row.get("resolve_time")?,
+        settle_time: row.get("settle_time")?,
+    })
 }
 
 fn sla_rows(mut rows: rusqlite::Rows<'_>) -> Result<Vec<SlaRow>, StoreError> {
@@ -2104,9 +2185,13 @@ impl Store for SqliteStore {
     async fn save_sla_projection(
         &self,
         rows: Vec<SlaRow>,
+        facts: Vec<TicketFacts>,
         progress: Option<SlaProgress>,
     ) -> Result<(), StoreError> {
         self.submit(None, move |conn, _now| {
+            for facts in &facts {
+                save_facts(conn, &FactsColumns::of(facts))?;
+            }
             for row in &rows {
                 let id = row.ticket_id.to_string();
                 if row.is_idle() {
@@ -2144,6 +2229,26 @@ impl Store for SqliteStore {
                 .execute(params![p.cursor, p.calendar_version, p.sla_version])?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn ticket_facts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TicketFacts>, StoreError> {
+        self.read_blocking(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT * FROM ticket_facts WHERE create_time >= ?1 AND create_time < ?2
+                 ORDER BY create_time, ticket_id",
+            )?;
+            let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(facts_columns(row)?.into_facts()?);
+            }
+            Ok(out)
         })
         .await
     }

@@ -900,7 +900,7 @@ pub async fn the_sla_projection_finds_alerts_due_and_tickets_at_risk(h: Harness)
     }
     let row = |i: usize, directorate: &str, alert: Option<i64>, due: Option<i64>| SlaRow {
         ticket_id: tickets[i].id,
-        reference: tickets[i].reference.clone(),
+        reference: tickets[i].reference,
         directorate: Some(Code::parse("d", directorate).unwrap()),
         next_alert_time: alert.map(Timestamp::from_micros),
         next_due_time: due.map(Timestamp::from_micros),
@@ -919,6 +919,7 @@ pub async fn the_sla_projection_finds_alerts_due_and_tickets_at_risk(h: Harness)
                 row(1, "parks", Some(150), Some(300)),
                 row(2, "roads", None, None),
             ],
+            Vec::new(),
             Some(progress),
         )
         .await
@@ -950,6 +951,7 @@ pub async fn the_sla_projection_finds_alerts_due_and_tickets_at_risk(h: Harness)
                 row(0, "roads", None, None),
                 row(1, "parks", Some(400), Some(500)),
             ],
+            Vec::new(),
             None,
         )
         .await
@@ -962,6 +964,112 @@ pub async fn the_sla_projection_finds_alerts_due_and_tickets_at_risk(h: Harness)
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+pub async fn ticket_facts_are_replaced_per_ticket_and_read_by_creation_period(h: Harness) {
+    use balagh::domain::kpi::TicketFacts;
+    use balagh::domain::ticket::SupportLine;
+    use balagh::domain::values::EmployeeId;
+    use balagh::store::{SlaProgress, SlaRow};
+    let store = &h.store;
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        tickets.push(
+            store
+                .create_ticket(ctx(), new_ticket("pothole"))
+                .await
+                .unwrap(),
+        );
+    }
+    let code = |c: &str| Code::parse("c", c).unwrap();
+    // Every column set, and every optional one empty.
+    let full = |i: usize, created: i64| TicketFacts {
+        ticket_id: tickets[i].id,
+        create_time: Timestamp::from_micros(created),
+        ticket_type: TicketType::Complaint,
+        channel: Channel::NationalPlatform,
+        category: code("pothole"),
+        directorate: Some(code("roads")),
+        outlet: Some(code("bawshar_outlet")),
+        wilayat: Some(code("bawshar")),
+        support_line: Some(SupportLine::Second),
+        assignee: Some(EmployeeId::parse("a", "emp.42").unwrap()),
+        status: Status::Resolved,
+        first_response_seconds: Some(1800),
+        resolution_seconds: Some(25_200),
+        first_response_met: Some(true),
+        resolution_met: Some(false),
+        n_escalations: 2,
+        reopened: true,
+        transferred: false,
+        rejected: false,
+        resolved_at_line_1: true,
+        satisfaction_score: Some(4),
+        resolve_time: Some(Timestamp::from_micros(created + 10)),
+        settle_time: Some(Timestamp::from_micros(created + 20)),
+    };
+    let bare = |i: usize, created: i64| TicketFacts {
+        ticket_id: tickets[i].id,
+        create_time: Timestamp::from_micros(created),
+        ticket_type: TicketType::Suggestion,
+        channel: Channel::App,
+        category: code("pothole"),
+        directorate: None,
+        outlet: None,
+        wilayat: None,
+        support_line: None,
+        assignee: None,
+        status: Status::New,
+        first_response_seconds: None,
+        resolution_seconds: None,
+        first_response_met: None,
+        resolution_met: None,
+        n_escalations: 0,
+        reopened: false,
+        transferred: false,
+        rejected: false,
+        resolved_at_line_1: false,
+        satisfaction_score: None,
+        resolve_time: None,
+        settle_time: None,
+    };
+    store
+        .save_ticket_facts(vec![full(0, 100), bare(1, 200), bare(2, 300)])
+        .await
+        .unwrap();
+    let read = |from: i64, to: i64| {
+        store.ticket_facts(Timestamp::from_micros(from), Timestamp::from_micros(to))
+    };
+    assert_eq!(
+        read(0, 1000).await.unwrap(),
+        [full(0, 100), bare(1, 200), bare(2, 300)]
+    );
+    // From is inclusive, to exclusive.
+    assert_eq!(read(100, 300).await.unwrap(), [full(0, 100), bare(1, 200)]);
+    assert!(read(301, 1000).await.unwrap().is_empty());
+    // A replay replaces a ticket's facts, also when written with the projection.
+    let progress = SlaProgress {
+        cursor: 9,
+        calendar_version: 1,
+        sla_version: 1,
+    };
+    let idle = SlaRow {
+        ticket_id: tickets[1].id,
+        reference: tickets[1].reference,
+        directorate: None,
+        next_alert_time: None,
+        next_due_time: None,
+        next_due_kind: None,
+    };
+    store
+        .save_sla_projection(vec![idle], vec![full(1, 200)], Some(progress))
+        .await
+        .unwrap();
+    assert_eq!(store.sla_progress().await.unwrap(), progress);
+    assert_eq!(
+        read(0, 1000).await.unwrap(),
+        [full(0, 100), full(1, 200), bare(2, 300)]
     );
 }
 
@@ -1087,6 +1195,14 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::the_sla_projection_finds_alerts_due_and_tickets_at_risk(h).await;
+        }
+
+        #[tokio::test]
+        async fn ticket_facts_are_replaced_per_ticket_and_read_by_creation_period() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::ticket_facts_are_replaced_per_ticket_and_read_by_creation_period(h).await;
         }
 
         #[tokio::test]
