@@ -369,7 +369,21 @@ impl SlaRuntime {
                 return Ok(n);
             };
             cursor = last.event.cursor;
-            let touched: BTreeSet<TicketId> = changes.iter().map(|c| c.event.ticket_id).collect();
+            let touched: BTreeSet<TicketId> = if advance {
+                changes.iter().map(|c| c.event.ticket_id).collect()
+            } else {
+                // Before a rebuild of the open tickets: only the tickets this page leaves
+                // settled need a replay here; the rebuild replays the others.
+                let mut last_status = HashMap::new();
+                for change in &changes {
+                    last_status.insert(change.event.ticket_id, change.ticket.status);
+                }
+                last_status
+                    .into_iter()
+                    .filter(|(_, status)| !OPEN_STATUSES.contains(status))
+                    .map(|(id, _)| id)
+                    .collect()
+            };
             let (rows, facts) = self.project_all(touched, config, policies, now).await?;
             n += u32::try_from(rows.len()).unwrap_or(u32::MAX);
             let progress = advance.then(|| config.progress(cursor));
