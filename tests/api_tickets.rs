@@ -1096,3 +1096,88 @@ async fn malformed_protobuf_is_invalid_argument_and_writes_nothing() {
     create(&mut app, pothole_report()).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_call_back_rating_needs_a_resolved_ticket_and_a_score_from_1_to_5() {
+    let mut app = spawn_app().await;
+    let ticket = create(&mut app, pothole_report()).await;
+    let rate = |score: i32, comment: &str| proto::RateTicketRequest {
+        ticket_id: ticket.id.clone(),
+        etag: String::new(),
+        request_id: String::new(),
+        score,
+        comment: comment.into(),
+    };
+    // An open ticket is not rated yet.
+    expect_error(
+        app.tickets.rate_ticket(rate(4, "")).await,
+        Code::FailedPrecondition,
+        "TICKET_NEW",
+    );
+    app.tickets
+        .resolve_ticket(proto::ResolveTicketRequest {
+            ticket_id: ticket.id.clone(),
+            resolution: Some(proto::Resolution {
+                code: proto::ResolutionCode::Fixed.into(),
+                text: "تم ردم الحفرة".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("resolve");
+    for score in [0, 6, -1] {
+        let fields = expect_error(
+            app.tickets.rate_ticket(rate(score, "")).await,
+            Code::InvalidArgument,
+            "INVALID_FIELDS",
+        );
+        assert_eq!(fields, ["score"]);
+    }
+    let fields = expect_error(
+        app.tickets.rate_ticket(rate(3, &"ك".repeat(5000))).await,
+        Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    assert_eq!(fields, ["comment"]);
+
+    let first = app
+        .tickets
+        .rate_ticket(rate(4, "شكراً على سرعة الاستجابة"))
+        .await
+        .expect("rate")
+        .into_inner();
+    let rated = first.ticket.expect("ticket");
+    assert_eq!(rated.satisfaction.as_ref().map(|s| s.score), Some(4));
+    assert_eq!(
+        first.event.expect("event").kind(),
+        proto::TicketEventKind::Rated
+    );
+    // A later call-back replaces the rating on the ticket; the trail keeps both.
+    let second = app
+        .tickets
+        .rate_ticket(rate(5, ""))
+        .await
+        .expect("rate again")
+        .into_inner()
+        .ticket
+        .expect("ticket");
+    assert_eq!(second.satisfaction.as_ref().map(|s| s.score), Some(5));
+    let events = app
+        .tickets
+        .list_ticket_events(proto::ListTicketEventsRequest {
+            ticket_id: ticket.id.clone(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .expect("events")
+        .into_inner()
+        .events;
+    let ratings: Vec<i32> = events
+        .iter()
+        .filter(|e| e.kind() == proto::TicketEventKind::Rated)
+        .filter_map(|e| e.satisfaction.as_ref().map(|s| s.score))
+        .collect();
+    assert_eq!(ratings, [4, 5]);
+    app.stop().await;
+}

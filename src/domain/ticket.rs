@@ -257,7 +257,7 @@ impl Satisfaction {
             Ok(s) if (Self::MIN_SCORE..=Self::MAX_SCORE).contains(&s) => s,
             _ => {
                 violations.push(FieldViolation::new(
-                    &format!("{field}.score"),
+                    &join_path(field, "score"),
                     "must be from 1 to 5",
                 ));
                 0
@@ -266,7 +266,7 @@ impl Satisfaction {
         let comment = match comment.filter(|c| !c.trim().is_empty()) {
             None => None,
             Some(c) => match super::values::parse_text(
-                &format!("{field}.comment"),
+                &join_path(field, "comment"),
                 c,
                 1,
                 MAX_NOTE_CHARS,
@@ -336,6 +336,15 @@ impl Ticket {
     /// The opaque etag of this version (AIP-154).
     pub fn etag(&self) -> String {
         etag_of(self.version)
+    }
+}
+
+/// `parent.child`, or `child` at the top of a request.
+fn join_path(parent: &str, child: &str) -> String {
+    if parent.is_empty() {
+        child.to_owned()
+    } else {
+        format!("{parent}.{child}")
     }
 }
 

@@ -23,7 +23,7 @@ use crate::domain::sla::EscalationTarget;
 use crate::domain::text::search_words;
 use crate::domain::ticket::{
     Channel, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS, MAX_SUBJECT_CHARS, Priority,
-    Status as TicketStatus, SupportLine, Ticket, TicketPatch, TicketType, Visibility,
+    Satisfaction, Status as TicketStatus, SupportLine, Ticket, TicketPatch, TicketType, Visibility,
 };
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId, parse_text};
 use crate::store::{Store, StoreError, TicketQuery};
@@ -188,6 +188,7 @@ lifecycle_request!(
     MergeTicketRequest => "MergeTicket",
     AddCommentRequest => "AddComment",
     EscalateTicketRequest => "EscalateTicket",
+    RateTicketRequest => "RateTicket",
 );
 
 fn note(v: &mut Violations, field: &str, value: &str) -> Option<Option<String>> {
@@ -734,6 +735,27 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::AddCommentResponse {
+            ticket: Some(ticket_to_proto(&ticket)),
+            event: Some(event_to_proto(&event)),
+        }))
+    }
+
+    async fn rate_ticket(
+        &self,
+        request: Request<proto::RateTicketRequest>,
+    ) -> Result<Response<proto::RateTicketResponse>, Status> {
+        let now = self.sla.now();
+        let (ticket, event) = self
+            .act(request, |r, v| {
+                let comment = (!r.comment.is_empty()).then_some(r.comment.as_str());
+                let satisfaction =
+                    v.take_many(Satisfaction::parse("", i64::from(r.score), comment, now));
+                Some(Action::Rate {
+                    satisfaction: satisfaction?,
+                })
+            })
+            .await?;
+        Ok(Response::new(proto::RateTicketResponse {
             ticket: Some(ticket_to_proto(&ticket)),
             event: Some(event_to_proto(&event)),
         }))
