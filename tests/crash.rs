@@ -97,6 +97,7 @@ async fn acknowledged_tickets_survive_sigkill() {
         .expect("an acknowledged ticket is still there")
         .into_inner()
         .ticket
+        .map(|t| proto::Ticket { sla: None, ..t })
         .expect("ticket");
         assert_eq!(&stored, ticket);
         let number: u32 = ticket
