@@ -47,7 +47,9 @@ async fn configure(sla: &mut SlaServiceClient<Channel>) {
         .get_calendar(proto::GetCalendarRequest {})
         .await
         .expect("calendar")
-        .into_inner();
+        .into_inner()
+        .calendar
+        .expect("calendar");
     sla.update_calendar(proto::UpdateCalendarRequest {
         calendar: Some(proto::BusinessCalendar {
             week: ["sunday", "monday", "tuesday", "wednesday", "thursday"]
@@ -68,7 +70,9 @@ async fn configure(sla: &mut SlaServiceClient<Channel>) {
         .get_sla_settings(proto::GetSlaSettingsRequest {})
         .await
         .expect("settings")
-        .into_inner();
+        .into_inner()
+        .settings
+        .expect("settings");
     let targets = [
         proto::Priority::Low,
         proto::Priority::Normal,
@@ -612,5 +616,148 @@ async fn bad_periods_are_refused_naming_the_fields() {
         "INVALID_FIELDS",
     );
     assert_eq!(fields, ["query.from", "query.to"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_years_targets_are_shown_beside_the_actuals() {
+    let clock = ManualClock::new(Timestamp::from_micros(SUNDAY_8_A_YEAR_BEFORE));
+    let db = TestDb::fresh().await;
+    let mut app = spawn_app_with(db.clone(), |_| {}, Arc::new(clock.clone())).await;
+    let mut sla = SlaServiceClient::new(app.channel.clone());
+    configure(&mut sla).await;
+    build_data_set(&mut app, &clock).await;
+    clock.set(at(4 * DAY + HOUR));
+    let mut reporting = ReportingServiceClient::new(app.channel.clone());
+    let none = reporting
+        .get_kpi_targets(proto::GetKpiTargetsRequest {})
+        .await
+        .expect("targets")
+        .into_inner()
+        .targets
+        .expect("targets");
+    assert!(none.targets.is_empty());
+    let target = |scope: &str, kpi: &str, value: f64| proto::KpiTarget {
+        year: 2026,
+        scope: scope.into(),
+        kpi: kpi.into(),
+        target: value,
+    };
+    let update = |targets: Vec<proto::KpiTarget>, etag: &str| proto::UpdateKpiTargetsRequest {
+        targets: Some(proto::KpiTargets {
+            targets,
+            ..Default::default()
+        }),
+        etag: etag.into(),
+        request_id: String::new(),
+    };
+
+    // Mistakes are named, and nothing is stored.
+    let fields = expect_error(
+        reporting
+            .update_kpi_targets(update(
+                vec![
+                    target("directorate:roads", "happiness", 1.0),
+                    target("all", "reopen_percent", 150.0),
+                ],
+                &none.etag,
+            ))
+            .await,
+        tonic::Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    assert_eq!(
+        fields,
+        ["targets.targets[0].kpi", "targets.targets[1].target"]
+    );
+    let fields = expect_error(
+        reporting.update_kpi_targets(update(vec![], "")).await,
+        tonic::Code::InvalidArgument,
+        "INVALID_FIELDS",
+    );
+    assert_eq!(fields, ["etag"]);
+    expect_error(
+        reporting.update_kpi_targets(update(vec![], "\"3\"")).await,
+        tonic::Code::Aborted,
+        "ETAG_MISMATCH",
+    );
+
+    let stored = reporting
+        .update_kpi_targets(update(
+            vec![
+                target(
+                    "directorate:roads",
+                    "first_response_compliance_percent",
+                    50.0,
+                ),
+                target("directorate:roads", "resolution_hours_median", 0.1),
+                target("directorate:parks", "satisfaction_average", 4.0),
+                target("all", "reopen_percent", 10.0),
+            ],
+            &none.etag,
+        ))
+        .await
+        .expect("targets")
+        .into_inner()
+        .targets
+        .expect("targets");
+    assert_eq!(stored.targets.len(), 4);
+    assert_ne!(stored.etag, none.etag);
+
+    let answer = kpis(
+        &mut reporting,
+        proto::KpiQuery {
+            year: 2026,
+            group_by: proto::KpiGrouping::Directorate.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let roads = row(&answer, "roads");
+    let figures = roads.figures.as_ref().expect("figures");
+    assert_eq!(roads.targets.len(), 2, "{roads:#?}");
+    let compliance = &roads.targets[0];
+    assert_eq!(compliance.kpi, "first_response_compliance_percent");
+    assert_eq!(compliance.actual, figures.first_response_compliance_percent);
+    assert_eq!(
+        compliance.met,
+        figures.first_response_compliance_percent.map(|a| a >= 50.0)
+    );
+    let median = &roads.targets[1];
+    assert_eq!(median.actual, figures.resolution_hours_median);
+    assert_eq!(
+        median.met,
+        Some(false),
+        "a median of 0.1 business hours is not reached"
+    );
+    // The municipality-wide target shows only on the ungrouped figures.
+    let all = kpis(
+        &mut reporting,
+        proto::KpiQuery {
+            year: 2026,
+            group_by: proto::KpiGrouping::None.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let everyone = row(&all, "all");
+    assert_eq!(everyone.targets.len(), 1);
+    assert_eq!(everyone.targets[0].kpi, "reopen_percent");
+    // A week is not a year: no targets.
+    let week_answer = kpis(&mut reporting, week(proto::KpiGrouping::Directorate)).await;
+    assert!(row(&week_answer, "roads").targets.is_empty());
+
+    // The change is in the audit trail.
+    let trail = sla
+        .list_setting_changes(proto::ListSettingChangesRequest {
+            setting: proto::SettingKind::KpiTargets.into(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("trail")
+        .into_inner();
+    assert_eq!(trail.changes.len(), 1);
+    assert!(trail.changes[0].value_json.contains("directorate:roads"));
     app.stop().await;
 }

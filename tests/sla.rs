@@ -85,7 +85,9 @@ async fn configure(sla: &mut SlaServiceClient<Channel>) {
         .get_calendar(proto::GetCalendarRequest {})
         .await
         .expect("calendar")
-        .into_inner();
+        .into_inner()
+        .calendar
+        .expect("calendar");
     sla.update_calendar(proto::UpdateCalendarRequest {
         calendar: Some(simple_calendar()),
         etag: calendar.etag,
@@ -97,7 +99,9 @@ async fn configure(sla: &mut SlaServiceClient<Channel>) {
         .get_sla_settings(proto::GetSlaSettingsRequest {})
         .await
         .expect("settings")
-        .into_inner();
+        .into_inner()
+        .settings
+        .expect("settings");
     sla.update_sla_settings(proto::UpdateSlaSettingsRequest {
         settings: Some(simple_settings()),
         etag: settings.etag,
@@ -396,7 +400,9 @@ async fn calendar_and_settings_changes_are_checked_audited_and_recompute_deadlin
         .get_calendar(proto::GetCalendarRequest {})
         .await
         .expect("calendar")
-        .into_inner();
+        .into_inner()
+        .calendar
+        .expect("calendar");
 
     // Bad hours, a stale etag, a missing etag: refused, nothing changes.
     let mut bad = simple_calendar();
@@ -454,7 +460,9 @@ async fn calendar_and_settings_changes_are_checked_audited_and_recompute_deadlin
         .get_sla_settings(proto::GetSlaSettingsRequest {})
         .await
         .expect("settings")
-        .into_inner();
+        .into_inner()
+        .settings
+        .expect("settings");
     let fields = expect_error(
         sla.update_sla_settings(proto::UpdateSlaSettingsRequest {
             settings: Some(bad_settings),
@@ -473,7 +481,9 @@ async fn calendar_and_settings_changes_are_checked_audited_and_recompute_deadlin
         .get_calendar(proto::GetCalendarRequest {})
         .await
         .expect("calendar")
-        .into_inner();
+        .into_inner()
+        .calendar
+        .expect("calendar");
     assert_eq!(unchanged.etag, calendar.etag);
 
     // Today becomes a holiday: the first response moves to Monday 09:00.
@@ -489,7 +499,9 @@ async fn calendar_and_settings_changes_are_checked_audited_and_recompute_deadlin
         })
         .await
         .expect("add holiday")
-        .into_inner();
+        .into_inner()
+        .calendar
+        .expect("calendar");
     assert_ne!(with_holiday.etag, calendar.etag);
     assert_eq!(with_holiday.holidays.len(), 1);
     let report = sweep(&mut sla).await;

@@ -7,6 +7,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod filter;
 pub mod kpi;
+pub mod kpi_targets;
 pub mod lifecycle;
 pub mod sla;
 pub mod sync;

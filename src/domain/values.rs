@@ -180,7 +180,7 @@ impl fmt::Display for Code {
 }
 
 /// An employee identifier: ASCII letters, digits, `.`, `_` and `-`, 1 to 64 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EmployeeId(String);
 

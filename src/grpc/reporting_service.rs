@@ -12,12 +12,14 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{EnumInput, Violations, timestamp_from_proto, timestamp_to_proto};
-use super::error::invalid_argument;
+use super::error::{invalid_argument, prefixed};
 use super::proto::{self, reporting_service_server::ReportingService};
+use super::request::{parse_etag, request_key, write_context};
 use crate::domain::kpi::{KpiFigures, KpiGrouping, a_year_before, aggregate};
+use crate::domain::kpi_targets::{KpiTargetSpec, KpiTargets, KpiTargetsSpec};
 use crate::domain::{FieldViolation, Timestamp};
 use crate::sla::SlaRuntime;
-use crate::store::Store;
+use crate::store::{SettingKey, Store, StoreError, StoredSetting};
 
 /// The longest period one query may cover: a year and a little slack.
 pub const MAX_PERIOD_DAYS: i64 = 400;
@@ -41,6 +43,8 @@ impl ReportingServiceImpl {
 struct KpiQuery {
     from: Timestamp,
     to: Timestamp,
+    /// The year asked for, when the query names one (targets are per year).
+    year: Option<i32>,
     grouping: KpiGrouping,
     compare_previous_year: bool,
 }
@@ -104,16 +108,49 @@ fn parse_query(query: Option<&proto::KpiQuery>) -> Result<KpiQuery, Vec<FieldVio
         Some(KpiQuery {
             from,
             to,
+            year: (q.year != 0).then_some(q.year),
             grouping: grouping?,
             compare_previous_year: q.compare_previous_year,
         })
     })
 }
 
+fn targets_to_proto(stored: Option<&StoredSetting>, targets: &KpiTargets) -> proto::KpiTargets {
+    proto::KpiTargets {
+        targets: targets
+            .spec()
+            .targets
+            .iter()
+            .map(|t| proto::KpiTarget {
+                year: t.year,
+                scope: t.scope.clone(),
+                kpi: t.kpi.clone(),
+                target: t.target,
+            })
+            .collect(),
+        etag: crate::domain::ticket::etag_of(stored.map_or(0, |s| s.version)),
+        update_time: stored.map(|s| timestamp_to_proto(s.update_time)),
+        updated_by: stored.map(|s| s.actor.clone()).unwrap_or_default(),
+    }
+}
+
 /// The figures of both periods per group.
 type Table = BTreeMap<String, (KpiFigures, Option<KpiFigures>)>;
 
 impl ReportingServiceImpl {
+    /// The stored targets (none before the first change).
+    async fn targets(&self) -> Result<(Option<StoredSetting>, KpiTargets), Status> {
+        let Some(stored) = self.store.get_setting(SettingKey::KpiTargets).await? else {
+            return Ok((None, KpiTargets::default()));
+        };
+        let spec: KpiTargetsSpec = serde_json::from_str(&stored.value)
+            .map_err(|e| Status::from(StoreError::Corrupt(format!("stored KPI targets: {e}"))))?;
+        let targets = KpiTargets::parse(spec).map_err(|v| {
+            Status::from(StoreError::Corrupt(format!("stored KPI targets: {}", v[0])))
+        })?;
+        Ok((Some(stored), targets))
+    }
+
     async fn table(
         &self,
         query: KpiQuery,
@@ -299,6 +336,10 @@ impl ReportingService for ReportingServiceImpl {
     ) -> Result<Response<proto::GetKpisResponse>, Status> {
         let query = parse_query(request.get_ref().query.as_ref()).map_err(invalid_argument)?;
         let (table, previous_period) = self.table(query).await?;
+        let targets = match query.year {
+            Some(_) => self.targets().await?.1,
+            None => KpiTargets::default(),
+        };
         Ok(Response::new(proto::GetKpisResponse {
             from: Some(timestamp_to_proto(query.from)),
             to: Some(timestamp_to_proto(query.to)),
@@ -311,8 +352,92 @@ impl ReportingService for ReportingServiceImpl {
                     group: group.clone(),
                     figures: Some(figures_to_proto(current)),
                     previous_year: previous.as_ref().map(figures_to_proto),
+                    targets: query
+                        .year
+                        .map(|year| targets.evaluate(year, query.grouping, group, current))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| proto::KpiTargetResult {
+                            kpi: t.kpi.as_str().to_owned(),
+                            target: t.target,
+                            actual: t.actual,
+                            met: t.met,
+                        })
+                        .collect(),
                 })
                 .collect(),
+        }))
+    }
+
+    async fn get_kpi_targets(
+        &self,
+        _request: Request<proto::GetKpiTargetsRequest>,
+    ) -> Result<Response<proto::GetKpiTargetsResponse>, Status> {
+        let (stored, targets) = self.targets().await?;
+        Ok(Response::new(proto::GetKpiTargetsResponse {
+            targets: Some(targets_to_proto(stored.as_ref(), &targets)),
+        }))
+    }
+
+    async fn update_kpi_targets(
+        &self,
+        request: Request<proto::UpdateKpiTargetsRequest>,
+    ) -> Result<Response<proto::UpdateKpiTargetsResponse>, Status> {
+        let message = request.get_ref();
+        let mut v = Violations::default();
+        let key = v.take(request_key(
+            "UpdateKpiTargets",
+            &message.request_id,
+            message,
+            |m| m.request_id.clear(),
+        ));
+        // Before the first change the targets are the empty default, whose etag is "0".
+        let version = if message.etag == crate::domain::ticket::etag_of(0) {
+            Some(Some(0))
+        } else {
+            v.take(parse_etag("etag", &message.etag))
+        };
+        if message.etag.is_empty() {
+            v.push(
+                "etag",
+                "is required: send the etag of the targets you changed",
+            );
+        }
+        let spec = KpiTargetsSpec {
+            targets: message
+                .targets
+                .as_ref()
+                .map(|t| t.targets.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|t| KpiTargetSpec {
+                    year: t.year,
+                    scope: t.scope.clone(),
+                    kpi: t.kpi.clone(),
+                    target: t.target,
+                })
+                .collect(),
+        };
+        let parsed = v.take_many(
+            KpiTargets::parse(spec).map_err(|violations| prefixed("targets.", violations)),
+        );
+        let (key, version, parsed) = v
+            .finish(|| Some((key?, version?, parsed?)))
+            .map_err(invalid_argument)?;
+        let value = serde_json::to_string(parsed.spec())
+            .map_err(|e| Status::internal(format!("cannot encode the targets: {e}")))?;
+        let stored = self
+            .store
+            .put_setting(
+                write_context(&request, key),
+                SettingKey::KpiTargets,
+                value,
+                version,
+            )
+            .await?;
+        tracing::info!(version = stored.version, "KPI targets changed");
+        Ok(Response::new(proto::UpdateKpiTargetsResponse {
+            targets: Some(targets_to_proto(Some(&stored), &parsed)),
         }))
     }
 

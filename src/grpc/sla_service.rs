@@ -319,15 +319,17 @@ impl SlaService for SlaServiceImpl {
     async fn get_calendar(
         &self,
         _request: Request<proto::GetCalendarRequest>,
-    ) -> Result<Response<proto::BusinessCalendar>, Status> {
+    ) -> Result<Response<proto::GetCalendarResponse>, Status> {
         let config = self.sla.reload().await?;
-        Ok(Response::new(calendar_to_proto(&config)))
+        Ok(Response::new(proto::GetCalendarResponse {
+            calendar: Some(calendar_to_proto(&config)),
+        }))
     }
 
     async fn update_calendar(
         &self,
         request: Request<proto::UpdateCalendarRequest>,
-    ) -> Result<Response<proto::BusinessCalendar>, Status> {
+    ) -> Result<Response<proto::UpdateCalendarResponse>, Status> {
         let message = request.get_ref();
         let mut v = Violations::default();
         let key = v.take(request_key(
@@ -372,13 +374,15 @@ impl SlaService for SlaServiceImpl {
             version = config.calendar_setting.version,
             "business calendar changed"
         );
-        Ok(Response::new(calendar_to_proto(&config)))
+        Ok(Response::new(proto::UpdateCalendarResponse {
+            calendar: Some(calendar_to_proto(&config)),
+        }))
     }
 
     async fn add_holiday(
         &self,
         request: Request<proto::AddHolidayRequest>,
-    ) -> Result<Response<proto::BusinessCalendar>, Status> {
+    ) -> Result<Response<proto::AddHolidayResponse>, Status> {
         let message = request.get_ref();
         let mut v = Violations::default();
         let key = v.take(request_key(
@@ -435,21 +439,25 @@ impl SlaService for SlaServiceImpl {
             version = config.calendar_setting.version,
             "holiday added to the business calendar"
         );
-        Ok(Response::new(calendar_to_proto(&config)))
+        Ok(Response::new(proto::AddHolidayResponse {
+            calendar: Some(calendar_to_proto(&config)),
+        }))
     }
 
     async fn get_sla_settings(
         &self,
         _request: Request<proto::GetSlaSettingsRequest>,
-    ) -> Result<Response<proto::SlaSettings>, Status> {
+    ) -> Result<Response<proto::GetSlaSettingsResponse>, Status> {
         let config = self.sla.reload().await?;
-        Ok(Response::new(settings_to_proto(&config)))
+        Ok(Response::new(proto::GetSlaSettingsResponse {
+            settings: Some(settings_to_proto(&config)),
+        }))
     }
 
     async fn update_sla_settings(
         &self,
         request: Request<proto::UpdateSlaSettingsRequest>,
-    ) -> Result<Response<proto::SlaSettings>, Status> {
+    ) -> Result<Response<proto::UpdateSlaSettingsResponse>, Status> {
         let message = request.get_ref();
         let mut v = Violations::default();
         let key = v.take(request_key(
@@ -483,7 +491,9 @@ impl SlaService for SlaServiceImpl {
             version = config.settings_setting.version,
             "SLA settings changed"
         );
-        Ok(Response::new(settings_to_proto(&config)))
+        Ok(Response::new(proto::UpdateSlaSettingsResponse {
+            settings: Some(settings_to_proto(&config)),
+        }))
     }
 
     async fn list_setting_changes(
@@ -495,11 +505,9 @@ impl SlaService for SlaServiceImpl {
         let key = match proto::SettingKind::try_from(message.setting) {
             Ok(proto::SettingKind::Calendar) => Some(SettingKey::Calendar),
             Ok(proto::SettingKind::Sla) => Some(SettingKey::Sla),
+            Ok(proto::SettingKind::KpiTargets) => Some(SettingKey::KpiTargets),
             _ => {
-                v.push(
-                    "setting",
-                    "must be SETTING_KIND_CALENDAR or SETTING_KIND_SLA",
-                );
+                v.push("setting", "must be a kind of setting");
                 None
             }
         };
@@ -545,7 +553,7 @@ impl SlaService for SlaServiceImpl {
     async fn get_ticket_sla(
         &self,
         request: Request<proto::GetTicketSlaRequest>,
-    ) -> Result<Response<proto::TicketSla>, Status> {
+    ) -> Result<Response<proto::GetTicketSlaResponse>, Status> {
         let id = TicketId::parse("ticket_id", &request.get_ref().ticket_id)
             .map_err(|v| invalid_argument(vec![v]))?;
         let ticket = self
@@ -554,7 +562,9 @@ impl SlaService for SlaServiceImpl {
             .await?
             .ok_or(StoreError::TicketNotFound)?;
         let clock = self.sla.ticket_sla(&ticket).await?;
-        Ok(Response::new(ticket_sla_to_proto(&ticket, &clock)))
+        Ok(Response::new(proto::GetTicketSlaResponse {
+            sla: Some(ticket_sla_to_proto(&ticket, &clock)),
+        }))
     }
 
     async fn list_tickets_at_risk(

@@ -260,6 +260,8 @@ pub enum SettingKey {
     Calendar,
     /// The SLA policies and escalation matrix ([`crate::domain::sla::SlaSettingsSpec`]).
     Sla,
+    /// KPI targets per year ([`crate::domain::kpi_targets::KpiTargetsSpec`]).
+    KpiTargets,
 }
 
 impl SettingKey {
@@ -267,6 +269,7 @@ impl SettingKey {
         match self {
             SettingKey::Calendar => "calendar",
             SettingKey::Sla => "sla",
+            SettingKey::KpiTargets => "kpi_targets",
         }
     }
 }
