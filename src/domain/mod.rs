@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod filter;
 pub mod kpi;
 pub mod lifecycle;
+pub mod quality;
 pub mod sla;
 pub mod sync;
 pub mod text;
