@@ -495,10 +495,12 @@ impl SlaService for SlaServiceImpl {
         let key = match proto::SettingKind::try_from(message.setting) {
             Ok(proto::SettingKind::Calendar) => Some(SettingKey::Calendar),
             Ok(proto::SettingKind::Sla) => Some(SettingKey::Sla),
+            Ok(proto::SettingKind::QualityRubric) => Some(SettingKey::QualityRubric),
             _ => {
                 v.push(
                     "setting",
-                    "must be SETTING_KIND_CALENDAR or SETTING_KIND_SLA",
+                    "must be SETTING_KIND_CALENDAR, SETTING_KIND_SLA or \
+                     SETTING_KIND_QUALITY_RUBRIC",
                 );
                 None
             }
