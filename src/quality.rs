@@ -32,9 +32,8 @@ pub struct RubricInForce {
 impl RubricInForce {
     fn from_setting(setting: StoredSetting) -> Result<Self, QualityError> {
         let spec: RubricSpec = serde_json::from_str(&setting.value).map_err(corrupt)?;
-        let rubric = Rubric::parse(spec).map_err(|v| {
-            StoreError::Corrupt(format!("stored quality rubric: {}", v[0]))
-        })?;
+        let rubric = Rubric::parse(spec)
+            .map_err(|v| StoreError::Corrupt(format!("stored quality rubric: {}", v[0])))?;
         Ok(Self { rubric, setting })
     }
 }

@@ -66,7 +66,12 @@ async fn resolve(app: &mut TestApp, id: &str) {
 /// still open; 3 by emp-b, resolved. Resolved an hour after SUNDAY_8.
 async fn four_tickets(app: &mut TestApp, clock: &ManualClock) -> Vec<String> {
     let mut ids = Vec::new();
-    for handlers in [vec!["emp-a", "emp-b"], vec!["emp-a"], vec!["emp-a"], vec!["emp-b"]] {
+    for handlers in [
+        vec!["emp-a", "emp-b"],
+        vec!["emp-a"],
+        vec!["emp-a"],
+        vec!["emp-b"],
+    ] {
         let id = create(app, pothole_report()).await.id;
         for employee in handlers {
             assign(app, &id, employee).await;
@@ -154,7 +159,11 @@ async fn the_sample_holds_only_the_employees_settled_unreviewed_tickets_the_same
     let one = sample(&app, "emp-a", 1, 99).await;
     assert_eq!(one.len(), 1);
     for _ in 0..3 {
-        assert_eq!(sample(&app, "emp-a", 1, 99).await, one, "same seed, same sample");
+        assert_eq!(
+            sample(&app, "emp-a", 1, 99).await,
+            one,
+            "same seed, same sample"
+        );
     }
     let settled = quality(&app)
         .sample_tickets_for_review(sample_request("emp-b", 10, 7))
@@ -294,7 +303,12 @@ async fn every_refusal_names_its_cause_and_writes_nothing() {
             Code::InvalidArgument,
             "INVALID_FIELDS"
         ),
-        ["scores[2].score", "scores[3].criterion", "scores[3].score", "scores"]
+        [
+            "scores[2].score",
+            "scores[3].criterion",
+            "scores[3].score",
+            "scores"
+        ]
     );
     let mut twice = review(&ids[1], "emp-a", [3, 3, 3, 3]);
     twice.scores[3].criterion = "accuracy".into();
@@ -318,7 +332,11 @@ async fn every_refusal_names_its_cause_and_writes_nothing() {
         .into_inner();
     // A retry gets the first answer; a second review is refused.
     assert_eq!(
-        client.record_quality_review(first).await.unwrap().into_inner(),
+        client
+            .record_quality_review(first)
+            .await
+            .unwrap()
+            .into_inner(),
         recorded
     );
     expect_error(
@@ -388,8 +406,16 @@ async fn the_rubric_is_configurable_with_an_etag_and_audited() {
         .unwrap()
         .into_inner();
     let codes: Vec<&str> = rubric.criteria.iter().map(|c| c.code.as_str()).collect();
-    assert_eq!(codes, ["accuracy", "completeness", "courtesy", "timeliness"]);
-    assert!(rubric.criteria.iter().all(|c| c.weight == 1 && !c.name_ar.is_empty()));
+    assert_eq!(
+        codes,
+        ["accuracy", "completeness", "courtesy", "timeliness"]
+    );
+    assert!(
+        rubric
+            .criteria
+            .iter()
+            .all(|c| c.weight == 1 && !c.name_ar.is_empty())
+    );
 
     let criterion = |code: &str, weight: u32| proto::RubricCriterion {
         code: code.into(),

@@ -62,7 +62,10 @@ impl Rubric {
     pub fn parse(spec: RubricSpec) -> Result<Self, Vec<FieldViolation>> {
         let mut violations = Vec::new();
         if spec.criteria.is_empty() {
-            violations.push(FieldViolation::new("criteria", "needs at least one criterion"));
+            violations.push(FieldViolation::new(
+                "criteria",
+                "needs at least one criterion",
+            ));
         }
         if spec.criteria.len() > MAX_CRITERIA {
             violations.push(FieldViolation::new(

@@ -124,7 +124,10 @@ impl QualityService for QualityServiceImpl {
         ));
         let version = v.take(parse_etag("etag", &message.etag));
         if message.etag.is_empty() {
-            v.push("etag", "is required: send the etag of the rubric you changed");
+            v.push(
+                "etag",
+                "is required: send the etag of the rubric you changed",
+            );
         }
         let Some(rubric) = &message.rubric else {
             v.push("rubric", "is required");
@@ -160,10 +163,7 @@ impl QualityService for QualityServiceImpl {
                 }
                 other => other.into(),
             })?;
-        tracing::info!(
-            version = updated.setting.version,
-            "quality rubric changed"
-        );
+        tracing::info!(version = updated.setting.version, "quality rubric changed");
         Ok(Response::new(rubric_to_proto(&updated)))
     }
 
@@ -180,7 +180,10 @@ impl QualityService for QualityServiceImpl {
             |m| m.request_id.clear(),
         ));
         if message.scores.len() > MAX_LIST_ENTRIES {
-            v.push("scores", "lists far more scores than the rubric has criteria");
+            v.push(
+                "scores",
+                "lists far more scores than the rubric has criteria",
+            );
             return Err(invalid_argument(v.0));
         }
         let rubric = crate::quality::rubric(self.store.as_ref()).await?;
@@ -296,14 +299,20 @@ impl QualityService for QualityServiceImpl {
             if to <= from {
                 v.push("to", "must be after `from`");
             } else if to.as_micros() - from.as_micros() > MAX_PERIOD_DAYS * DAY_MICROS {
-                v.push("to", format!("the period is at most {MAX_PERIOD_DAYS} days"));
+                v.push(
+                    "to",
+                    format!("the period is at most {MAX_PERIOD_DAYS} days"),
+                );
             }
         }
         let count = match message.count {
             0 => Some(DEFAULT_SAMPLE),
             n if n > 0 && n as u32 <= MAX_SAMPLE => Some(n as u32),
             _ => {
-                v.push("count", format!("must be from 1 to {MAX_SAMPLE} (0: {DEFAULT_SAMPLE})"));
+                v.push(
+                    "count",
+                    format!("must be from 1 to {MAX_SAMPLE} (0: {DEFAULT_SAMPLE})"),
+                );
                 None
             }
         };

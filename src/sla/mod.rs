@@ -94,12 +94,18 @@ pub struct SweepReport {
     pub escalations: u32,
 }
 
+/// The category-to-policy map read from the catalog, and when it was read.
+type PolicyCodes = (std::time::Instant, Arc<HashMap<Code, Code>>);
+
+/// What recording one ticket's due alerts gives: its projection row, its facts, the counts.
+type TicketAlerts = (SlaRow, Option<TicketFacts>, SweepReport);
+
 /// See the module docs.
 pub struct SlaRuntime {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: RwLock<Arc<SlaConfig>>,
-    policy_codes: RwLock<Option<(std::time::Instant, Arc<HashMap<Code, Code>>)>>,
+    policy_codes: RwLock<Option<PolicyCodes>>,
     /// One projection step or sweep at a time in this process.
     busy: tokio::sync::Mutex<()>,
 }
@@ -224,12 +230,11 @@ impl SlaRuntime {
             }
             // Tickets are independent: their alerts are recorded side by side, so the
             // writer can commit them in groups.
-            let outcomes: Vec<Result<(SlaRow, Option<TicketFacts>, SweepReport), SlaError>> =
-                futures::stream::iter(fresh)
-                    .map(|row| self.record_due_alerts(row.ticket_id, &config, &policies, now))
-                    .buffer_unordered(ALERTS_IN_FLIGHT)
-                    .collect()
-                    .await;
+            let outcomes: Vec<Result<TicketAlerts, SlaError>> = futures::stream::iter(fresh)
+                .map(|row| self.record_due_alerts(row.ticket_id, &config, &policies, now))
+                .buffer_unordered(ALERTS_IN_FLIGHT)
+                .collect()
+                .await;
             let mut rows = Vec::with_capacity(outcomes.len());
             let mut facts = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
@@ -253,7 +258,7 @@ impl SlaRuntime {
         config: &SlaConfig,
         policies: &HashMap<Code, Code>,
         now: Timestamp,
-    ) -> Result<(SlaRow, Option<TicketFacts>, SweepReport), SlaError> {
+    ) -> Result<TicketAlerts, SlaError> {
         let mut report = SweepReport::default();
         let Some(mut ticket) = self.store.get_ticket(id).await? else {
             return Ok((idle_row(id), None, report));

@@ -36,8 +36,8 @@ use super::common::{
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, ListedTicket, OutboxEntry, OutboxStatus,
-    ListedQualityReview, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
+    Change, FeedBounds, InboundChange, InboundOutcome, ListedQualityReview, ListedTicket,
+    OutboxEntry, OutboxStatus, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
     SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
     WriteContext,
 };

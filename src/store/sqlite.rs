@@ -40,13 +40,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::common::{
-    FactsColumns, check_version, from_json, inbound_record_fields, new_ticket, reference,
-    not_a_handler, search_document, sla_row, to_json, unknown,
+    FactsColumns, check_version, from_json, inbound_record_fields, new_ticket, not_a_handler,
+    reference, search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, ListedTicket, OutboxEntry, OutboxStatus,
-    ListedQualityReview, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
+    Change, FeedBounds, InboundChange, InboundOutcome, ListedQualityReview, ListedTicket,
+    OutboxEntry, OutboxStatus, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
     SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
     WriteContext,
 };

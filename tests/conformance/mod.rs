@@ -1140,9 +1140,14 @@ pub async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample(
     }
     // 0: emp-a, then emp-b, resolved. 1: emp-a, resolved. 2: emp-a, still open.
     // 3: emp-b, resolved.
-    for (i, employees) in [vec!["emp-a", "emp-b"], vec!["emp-a"], vec!["emp-a"], vec!["emp-b"]]
-        .into_iter()
-        .enumerate()
+    for (i, employees) in [
+        vec!["emp-a", "emp-b"],
+        vec!["emp-a"],
+        vec!["emp-a"],
+        vec!["emp-b"],
+    ]
+    .into_iter()
+    .enumerate()
     {
         for e in employees {
             store
@@ -1179,7 +1184,11 @@ pub async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample(
         out.sort();
         out
     };
-    assert_eq!(sample("emp-a", 10, 1).await, sorted(&[0, 1]), "settled, handled");
+    assert_eq!(
+        sample("emp-a", 10, 1).await,
+        sorted(&[0, 1]),
+        "settled, handled"
+    );
     assert_eq!(sample("emp-b", 10, 1).await, sorted(&[0, 3]));
     assert!(sample("emp-c", 10, 1).await.is_empty());
     // One of two, the same one for the same seed.
@@ -1204,8 +1213,16 @@ pub async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample(
     assert_eq!(review.reviewer, "tester");
     assert_eq!(review.weighted_score, 62.5);
     assert_eq!(review.review_time, balagh::domain::Clock::now(&clock));
-    assert_eq!(sample("emp-a", 10, 1).await, sorted(&[1]), "reviewed left the sample");
-    assert_eq!(sample("emp-b", 10, 1).await, sorted(&[0, 3]), "per employee");
+    assert_eq!(
+        sample("emp-a", 10, 1).await,
+        sorted(&[1]),
+        "reviewed left the sample"
+    );
+    assert_eq!(
+        sample("emp-b", 10, 1).await,
+        sorted(&[0, 3]),
+        "per employee"
+    );
 
     assert!(matches!(
         store
@@ -1220,11 +1237,9 @@ pub async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample(
         Err(StoreError::UnknownReference(v)) => assert_eq!(v.field, "employee_id"),
         other => panic!("expected a refusal of employee_id, got {other:?}"),
     }
-    let unknown = balagh::domain::values::TicketId::parse(
-        "t",
-        "0190f5c2-7a3b-7c4d-8e5f-60718293a4b5",
-    )
-    .unwrap();
+    let unknown =
+        balagh::domain::values::TicketId::parse("t", "0190f5c2-7a3b-7c4d-8e5f-60718293a4b5")
+            .unwrap();
     assert!(matches!(
         store
             .record_quality_review(ctx(), review_of(unknown, "emp-a", [3, 3, 3, 3]))
@@ -1233,11 +1248,17 @@ pub async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample(
     ));
     // A retry with the same request id gets the first answer, not a duplicate error.
     let first = store
-        .record_quality_review(ctx_with("review-1", 1), review_of(ids[3], "emp-b", [4, 4, 4, 4]))
+        .record_quality_review(
+            ctx_with("review-1", 1),
+            review_of(ids[3], "emp-b", [4, 4, 4, 4]),
+        )
         .await
         .unwrap();
     let again = store
-        .record_quality_review(ctx_with("review-1", 1), review_of(ids[3], "emp-b", [4, 4, 4, 4]))
+        .record_quality_review(
+            ctx_with("review-1", 1),
+            review_of(ids[3], "emp-b", [4, 4, 4, 4]),
+        )
         .await
         .unwrap();
     assert_eq!(first, again);
@@ -1250,11 +1271,17 @@ pub async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample(
         after_position: after,
         limit,
     };
-    let listed = store.list_quality_reviews(&all(None, None, 10)).await.unwrap();
+    let listed = store
+        .list_quality_reviews(&all(None, None, 10))
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 2, "refused reviews left nothing behind");
     assert_eq!(listed[0].review, review);
     assert_eq!(listed[1].review, first);
-    let page = store.list_quality_reviews(&all(None, None, 1)).await.unwrap();
+    let page = store
+        .list_quality_reviews(&all(None, None, 1))
+        .await
+        .unwrap();
     let rest = store
         .list_quality_reviews(&all(None, Some(page[0].position), 10))
         .await
