@@ -213,7 +213,9 @@ async fn a_review_is_scored_on_the_rubric_and_listed() {
         .record_quality_review(request)
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .review
+        .unwrap();
     assert_eq!(recorded.reviewer, "supervisor.salim");
     assert_eq!(recorded.weighted_score, 62.5);
     assert_eq!(recorded.rubric_version, 1);
@@ -329,14 +331,18 @@ async fn every_refusal_names_its_cause_and_writes_nothing() {
         .record_quality_review(first.clone())
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .review
+        .unwrap();
     // A retry gets the first answer; a second review is refused.
     assert_eq!(
         client
             .record_quality_review(first)
             .await
             .unwrap()
-            .into_inner(),
+            .into_inner()
+            .review
+            .unwrap(),
         recorded
     );
     expect_error(
@@ -404,7 +410,9 @@ async fn the_rubric_is_configurable_with_an_etag_and_audited() {
         .get_rubric(proto::GetRubricRequest {})
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rubric
+        .unwrap();
     let codes: Vec<&str> = rubric.criteria.iter().map(|c| c.code.as_str()).collect();
     assert_eq!(
         codes,
@@ -461,7 +469,9 @@ async fn the_rubric_is_configurable_with_an_etag_and_audited() {
         ))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rubric
+        .unwrap();
     assert_ne!(updated.etag, rubric.etag);
     expect_error(
         client
@@ -491,7 +501,9 @@ async fn the_rubric_is_configurable_with_an_etag_and_audited() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .review
+        .unwrap();
     assert_eq!(recorded.weighted_score, 75.0);
     assert_eq!(recorded.rubric_version, 2);
 

@@ -105,15 +105,17 @@ impl QualityService for QualityServiceImpl {
     async fn get_rubric(
         &self,
         _request: Request<proto::GetRubricRequest>,
-    ) -> Result<Response<proto::Rubric>, Status> {
+    ) -> Result<Response<proto::GetRubricResponse>, Status> {
         let rubric = crate::quality::rubric(self.store.as_ref()).await?;
-        Ok(Response::new(rubric_to_proto(&rubric)))
+        Ok(Response::new(proto::GetRubricResponse {
+            rubric: Some(rubric_to_proto(&rubric)),
+        }))
     }
 
     async fn update_rubric(
         &self,
         request: Request<proto::UpdateRubricRequest>,
-    ) -> Result<Response<proto::Rubric>, Status> {
+    ) -> Result<Response<proto::UpdateRubricResponse>, Status> {
         let message = request.get_ref();
         let mut v = Violations::default();
         let key = v.take(request_key(
@@ -164,13 +166,15 @@ impl QualityService for QualityServiceImpl {
                 other => other.into(),
             })?;
         tracing::info!(version = updated.setting.version, "quality rubric changed");
-        Ok(Response::new(rubric_to_proto(&updated)))
+        Ok(Response::new(proto::UpdateRubricResponse {
+            rubric: Some(rubric_to_proto(&updated)),
+        }))
     }
 
     async fn record_quality_review(
         &self,
         request: Request<proto::RecordQualityReviewRequest>,
-    ) -> Result<Response<proto::QualityReview>, Status> {
+    ) -> Result<Response<proto::RecordQualityReviewResponse>, Status> {
         let message = request.get_ref();
         let mut v = Violations::default();
         let key = v.take(request_key(
@@ -213,7 +217,9 @@ impl QualityService for QualityServiceImpl {
             weighted_score = recorded.weighted_score,
             "quality review recorded"
         );
-        Ok(Response::new(review_to_proto(recorded)))
+        Ok(Response::new(proto::RecordQualityReviewResponse {
+            review: Some(review_to_proto(recorded)),
+        }))
     }
 
     async fn list_quality_reviews(
