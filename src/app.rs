@@ -25,9 +25,11 @@ use crate::grpc::catalog_service::CatalogServiceImpl;
 use crate::grpc::connection::CoalescedWrites;
 use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
+use crate::grpc::proto::quality_service_server::QualityServiceServer;
 use crate::grpc::proto::reporting_service_server::ReportingServiceServer;
 use crate::grpc::proto::sla_service_server::SlaServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
+use crate::grpc::quality_service::QualityServiceImpl;
 use crate::grpc::reporting_service::ReportingServiceImpl;
 use crate::grpc::sla_service::SlaServiceImpl;
 use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
@@ -40,13 +42,14 @@ use crate::store::{Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The names health reports on: the server as a whole and each service.
-const SERVICE_NAMES: [&str; 6] = [
+const SERVICE_NAMES: [&str; 7] = [
     "",
     "balagh.v1.TicketService",
     "balagh.v1.CatalogService",
     "balagh.v1.SyncService",
     "balagh.v1.SlaService",
     "balagh.v1.ReportingService",
+    "balagh.v1.QualityService",
 ];
 
 /// How often expired request ids and change-feed snapshots are dropped.
@@ -147,6 +150,8 @@ impl Application {
         let reporting_service =
             ReportingServiceServer::new(ReportingServiceImpl::new(store.clone(), sla.clone()))
                 .max_decoding_message_size(limits.max_message_bytes);
+        let quality_service = QualityServiceServer::new(QualityServiceImpl::new(store.clone()))
+            .max_decoding_message_size(limits.max_message_bytes);
         let sla_task = if config.sla.enabled {
             tokio::spawn(sla.clone().run_until_stopped(
                 Duration::from_secs(config.sla.sweep_interval_seconds.max(1)),
@@ -223,6 +228,7 @@ impl Application {
             .add_service(sync_service)
             .add_service(sla_service)
             .add_service(reporting_service)
+            .add_service(quality_service)
             .serve_with_incoming_shutdown(
                 // Nagle off on every accepted connection: without it each small response waits
                 // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod grpc;
 pub mod metrics;
 pub mod platform;
+pub mod quality;
 pub mod shutdown;
 pub mod sla;
 pub mod store;

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod kpi;
 pub mod kpi_targets;
 pub mod lifecycle;
+pub mod quality;
 pub mod sla;
 pub mod sync;
 pub mod text;

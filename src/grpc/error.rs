@@ -144,6 +144,13 @@ impl From<StoreError> for Status {
                 HashMap::new(),
                 &[violation],
             ),
+            StoreError::QualityReviewExists => status(
+                Code::AlreadyExists,
+                "QUALITY_REVIEW_EXISTS",
+                "this employee was already reviewed on this ticket",
+                HashMap::new(),
+                &[],
+            ),
             StoreError::RequestIdReused => status(
                 Code::InvalidArgument,
                 "REQUEST_ID_REUSED",

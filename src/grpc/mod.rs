@@ -9,6 +9,7 @@ pub mod connection;
 pub mod convert;
 pub mod error;
 pub mod proto;
+pub mod quality_service;
 pub mod reporting_service;
 pub mod request;
 pub mod sla_service;

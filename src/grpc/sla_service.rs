@@ -506,6 +506,7 @@ impl SlaService for SlaServiceImpl {
             Ok(proto::SettingKind::Calendar) => Some(SettingKey::Calendar),
             Ok(proto::SettingKind::Sla) => Some(SettingKey::Sla),
             Ok(proto::SettingKind::KpiTargets) => Some(SettingKey::KpiTargets),
+            Ok(proto::SettingKind::QualityRubric) => Some(SettingKey::QualityRubric),
             _ => {
                 v.push("setting", "must be a kind of setting");
                 None

@@ -286,3 +286,11 @@ impl FactsColumns {
         })
     }
 }
+
+/// The refusal of a review of an employee who never handled the ticket.
+pub(super) fn not_a_handler() -> FieldViolation {
+    FieldViolation::new(
+        "employee_id",
+        "did not handle this ticket: neither its assignee nor an assignee in its history",
+    )
+}

@@ -22,9 +22,10 @@ use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat
 use crate::domain::filter::TicketFilter;
 use crate::domain::kpi::TicketFacts;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
+use crate::domain::quality::{NewQualityReview, QualityReview};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy};
 use crate::domain::ticket::{Channel, NewTicket, Priority, Ticket, TicketPatch};
-use crate::domain::values::{ReferenceNumber, TicketId};
+use crate::domain::values::{EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
 pub use postgres::{PostgresStore, PostgresStoreOptions};
@@ -262,6 +263,8 @@ pub enum SettingKey {
     Sla,
     /// KPI targets per year ([`crate::domain::kpi_targets::KpiTargetsSpec`]).
     KpiTargets,
+    /// The rubric of staff quality reviews ([`crate::domain::quality::RubricSpec`]).
+    QualityRubric,
 }
 
 impl SettingKey {
@@ -270,6 +273,7 @@ impl SettingKey {
             SettingKey::Calendar => "calendar",
             SettingKey::Sla => "sla",
             SettingKey::KpiTargets => "kpi_targets",
+            SettingKey::QualityRubric => "quality_rubric",
         }
     }
 }
@@ -312,6 +316,25 @@ pub struct SlaProgress {
     pub sla_version: i64,
 }
 
+/// What ListQualityReviews filters on; `None` does not filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualityReviewQuery {
+    pub employee: Option<EmployeeId>,
+    /// Reviews recorded in `[from, to)`.
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// Only reviews after this position (the previous page's last).
+    pub after_position: Option<i64>,
+    pub limit: u32,
+}
+
+/// A review with its position in the order of recording, for keyset pagination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedQualityReview {
+    pub position: i64,
+    pub review: QualityReview,
+}
+
 /// Why a store call failed. The gRPC layer maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -326,6 +349,9 @@ pub enum StoreError {
     /// A referenced catalog entry or ticket does not exist or is inactive.
     #[error("unknown reference: {0}")]
     UnknownReference(FieldViolation),
+    /// The employee was already reviewed on this ticket (one review per ticket and employee).
+    #[error("the employee was already reviewed on this ticket")]
+    QualityReviewExists,
     #[error("the request id was already used with another request")]
     RequestIdReused,
     #[error("the snapshot would hold more than {max} tickets")]
@@ -562,6 +588,36 @@ pub trait Store: Send + Sync + 'static {
         due_before: Timestamp,
         limit: u32,
     ) -> Result<Vec<SlaRow>, StoreError>;
+
+    /// Records a quality review (its reviewer is `ctx.actor`, its time the commit's). Refused
+    /// for an unknown ticket ([`StoreError::TicketNotFound`]), for an employee who never
+    /// handled the ticket (neither its assignee nor an assignee in its history:
+    /// [`StoreError::UnknownReference`] on `employee_id`), and for a second review of the same
+    /// employee on the same ticket ([`StoreError::QualityReviewExists`]).
+    async fn record_quality_review(
+        &self,
+        ctx: WriteContext,
+        review: NewQualityReview,
+    ) -> Result<QualityReview, StoreError>;
+
+    /// Reviews matching the query, in the order they were recorded.
+    async fn list_quality_reviews(
+        &self,
+        query: &QualityReviewQuery,
+    ) -> Result<Vec<ListedQualityReview>, StoreError>;
+
+    /// Up to `n` tickets settled (resolved, or closed without a resolution) in `[from, to)`
+    /// that `employee` handled and that have no review of them yet, chosen by
+    /// [`crate::domain::quality::choose_sample`] with `seed`: the same seed proposes the same
+    /// tickets.
+    async fn sample_tickets_for_review(
+        &self,
+        employee: EmployeeId,
+        from: Timestamp,
+        to: Timestamp,
+        n: u32,
+        seed: u64,
+    ) -> Result<Vec<Ticket>, StoreError>;
 
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;

@@ -32,13 +32,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::common::{
     FactsColumns, bind_projection, check_version, from_json, inbound_record_fields, new_ticket,
-    reference, search_document, sla_row, to_json, unknown,
+    not_a_handler, reference, search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, ListedTicket, OutboxEntry, OutboxStatus,
-    PoolStatus, PullState, PushOutcome, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot,
-    Store, StoreError, StoredSetting, TicketQuery, WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, ListedQualityReview, ListedTicket,
+    OutboxEntry, OutboxStatus, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
+    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
+    WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -46,9 +47,10 @@ use crate::domain::kpi::TicketFacts;
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
+use crate::domain::quality::{self, NewQualityReview, QualityReview};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
 use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
-use crate::domain::values::{Code, ReferenceNumber, TicketId};
+use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{Clock, Timestamp};
 
 /// A SELECT of SLA projection rows (the ticket id as text) followed by the given clauses,
@@ -713,6 +715,49 @@ async fn append_event(
 struct Author {
     actor: String,
     sync: Arc<SyncPolicy>,
+}
+
+async fn record_quality_review_tx(
+    conn: &mut PgConnection,
+    reviewer: String,
+    review: NewQualityReview,
+    now: Timestamp,
+) -> Result<QualityReview, StoreError> {
+    let (_, ticket) = load_ticket(conn, review.ticket_id).await?;
+    let bodies: Vec<String> = sqlx::query_scalar(
+        "SELECT body::text FROM ticket_events WHERE ticket_id = $1::uuid ORDER BY seq",
+    )
+    .bind(ticket.id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let history = bodies
+        .iter()
+        .map(|body| from_json::<EventRecord>(body, "event"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !quality::handled_by(&ticket, &history, &review.employee_id) {
+        return Err(StoreError::UnknownReference(not_a_handler()));
+    }
+    let review = QualityReview::from_new(review, reviewer, now);
+    // ON CONFLICT keeps a race between replicas from failing the writer's transaction.
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO quality_reviews
+             (ticket_id, employee_id, reviewer, review_time, weighted_score, body)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6::jsonb)
+         ON CONFLICT (ticket_id, employee_id) DO NOTHING
+         RETURNING seq",
+    )
+    .bind(review.ticket_id.to_string())
+    .bind(review.employee_id.as_str())
+    .bind(&review.reviewer)
+    .bind(now.as_micros())
+    .bind(review.weighted_score)
+    .bind(to_json(&review)?)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_none() {
+        return Err(StoreError::QualityReviewExists);
+    }
+    Ok(review)
 }
 
 async fn load_ticket(conn: &mut PgConnection, id: TicketId) -> Result<(i64, Ticket), StoreError> {
@@ -2024,6 +2069,79 @@ impl Store for PostgresStore {
             size: self.readers.size(),
             idle: self.readers.num_idle(),
         }
+    }
+
+    async fn record_quality_review(
+        &self,
+        ctx: WriteContext,
+        review: NewQualityReview,
+    ) -> Result<QualityReview, StoreError> {
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(record_quality_review_tx(conn, ctx.actor, review, now))
+        })
+        .await
+    }
+
+    async fn list_quality_reviews(
+        &self,
+        query: &QualityReviewQuery,
+    ) -> Result<Vec<ListedQualityReview>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, body::text AS body FROM quality_reviews
+             WHERE ($1::text IS NULL OR employee_id = $1) AND review_time >= $2
+               AND review_time < $3 AND seq > $4
+             ORDER BY seq LIMIT $5",
+        )
+        .bind(query.employee.as_ref().map(|e| e.as_str().to_owned()))
+        .bind(query.from.map_or(i64::MIN, Timestamp::as_micros))
+        .bind(query.to.map_or(i64::MAX, Timestamp::as_micros))
+        .bind(query.after_position.unwrap_or(0))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                Ok(ListedQualityReview {
+                    position: row.try_get("seq")?,
+                    review: from_json(&body, "quality review")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn sample_tickets_for_review(
+        &self,
+        employee: EmployeeId,
+        from: Timestamp,
+        to: Timestamp,
+        n: u32,
+        seed: u64,
+    ) -> Result<Vec<Ticket>, StoreError> {
+        // A ticket settled at or after `from` was last updated at or after it: the update
+        // time narrows the scan, the settle time decides.
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT t.body::text FROM tickets t
+             WHERE t.status IN ('resolved', 'closed') AND t.update_time >= $1
+               AND (t.assignee = $2 OR EXISTS (
+                    SELECT 1 FROM ticket_events e WHERE e.ticket_id = t.id
+                      AND e.body -> 'assignment' ->> 'assignee' = $2))
+               AND NOT EXISTS (
+                    SELECT 1 FROM quality_reviews q
+                    WHERE q.ticket_id = t.id AND q.employee_id = $2)",
+        )
+        .bind(from.as_micros())
+        .bind(employee.as_str())
+        .fetch_all(&self.readers)
+        .await?;
+        let mut settled = Vec::new();
+        for body in bodies {
+            let ticket: Ticket = from_json(&body, "ticket")?;
+            if quality::settle_time(&ticket).is_some_and(|at| from <= at && at < to) {
+                settled.push(ticket);
+            }
+        }
+        Ok(quality::choose_sample(seed, settled, n as usize))
     }
 
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {

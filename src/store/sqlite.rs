@@ -40,14 +40,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::common::{
-    FactsColumns, check_version, from_json, inbound_record_fields, new_ticket, reference,
-    search_document, sla_row, to_json, unknown,
+    FactsColumns, check_version, from_json, inbound_record_fields, new_ticket, not_a_handler,
+    reference, search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, ListedTicket, OutboxEntry, OutboxStatus,
-    PoolStatus, PullState, PushOutcome, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot,
-    Store, StoreError, StoredSetting, TicketQuery, WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, ListedQualityReview, ListedTicket,
+    OutboxEntry, OutboxStatus, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
+    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
+    WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -55,9 +56,10 @@ use crate::domain::kpi::TicketFacts;
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
+use crate::domain::quality::{self, NewQualityReview, QualityReview};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
 use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
-use crate::domain::values::{Code, ReferenceNumber, TicketId};
+use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{Clock, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1315,6 +1317,45 @@ fn outbox_from_row(row: &Row<'_>) -> Result<OutboxEntry, StoreError> {
     })
 }
 
+fn record_quality_review_tx(
+    conn: &Connection,
+    reviewer: String,
+    review: NewQualityReview,
+    now: Timestamp,
+) -> Result<QualityReview, StoreError> {
+    let (_, ticket) = load_ticket(conn, review.ticket_id)?;
+    let history = collect(
+        conn,
+        "SELECT body FROM ticket_events WHERE ticket_id = ? ORDER BY seq",
+        [ticket.id.to_string()],
+        |row| from_json::<EventRecord>(text(row, "body")?, "event"),
+    )?;
+    if !quality::handled_by(&ticket, &history, &review.employee_id) {
+        return Err(StoreError::UnknownReference(not_a_handler()));
+    }
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM quality_reviews WHERE ticket_id = ? AND employee_id = ?")?
+        .exists(params![ticket.id.to_string(), review.employee_id.as_str()])?;
+    if exists {
+        return Err(StoreError::QualityReviewExists);
+    }
+    let review = QualityReview::from_new(review, reviewer, now);
+    conn.prepare_cached(
+        "INSERT INTO quality_reviews
+             (ticket_id, employee_id, reviewer, review_time, weighted_score, body)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        review.ticket_id.to_string(),
+        review.employee_id.as_str(),
+        review.reviewer,
+        now.as_micros(),
+        review.weighted_score,
+        to_json(&review)?
+    ])?;
+    Ok(review)
+}
+
 fn ticket_from_row(row: &Row<'_>) -> Result<Ticket, StoreError> {
     from_json(text(row, "body")?, "ticket")
 }
@@ -2296,6 +2337,78 @@ impl Store for SqliteStore {
             size: self.readers.size,
             idle: self.readers.permits.available_permits(),
         }
+    }
+
+    async fn record_quality_review(
+        &self,
+        ctx: WriteContext,
+        review: NewQualityReview,
+    ) -> Result<QualityReview, StoreError> {
+        self.submit(ctx.request, move |conn, now| {
+            record_quality_review_tx(conn, ctx.actor, review, now)
+        })
+        .await
+    }
+
+    async fn list_quality_reviews(
+        &self,
+        query: &QualityReviewQuery,
+    ) -> Result<Vec<ListedQualityReview>, StoreError> {
+        let employee = query.employee.as_ref().map(|e| e.as_str().to_owned());
+        let from = query.from.map_or(i64::MIN, Timestamp::as_micros);
+        let to = query.to.map_or(i64::MAX, Timestamp::as_micros);
+        let after = query.after_position.unwrap_or(0);
+        let limit = i64::from(query.limit);
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT seq, body FROM quality_reviews
+                 WHERE (?1 IS NULL OR employee_id = ?1) AND review_time >= ?2
+                   AND review_time < ?3 AND seq > ?4
+                 ORDER BY seq LIMIT ?5",
+                params![employee, from, to, after, limit],
+                |row| {
+                    Ok(ListedQualityReview {
+                        position: row.get("seq")?,
+                        review: from_json(text(row, "body")?, "quality review")?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn sample_tickets_for_review(
+        &self,
+        employee: EmployeeId,
+        from: Timestamp,
+        to: Timestamp,
+        n: u32,
+        seed: u64,
+    ) -> Result<Vec<Ticket>, StoreError> {
+        self.read_blocking(move |conn| {
+            // A ticket settled at or after `from` was last updated at or after it: the
+            // update time narrows the scan, the settle time decides.
+            let candidates = collect(
+                conn,
+                "SELECT t.body FROM tickets t
+                 WHERE t.status IN ('resolved', 'closed') AND t.update_time >= ?1
+                   AND (t.assignee = ?2 OR EXISTS (
+                        SELECT 1 FROM ticket_events e WHERE e.ticket_id = t.id
+                          AND json_extract(e.body, '$.assignment.assignee') = ?2))
+                   AND NOT EXISTS (
+                        SELECT 1 FROM quality_reviews q
+                        WHERE q.ticket_id = t.id AND q.employee_id = ?2)",
+                params![from.as_micros(), employee.as_str()],
+                ticket_from_row,
+            )?;
+            let settled: Vec<Ticket> = candidates
+                .into_iter()
+                .filter(|t| quality::settle_time(t).is_some_and(|at| from <= at && at < to))
+                .collect();
+            Ok(quality::choose_sample(seed, settled, n as usize))
+        })
+        .await
     }
 
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {

@@ -1073,6 +1073,236 @@ pub async fn ticket_facts_are_replaced_per_ticket_and_read_by_creation_period(h:
     );
 }
 
+fn assign_to(employee: &str) -> Action {
+    Action::Assign {
+        assignment: balagh::domain::ticket::Assignment {
+            directorate: Some(Code::parse("d", "roads").unwrap()),
+            outlet: None,
+            assignee: Some(balagh::domain::values::EmployeeId::parse("e", employee).unwrap()),
+            support_line: Some(balagh::domain::ticket::SupportLine::Third),
+        },
+        note: None,
+    }
+}
+
+fn resolve_action() -> Action {
+    Action::Resolve {
+        resolution: Resolution {
+            code: ResolutionCode::Fixed,
+            text: "done".into(),
+        },
+    }
+}
+
+fn review_of(
+    ticket: balagh::domain::values::TicketId,
+    employee: &str,
+    scores: [i64; 4],
+) -> balagh::domain::quality::NewQualityReview {
+    use balagh::domain::quality::{NewQualityReview, Rubric, ScoreInput};
+    let criteria = ["accuracy", "completeness", "courtesy", "timeliness"];
+    let scores: Vec<ScoreInput> = criteria
+        .iter()
+        .zip(scores)
+        .map(|(c, score)| ScoreInput {
+            criterion: (*c).to_owned(),
+            score,
+        })
+        .collect();
+    NewQualityReview::parse(
+        &Rubric::default_rubric(),
+        1,
+        &ticket.to_string(),
+        employee,
+        &scores,
+        "good work",
+    )
+    .unwrap()
+}
+
+pub async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample(
+    h: Harness,
+    clock: ManualClock,
+) {
+    use balagh::domain::values::EmployeeId;
+    use balagh::store::QualityReviewQuery;
+    let store = &h.store;
+    let emp = |e: &str| EmployeeId::parse("e", e).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            store
+                .create_ticket(ctx(), new_ticket("street_lighting"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // 0: emp-a, then emp-b, resolved. 1: emp-a, resolved. 2: emp-a, still open.
+    // 3: emp-b, resolved.
+    for (i, employees) in [
+        vec!["emp-a", "emp-b"],
+        vec!["emp-a"],
+        vec!["emp-a"],
+        vec!["emp-b"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for e in employees {
+            store
+                .apply_action(ctx(), ids[i], None, assign_to(e))
+                .await
+                .unwrap();
+        }
+    }
+    clock.advance_micros(3_600_000_000);
+    for i in [0, 1, 3] {
+        store
+            .apply_action(ctx(), ids[i], None, resolve_action())
+            .await
+            .unwrap();
+    }
+    let from = Timestamp::from_micros(JUNE_2026);
+    let to = Timestamp::from_micros(JUNE_2026 + 86_400_000_000);
+    let sample = |e: &'static str, n: u32, seed: u64| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .sample_tickets_for_review(emp(e), from, to, n, seed)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |picked: &[usize]| {
+        let mut out: Vec<String> = picked.iter().map(|i| ids[*i].to_string()).collect();
+        out.sort();
+        out
+    };
+    assert_eq!(
+        sample("emp-a", 10, 1).await,
+        sorted(&[0, 1]),
+        "settled, handled"
+    );
+    assert_eq!(sample("emp-b", 10, 1).await, sorted(&[0, 3]));
+    assert!(sample("emp-c", 10, 1).await.is_empty());
+    // One of two, the same one for the same seed.
+    let one = sample("emp-a", 1, 42).await;
+    assert_eq!(one.len(), 1);
+    assert_eq!(sample("emp-a", 1, 42).await, one);
+    // Outside the period: nothing.
+    let later = Timestamp::from_micros(JUNE_2026 + 2 * 86_400_000_000);
+    assert!(
+        store
+            .sample_tickets_for_review(emp("emp-a"), to, later, 10, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // emp-a handled ticket 0 before it was reassigned: reviewable.
+    let review = store
+        .record_quality_review(ctx(), review_of(ids[0], "emp-a", [5, 4, 3, 2]))
+        .await
+        .unwrap();
+    assert_eq!(review.reviewer, "tester");
+    assert_eq!(review.weighted_score, 62.5);
+    assert_eq!(review.review_time, balagh::domain::Clock::now(&clock));
+    assert_eq!(
+        sample("emp-a", 10, 1).await,
+        sorted(&[1]),
+        "reviewed left the sample"
+    );
+    assert_eq!(
+        sample("emp-b", 10, 1).await,
+        sorted(&[0, 3]),
+        "per employee"
+    );
+
+    assert!(matches!(
+        store
+            .record_quality_review(ctx(), review_of(ids[0], "emp-a", [1, 1, 1, 1]))
+            .await,
+        Err(StoreError::QualityReviewExists)
+    ));
+    match store
+        .record_quality_review(ctx(), review_of(ids[2], "emp-c", [3, 3, 3, 3]))
+        .await
+    {
+        Err(StoreError::UnknownReference(v)) => assert_eq!(v.field, "employee_id"),
+        other => panic!("expected a refusal of employee_id, got {other:?}"),
+    }
+    let unknown =
+        balagh::domain::values::TicketId::parse("t", "0190f5c2-7a3b-7c4d-8e5f-60718293a4b5")
+            .unwrap();
+    assert!(matches!(
+        store
+            .record_quality_review(ctx(), review_of(unknown, "emp-a", [3, 3, 3, 3]))
+            .await,
+        Err(StoreError::TicketNotFound)
+    ));
+    // A retry with the same request id gets the first answer, not a duplicate error.
+    let first = store
+        .record_quality_review(
+            ctx_with("review-1", 1),
+            review_of(ids[3], "emp-b", [4, 4, 4, 4]),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .record_quality_review(
+            ctx_with("review-1", 1),
+            review_of(ids[3], "emp-b", [4, 4, 4, 4]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first.weighted_score, 75.0);
+
+    let all = |employee: Option<&str>, after: Option<i64>, limit: u32| QualityReviewQuery {
+        employee: employee.map(emp),
+        from: None,
+        to: None,
+        after_position: after,
+        limit,
+    };
+    let listed = store
+        .list_quality_reviews(&all(None, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "refused reviews left nothing behind");
+    assert_eq!(listed[0].review, review);
+    assert_eq!(listed[1].review, first);
+    let page = store
+        .list_quality_reviews(&all(None, None, 1))
+        .await
+        .unwrap();
+    let rest = store
+        .list_quality_reviews(&all(None, Some(page[0].position), 10))
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].review.employee_id.as_str(), "emp-b");
+    let of_b = store
+        .list_quality_reviews(&all(Some("emp-b"), None, 10))
+        .await
+        .unwrap();
+    assert_eq!(of_b.len(), 1);
+    let in_future = store
+        .list_quality_reviews(&QualityReviewQuery {
+            from: Some(to),
+            ..all(None, None, 10)
+        })
+        .await
+        .unwrap();
+    assert!(in_future.is_empty());
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($open:path) => {
@@ -1203,6 +1433,16 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::ticket_facts_are_replaced_per_ticket_and_read_by_creation_period(h).await;
+        }
+
+        #[tokio::test]
+        async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::quality_reviews_need_a_handler_come_once_and_leave_the_sample(h, clock)
+                .await;
         }
 
         #[tokio::test]
