@@ -26,7 +26,12 @@ except ImportError:  # pragma: no cover
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
-PROTOS = ["balagh/v1/common.proto", "balagh/v1/catalog.proto", "balagh/v1/ticket.proto"]
+# Every file of the package: ticket.proto imports sla.proto, and more may follow.
+PROTOS = sorted(
+    os.path.join("balagh", "v1", name)
+    for name in os.listdir(os.path.join(PROTO_ROOT, "balagh", "v1"))
+    if name.endswith(".proto")
+)
 
 
 def generate_stubs():
