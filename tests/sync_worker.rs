@@ -603,3 +603,34 @@ async fn retries_due_at_once_go_again_while_claims_and_outcomes_cross() {
     assert_eq!((handled, platform.calls().len()), (80, 80));
     s.store.close().await;
 }
+
+#[tokio::test]
+async fn a_probe_that_finds_nothing_due_leaves_the_next_one_to_a_later_drain() {
+    let s = setup().await;
+    s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    // Rate limited for two minutes: the breaker opens for 30 s, the entry waits longer.
+    let platform = ScriptedPlatform::answering(vec![Err(PushFailure::Retryable {
+        reason: "429 Too Many Requests".into(),
+        retry_after: Some(Duration::from_secs(120)),
+    })]);
+    let settings = SyncSettings {
+        breaker_threshold: 1,
+        breaker_cool_down: Duration::from_secs(30),
+        ..SyncSettings::default()
+    };
+    let worker = worker(&s, platform.clone(), settings);
+    assert_eq!(worker.drain_once().await.unwrap(), 1);
+    assert!(matches!(worker.breaker_state(), BreakerState::Open { .. }));
+    // The cool-down is over, but nothing is due: no probe goes, and none is spent.
+    s.clock.advance_micros(31 * 1_000_000);
+    assert_eq!(worker.drain_once().await.unwrap(), 0);
+    let idle = CancellationToken::new();
+    assert_eq!(worker.drain_until_idle(&idle).await.unwrap(), 0);
+    assert_eq!(platform.calls().len(), 1);
+    // Once the entry is due, it is the probe; it succeeds and the breaker closes.
+    s.clock.advance_micros(90 * 1_000_000);
+    assert_eq!(worker.drain_until_idle(&idle).await.unwrap(), 1);
+    assert_eq!(worker.breaker_state(), BreakerState::Closed);
+    assert_eq!(s.store.outbox_status().await.unwrap().delivered, 1);
+    s.store.close().await;
+}

@@ -192,10 +192,14 @@ impl SyncWorker {
         let Some(limit) = self.claim_limit(self.settings.batch)? else {
             return Ok(0);
         };
-        let entries = self
+        let claimed = self
             .store
             .claim_outbox(&self.owner, self.settings.lease, limit)
-            .await?;
+            .await;
+        if claimed.as_ref().map_or(true, Vec::is_empty) {
+            self.return_probe();
+        }
+        let entries = claimed?;
         let n = entries.len();
         futures::stream::iter(entries)
             .for_each_concurrent(self.settings.concurrency.max(1), |entry| {
@@ -294,6 +298,9 @@ impl SyncWorker {
             tokio::select! {
                 Some((limit, claimed)) = OptionFuture::from(claim.as_mut()) => {
                     claim = None;
+                    if claimed.as_ref().map_or(true, Vec::is_empty) {
+                        self.return_probe();
+                    }
                     match claimed {
                         Ok(entries) => {
                             more_may_be_due = entries.len() >= limit as usize
@@ -421,6 +428,13 @@ impl SyncWorker {
         }
         .instrument(span)
         .await
+    }
+
+    /// After a claim that took nothing: a half-open breaker's probe was not used, so the
+    /// next claim may probe (see [`Breaker::return_probe`]); otherwise nothing changes.
+    fn return_probe(&self) {
+        let now = self.clock.now();
+        self.with_breaker(|b| b.return_probe(now));
     }
 
     fn with_breaker(&self, f: impl FnOnce(&mut Breaker)) {
