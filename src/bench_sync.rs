@@ -330,7 +330,7 @@ async fn push_run(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
     loop {
-        let handled = worker.drain_once().await?;
+        let handled = worker.drain_until_idle(&shutdown).await?;
         let status = store.outbox_status().await?;
         if status.pending == 0 {
             break;

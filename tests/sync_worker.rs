@@ -1,6 +1,7 @@
 //! The push side of the sync worker against a real store (SQLite, or PostgreSQL with
 //! `BALAGH_TEST_BACKEND=postgres`) on an injected clock: order, retries, dead letters, the
-//! circuit breaker.
+//! circuit breaker, and the pipelined drain (a slow push, a lease that runs out mid-push,
+//! shutdown).
 //!
 //! The platform here is a scripted `Pusher` that answers what each test needs: these tests
 //! are about the worker's decisions. The platform client's own tests run against the
@@ -8,7 +9,7 @@
 
 mod common;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,14 +17,18 @@ use async_trait::async_trait;
 use balagh::domain::lifecycle::Action;
 use balagh::domain::sync::{OutboxState, PushKind};
 use balagh::domain::ticket::{
-    Channel, Location, NewTicket, Reporter, Resolution, ResolutionCode, TicketType, Visibility,
+    Channel, Location, NewTicket, Reporter, Resolution, ResolutionCode, Ticket, TicketType,
+    Visibility,
 };
 use balagh::domain::values::{Code, PhoneNumber};
 use balagh::domain::{Clock, ManualClock, Timestamp};
 use balagh::store::{OutboxEntry, Store, WriteContext, open_store};
 use balagh::sync::breaker::BreakerState;
+use balagh::sync::retry::RetryPolicy;
 use balagh::sync::{PushFailure, Pusher, SyncSettings, SyncWorker};
 use common::TestDb;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
 struct ScriptedPlatform {
@@ -118,7 +123,7 @@ async fn setup() -> Setup {
     }
 }
 
-fn worker(s: &Setup, platform: Arc<ScriptedPlatform>, settings: SyncSettings) -> SyncWorker {
+fn worker(s: &Setup, platform: Arc<dyn Pusher>, settings: SyncSettings) -> SyncWorker {
     SyncWorker::new(
         s.store.clone(),
         platform,
@@ -310,5 +315,322 @@ async fn the_breaker_stops_hammering_a_failing_platform_probes_and_closes_by_its
         s.clock.advance_micros(60 * 1_000_000);
     }
     assert_eq!(s.store.outbox_status().await.unwrap().delivered, 20);
+    s.store.close().await;
+}
+
+/// A platform that answers `Ok` at once, except to the creation of the tickets it is told to
+/// hold, which waits until released: a slow answer, under the test's control.
+#[derive(Default)]
+struct GatedPlatform {
+    held: Mutex<HashMap<String, Arc<Semaphore>>>,
+    calls: Mutex<Vec<(String, PushKind)>>,
+}
+
+impl GatedPlatform {
+    fn holding(tickets: &[&Ticket]) -> Arc<Self> {
+        let held = tickets
+            .iter()
+            .map(|t| (t.id.to_string(), Arc::new(Semaphore::new(0))))
+            .collect();
+        Arc::new(Self {
+            held: Mutex::new(held),
+            calls: Mutex::default(),
+        })
+    }
+
+    fn release(&self, ticket: &Ticket) {
+        self.held.lock().unwrap()[&ticket.id.to_string()].add_permits(1);
+    }
+
+    fn calls_for(&self, ticket: &Ticket) -> Vec<PushKind> {
+        let id = ticket.id.to_string();
+        let calls = self.calls.lock().unwrap();
+        calls.iter().filter(|c| c.0 == id).map(|c| c.1).collect()
+    }
+
+    fn n_calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+/// Waits, in real time and for a few seconds at most, until `done` says so.
+async fn eventually<F: Future<Output = bool>>(mut done: impl FnMut() -> F) {
+    for _ in 0..5_000 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("what the test waited for never happened");
+}
+
+/// Waits until `n` entries are delivered.
+async fn until_delivered(store: &Arc<dyn Store>, n: u64) {
+    eventually(|| async { store.outbox_status().await.unwrap().delivered == n }).await;
+}
+
+#[async_trait]
+impl Pusher for GatedPlatform {
+    async fn push(&self, entry: &OutboxEntry) -> Result<(), PushFailure> {
+        let id = entry.ticket_id.to_string();
+        self.calls.lock().unwrap().push((id.clone(), entry.kind));
+        let gate = self.held.lock().unwrap().get(&id).cloned();
+        if let (Some(gate), PushKind::CreateCase) = (gate, entry.kind) {
+            gate.acquire().await.unwrap().forget();
+        }
+        Ok(())
+    }
+}
+
+fn pipelined(concurrency: usize, batch: u32) -> SyncSettings {
+    SyncSettings {
+        concurrency,
+        batch,
+        ..SyncSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn the_pipelined_drain_pushes_everything_due_once_in_each_tickets_order() {
+    let s = setup().await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let t = s.store.create_ticket(ctx(), complaint()).await.unwrap();
+        for i in 0..3 {
+            s.store
+                .apply_action(
+                    ctx(),
+                    t.id,
+                    None,
+                    Action::Comment {
+                        text: format!("رد {i}"),
+                        visibility: Visibility::Public,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        ids.push(t.id.to_string());
+    }
+    let platform = ScriptedPlatform::answering(vec![]);
+    let worker = worker(&s, platform.clone(), pipelined(4, 3));
+    // A ticket's next entry becomes due as its previous one is recorded: one drain takes all.
+    let handled = worker
+        .drain_until_idle(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(handled, 40);
+    let calls = platform.calls();
+    assert_eq!(calls.len(), 40, "each push once");
+    for id in &ids {
+        let kinds: Vec<_> = calls.iter().filter(|c| &c.0 == id).map(|c| c.1).collect();
+        assert_eq!(
+            kinds,
+            [
+                PushKind::CreateCase,
+                PushKind::PublicReply,
+                PushKind::PublicReply,
+                PushKind::PublicReply
+            ]
+        );
+    }
+    let status = s.store.outbox_status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.leased, status.delivered),
+        (0, 0, 40)
+    );
+    s.store.close().await;
+}
+
+#[tokio::test]
+async fn a_slow_push_holds_up_its_own_slot_only_and_its_ticket() {
+    let s = setup().await;
+    let slow = s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    s.store
+        .apply_action(
+            ctx(),
+            slow.id,
+            None,
+            Action::Comment {
+                text: "رد".into(),
+                visibility: Visibility::Public,
+            },
+        )
+        .await
+        .unwrap();
+    for _ in 0..11 {
+        s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    }
+    let platform = GatedPlatform::holding(&[&slow]);
+    // Two slots, two entries a claim: one batch at a time would stop at the first claim.
+    let worker = worker(&s, platform.clone(), pipelined(2, 2));
+    let watch = async {
+        until_delivered(&s.store, 11).await;
+        let status = s.store.outbox_status().await.unwrap();
+        assert_eq!(
+            (status.delivered, status.pending),
+            (11, 2),
+            "the other tickets went by; the slow ticket's reply waits behind its creation"
+        );
+        assert_eq!(platform.calls_for(&slow), [PushKind::CreateCase]);
+        platform.release(&slow);
+    };
+    let running = CancellationToken::new();
+    let (handled, ()) = tokio::join!(worker.drain_until_idle(&running), watch);
+    assert_eq!(handled.unwrap(), 13);
+    assert_eq!(
+        platform.calls_for(&slow),
+        [PushKind::CreateCase, PushKind::PublicReply]
+    );
+    assert_eq!(s.store.outbox_status().await.unwrap().delivered, 13);
+    s.store.close().await;
+}
+
+#[tokio::test]
+async fn a_push_that_outlasts_its_lease_is_not_sent_again_beside_itself() {
+    let s = setup().await;
+    let slow = s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    s.store
+        .apply_action(
+            ctx(),
+            slow.id,
+            None,
+            Action::Comment {
+                text: "رد".into(),
+                visibility: Visibility::Public,
+            },
+        )
+        .await
+        .unwrap();
+    let other = s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    for _ in 0..5 {
+        s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    }
+    let platform = GatedPlatform::holding(&[&slow, &other]);
+    let settings = pipelined(2, 2);
+    let lease = i64::try_from(settings.lease.as_micros()).unwrap();
+    let worker = worker(&s, platform.clone(), settings);
+    let watch = async {
+        eventually(|| async { platform.n_calls() == 2 }).await;
+        // Both slots are taken; the slow push's lease runs out, then the other push ends and
+        // the worker claims again: the slow entry is due again, to this very worker.
+        s.clock.advance_micros(lease + 1_000_000);
+        platform.release(&other);
+        until_delivered(&s.store, 6).await;
+        assert_eq!(
+            platform.n_calls(),
+            7,
+            "the slow creation was not sent again"
+        );
+        assert_eq!(s.store.outbox_status().await.unwrap().pending, 2);
+        platform.release(&slow);
+    };
+    let running = CancellationToken::new();
+    let (handled, ()) = tokio::join!(worker.drain_until_idle(&running), watch);
+    assert_eq!(handled.unwrap(), 8);
+    assert_eq!(
+        platform.calls_for(&slow),
+        [PushKind::CreateCase, PushKind::PublicReply],
+        "the creation went once, and its outcome was recorded"
+    );
+    let status = s.store.outbox_status().await.unwrap();
+    assert_eq!((status.delivered, status.leased), (8, 0));
+    s.store.close().await;
+}
+
+#[tokio::test]
+async fn on_shutdown_the_drain_claims_no_more_and_pushes_what_it_holds() {
+    let s = setup().await;
+    let first = s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    let second = s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    for _ in 0..8 {
+        s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    }
+    let platform = GatedPlatform::holding(&[&first, &second]);
+    let worker = worker(&s, platform.clone(), pipelined(2, 2));
+    let shutdown = CancellationToken::new();
+    let stop = async {
+        eventually(|| async { platform.n_calls() == 2 }).await;
+        shutdown.cancel();
+        platform.release(&first);
+        platform.release(&second);
+    };
+    let (handled, ()) = tokio::join!(worker.drain_until_idle(&shutdown), stop);
+    let handled = handled.unwrap();
+    let status = s.store.outbox_status().await.unwrap();
+    assert_eq!(
+        status.delivered, handled as u64,
+        "whatever it claimed it pushed"
+    );
+    assert_eq!(
+        status.leased, 0,
+        "no entry left waiting for its lease to run out"
+    );
+    assert_eq!(status.pending, 10 - handled as u64);
+    assert!(status.pending > 0, "nothing claimed after the shutdown");
+    s.store.close().await;
+}
+
+#[tokio::test]
+async fn retries_due_at_once_go_again_while_claims_and_outcomes_cross() {
+    let s = setup().await;
+    for _ in 0..40 {
+        s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    }
+    // The first 40 attempts fail and are due again at once, so claims under way keep reading
+    // entries whose outcomes are being recorded: each must go again, once, and none be left
+    // leased to a worker that does not push it.
+    let platform = ScriptedPlatform::answering((0..40).map(|_| retryable()).collect());
+    let settings = SyncSettings {
+        retry: RetryPolicy {
+            initial_interval: Duration::ZERO,
+            max_interval: Duration::ZERO,
+            ..RetryPolicy::default()
+        },
+        breaker_threshold: 1_000,
+        ..pipelined(4, 4)
+    };
+    let worker = worker(&s, platform.clone(), settings);
+    let handled = worker
+        .drain_until_idle(&CancellationToken::new())
+        .await
+        .unwrap();
+    let status = s.store.outbox_status().await.unwrap();
+    assert_eq!(
+        (status.delivered, status.pending, status.leased),
+        (40, 0, 0)
+    );
+    assert_eq!((handled, platform.calls().len()), (80, 80));
+    s.store.close().await;
+}
+
+#[tokio::test]
+async fn a_probe_that_finds_nothing_due_leaves_the_next_one_to_a_later_drain() {
+    let s = setup().await;
+    s.store.create_ticket(ctx(), complaint()).await.unwrap();
+    // Rate limited for two minutes: the breaker opens for 30 s, the entry waits longer.
+    let platform = ScriptedPlatform::answering(vec![Err(PushFailure::Retryable {
+        reason: "429 Too Many Requests".into(),
+        retry_after: Some(Duration::from_secs(120)),
+    })]);
+    let settings = SyncSettings {
+        breaker_threshold: 1,
+        breaker_cool_down: Duration::from_secs(30),
+        ..SyncSettings::default()
+    };
+    let worker = worker(&s, platform.clone(), settings);
+    assert_eq!(worker.drain_once().await.unwrap(), 1);
+    assert!(matches!(worker.breaker_state(), BreakerState::Open { .. }));
+    // The cool-down is over, but nothing is due: no probe goes, and none is spent.
+    s.clock.advance_micros(31 * 1_000_000);
+    assert_eq!(worker.drain_once().await.unwrap(), 0);
+    let idle = CancellationToken::new();
+    assert_eq!(worker.drain_until_idle(&idle).await.unwrap(), 0);
+    assert_eq!(platform.calls().len(), 1);
+    // Once the entry is due, it is the probe; it succeeds and the breaker closes.
+    s.clock.advance_micros(90 * 1_000_000);
+    assert_eq!(worker.drain_until_idle(&idle).await.unwrap(), 1);
+    assert_eq!(worker.breaker_state(), BreakerState::Closed);
+    assert_eq!(s.store.outbox_status().await.unwrap().delivered, 1);
     s.store.close().await;
 }

@@ -475,6 +475,16 @@ pub trait Store: Send + Sync + 'static {
         outcome: PushOutcome,
     ) -> Result<bool, StoreError>;
 
+    /// Records the outcomes of several attempts by `owner` in one write, each as
+    /// [`Store::record_push_outcome`] records one: the answers, in the order given, are
+    /// `false` for the entries whose lease `owner` no longer holds (those outcomes are not
+    /// recorded). The worker records what ends while this write is under way in the next.
+    async fn record_push_outcomes(
+        &self,
+        owner: &str,
+        outcomes: Vec<(i64, PushOutcome)>,
+    ) -> Result<Vec<bool>, StoreError>;
+
     /// Entries in one state, oldest first, after `after_id`.
     async fn list_outbox(
         &self,

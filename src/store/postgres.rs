@@ -971,6 +971,58 @@ impl InboundTx for PgInbound<'_> {
     }
 }
 
+/// Records one attempt's outcome if `owner` still holds the entry's lease; `false` if not.
+async fn record_push_outcome_tx(
+    conn: &mut PgConnection,
+    id: i64,
+    owner: &str,
+    outcome: PushOutcome,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let done = match outcome {
+        PushOutcome::Delivered => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'delivered', n_attempts = n_attempts + 1,
+                     lease_owner = NULL, lease_until = NULL, update_time = $1
+                 WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
+            )
+            .bind(now.as_micros())
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *conn)
+            .await?
+        }
+        PushOutcome::RetryAt { at, error } => {
+            sqlx::query(
+                "UPDATE outbox SET n_attempts = n_attempts + 1, next_attempt_at = $4,
+                     last_error = $5, lease_owner = NULL, lease_until = NULL, update_time = $1
+                 WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
+            )
+            .bind(now.as_micros())
+            .bind(id)
+            .bind(owner)
+            .bind(at.as_micros())
+            .bind(error)
+            .execute(&mut *conn)
+            .await?
+        }
+        PushOutcome::Dead { error } => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'dead', n_attempts = n_attempts + 1,
+                     last_error = $4, lease_owner = NULL, lease_until = NULL, update_time = $1
+                 WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
+            )
+            .bind(now.as_micros())
+            .bind(id)
+            .bind(owner)
+            .bind(error)
+            .execute(&mut *conn)
+            .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
+}
+
 fn outbox_from_row(row: &PgRow) -> Result<OutboxEntry, StoreError> {
     let ticket_id: String = row.try_get("ticket_id")?;
     let kind: String = row.try_get("kind")?;
@@ -1548,46 +1600,24 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let owner = owner.to_owned();
         self.submit(None, move |conn, now| {
+            Box::pin(async move { record_push_outcome_tx(conn, id, &owner, outcome, now).await })
+        })
+        .await
+    }
+
+    async fn record_push_outcomes(
+        &self,
+        owner: &str,
+        outcomes: Vec<(i64, PushOutcome)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let owner = owner.to_owned();
+        self.submit(None, move |conn, now| {
             Box::pin(async move {
-                let done =
-                    match outcome {
-                        PushOutcome::Delivered => sqlx::query(
-                            "UPDATE outbox SET state = 'delivered', n_attempts = n_attempts + 1,
-                 lease_owner = NULL, lease_until = NULL, update_time = $1
-             WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
-                        )
-                        .bind(now.as_micros())
-                        .bind(id)
-                        .bind(&owner)
-                        .execute(&mut *conn)
-                        .await?,
-                        PushOutcome::RetryAt { at, error } => sqlx::query(
-                            "UPDATE outbox SET n_attempts = n_attempts + 1, next_attempt_at = $4,
-                 last_error = $5, lease_owner = NULL, lease_until = NULL, update_time = $1
-             WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
-                        )
-                        .bind(now.as_micros())
-                        .bind(id)
-                        .bind(&owner)
-                        .bind(at.as_micros())
-                        .bind(error)
-                        .execute(&mut *conn)
-                        .await?,
-                        PushOutcome::Dead { error } => {
-                            sqlx::query(
-                                "UPDATE outbox SET state = 'dead', n_attempts = n_attempts + 1,
-                 last_error = $4, lease_owner = NULL, lease_until = NULL, update_time = $1
-             WHERE seq = $2 AND state = 'pending' AND lease_owner = $3",
-                            )
-                            .bind(now.as_micros())
-                            .bind(id)
-                            .bind(&owner)
-                            .bind(error)
-                            .execute(&mut *conn)
-                            .await?
-                        }
-                    };
-                Ok(done.rows_affected() == 1)
+                let mut recorded = Vec::with_capacity(outcomes.len());
+                for (id, outcome) in outcomes {
+                    recorded.push(record_push_outcome_tx(conn, id, &owner, outcome, now).await?);
+                }
+                Ok(recorded)
             })
         })
         .await

@@ -1964,6 +1964,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_push_outcomes(
+        &self,
+        owner: &str,
+        outcomes: Vec<(i64, PushOutcome)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let owner = owner.to_owned();
+        self.submit(None, move |conn, now| {
+            outcomes
+                .into_iter()
+                .map(|(id, outcome)| record_push_outcome_tx(conn, id, &owner, outcome, now))
+                .collect()
+        })
+        .await
+    }
+
     async fn list_outbox(
         &self,
         state: OutboxState,

@@ -1,8 +1,8 @@
 //! A circuit breaker for the national platform: when it keeps failing, stop hammering it,
 //! wait, let one probe through, and close again by itself when the probe succeeds.
 //!
-//! Pure state on an injected clock: the worker asks [`Breaker::allows`] before each push and
-//! reports each outcome.
+//! Pure state on an injected clock: the worker asks [`Breaker::allows`] before each claim,
+//! reports each outcome, and returns a probe it found nothing to use for.
 
 use std::time::Duration;
 
@@ -55,6 +55,15 @@ impl Breaker {
                 true
             }
             BreakerState::Open { .. } | BreakerState::HalfOpen => false,
+        }
+    }
+
+    /// The probe let through found nothing to push: the breaker stays open, and the next
+    /// caller may probe. Without this a half-open breaker would wait for ever for the outcome
+    /// of a probe that never went.
+    pub fn return_probe(&mut self, now: Timestamp) {
+        if self.state == BreakerState::HalfOpen {
+            self.state = BreakerState::Open { until: now };
         }
     }
 
@@ -116,5 +125,24 @@ mod tests {
         b.record_success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.allows(at(94)));
+    }
+
+    #[test]
+    fn a_probe_returned_unused_goes_to_the_next_caller() {
+        let mut b = Breaker::new(1, Duration::from_secs(30), Duration::from_secs(300));
+        b.record_failure(at(0));
+        assert!(b.allows(at(30)));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.return_probe(at(30));
+        assert_eq!(b.state(), BreakerState::Open { until: at(30) });
+        assert!(b.allows(at(31)), "the next caller probes");
+        assert!(!b.allows(at(31)), "only one");
+        b.record_success();
+        b.return_probe(at(32));
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "a closed breaker stays closed"
+        );
     }
 }

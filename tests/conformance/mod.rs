@@ -568,6 +568,99 @@ pub async fn retries_wait_their_time_and_dead_letters_block_until_redriven(
     assert_eq!((redriven[0].id, redriven[0].n_attempts), (create.id, 0));
 }
 
+pub async fn outcomes_recorded_together_are_fenced_each_by_its_own_lease(
+    h: Harness,
+    clock: ManualClock,
+) {
+    use balagh::domain::ticket::Visibility;
+    use balagh::store::PushOutcome;
+    use std::time::Duration;
+    let a = h.store.create_ticket(ctx(), complaint()).await.unwrap();
+    let b = h.store.create_ticket(ctx(), complaint()).await.unwrap();
+    let c = h.store.create_ticket(ctx(), complaint()).await.unwrap();
+    h.store
+        .apply_action(ctx(), a.id, None, comment("1", Visibility::Public))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let claimed = h.store.claim_outbox("worker-1", lease, 10).await.unwrap();
+    let tickets: Vec<_> = claimed.iter().map(|e| e.ticket_id).collect();
+    assert_eq!(tickets, [a.id, b.id, c.id]);
+    // worker-1 stalls past its leases; worker-2 takes over a's creation only.
+    clock.advance_micros(31 * 1_000_000);
+    let taken_over = h.store.claim_outbox("worker-2", lease, 1).await.unwrap();
+    assert_eq!(taken_over[0].id, claimed[0].id);
+    assert!(
+        h.store
+            .record_push_outcomes("worker-1", vec![])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let in_a_minute = Timestamp::from_micros(clock_now(&clock) + 60_000_000);
+    let recorded = h
+        .store
+        .record_push_outcomes(
+            "worker-1",
+            vec![
+                (claimed[0].id, PushOutcome::Delivered),
+                (
+                    claimed[1].id,
+                    PushOutcome::RetryAt {
+                        at: in_a_minute,
+                        error: "503".into(),
+                    },
+                ),
+                (
+                    claimed[2].id,
+                    PushOutcome::Dead {
+                        error: "422 unknown category".into(),
+                    },
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        [false, true, true],
+        "the outcome of the entry worker-2 took over is not recorded; the others are"
+    );
+    let status = h.store.outbox_status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.leased, status.dead, status.delivered),
+        (3, 1, 1, 0),
+        "a's creation is still worker-2's, b waits for its retry, c is dead, a's reply waits"
+    );
+    let dead = h.store.list_outbox(OutboxState::Dead, 0, 10).await.unwrap();
+    assert_eq!((dead[0].id, dead[0].n_attempts), (claimed[2].id, 1));
+    assert_eq!(dead[0].last_error.as_deref(), Some("422 unknown category"));
+    let pending = h
+        .store
+        .list_outbox(OutboxState::Pending, 0, 10)
+        .await
+        .unwrap();
+    let b_entry = pending.iter().find(|e| e.id == claimed[1].id).unwrap();
+    assert_eq!(
+        (
+            b_entry.n_attempts,
+            b_entry.next_attempt_at,
+            b_entry.last_error.as_deref()
+        ),
+        (1, in_a_minute, Some("503"))
+    );
+    assert!(
+        h.store
+            .record_push_outcomes("worker-2", vec![(claimed[0].id, PushOutcome::Delivered)])
+            .await
+            .unwrap()[0]
+    );
+    // a's creation is delivered: its reply is next; b is not due for a minute.
+    let next = h.store.claim_outbox("worker-2", lease, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].ticket_id, a.id);
+}
+
 pub async fn concurrent_workers_never_share_an_entry(h: Harness) {
     use std::time::Duration;
     for _ in 0..60 {
@@ -1388,6 +1481,16 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::retries_wait_their_time_and_dead_letters_block_until_redriven(h, clock)
+                .await;
+        }
+
+        #[tokio::test]
+        async fn outcomes_recorded_together_are_fenced_each_by_its_own_lease() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::outcomes_recorded_together_are_fenced_each_by_its_own_lease(h, clock)
                 .await;
         }
 
