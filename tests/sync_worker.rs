@@ -487,7 +487,7 @@ async fn a_slow_push_holds_up_its_own_slot_only_and_its_ticket() {
 }
 
 #[tokio::test]
-async fn a_push_that_outlasts_its_lease_is_not_sent_again_beside_itself() {
+async fn a_push_that_outlasts_its_lease_is_not_sent_twice_at_once() {
     let s = setup().await;
     let slow = s.store.create_ticket(ctx(), complaint()).await.unwrap();
     s.store
