@@ -12,7 +12,9 @@ use super::convert::{Violations, timestamp_from_proto, timestamp_to_proto};
 use super::error::{invalid_argument, prefixed};
 use super::proto::{self, quality_service_server::QualityService};
 use super::reporting_service::MAX_PERIOD_DAYS;
-use super::request::{PageToken, filter_hash, page_size, parse_etag, request_key, write_context};
+use super::request::{
+    PageToken, filter_hash, page_size, parse_setting_etag, request_key, write_context,
+};
 use crate::domain::Timestamp;
 use crate::domain::quality::{
     self, CriterionSpec, NewQualityReview, QualityReview, RubricSpec, ScoreInput,
@@ -124,13 +126,9 @@ impl QualityService for QualityServiceImpl {
             message,
             |m| m.request_id.clear(),
         ));
-        let version = v.take(parse_etag("etag", &message.etag));
-        if message.etag.is_empty() {
-            v.push(
-                "etag",
-                "is required: send the etag of the rubric you changed",
-            );
-        }
+        let version = v
+            .take(parse_setting_etag("etag", &message.etag, "rubric"))
+            .map(Some);
         let Some(rubric) = &message.rubric else {
             v.push("rubric", "is required");
             return Err(invalid_argument(v.0));

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{EnumInput, Violations, timestamp_from_proto, timestamp_to_proto};
 use super::error::{invalid_argument, prefixed};
 use super::proto::{self, reporting_service_server::ReportingService};
-use super::request::{parse_etag, request_key, write_context};
+use super::request::{parse_setting_etag, request_key, write_context};
 use crate::domain::kpi::{KpiFigures, KpiGrouping, a_year_before, aggregate};
 use crate::domain::kpi_targets::{KpiTargetSpec, KpiTargets, KpiTargetsSpec};
 use crate::domain::{FieldViolation, Timestamp};
@@ -392,17 +392,9 @@ impl ReportingService for ReportingServiceImpl {
             |m| m.request_id.clear(),
         ));
         // Before the first change the targets are the empty default, whose etag is "0".
-        let version = if message.etag == crate::domain::ticket::etag_of(0) {
-            Some(Some(0))
-        } else {
-            v.take(parse_etag("etag", &message.etag))
-        };
-        if message.etag.is_empty() {
-            v.push(
-                "etag",
-                "is required: send the etag of the targets you changed",
-            );
-        }
+        let version = v
+            .take(parse_setting_etag("etag", &message.etag, "targets"))
+            .map(Some);
         let spec = KpiTargetsSpec {
             targets: message
                 .targets

@@ -81,6 +81,22 @@ pub fn parse_etag(field: &str, etag: &str) -> Result<Option<i64>, FieldViolation
         .ok_or_else(|| FieldViolation::new(field, "is not an etag this server issued"))
 }
 
+/// The etag a change of a settings document (calendar, SLA settings, KPI targets, rubric) must
+/// carry: required, so no administrator overwrites a version they never read. `"0"` names
+/// the document before its first stored version.
+pub fn parse_setting_etag(field: &str, etag: &str, what: &str) -> Result<i64, FieldViolation> {
+    if etag.is_empty() {
+        return Err(FieldViolation::new(
+            field,
+            format!("is required: send the etag of the {what} you changed"),
+        ));
+    }
+    if etag == crate::domain::ticket::etag_of(0) {
+        return Ok(0);
+    }
+    parse_etag(field, etag).map(|v| v.unwrap_or(0))
+}
+
 /// An opaque AIP-158 page token: where the previous page ended, and a hash of the request's
 /// other parameters so a token is refused when they change between pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +174,9 @@ mod tests {
         assert_eq!(parse_etag("etag", "\"3\"").unwrap(), Some(3));
         assert_eq!(parse_etag("etag", "").unwrap(), None);
         assert!(parse_etag("etag", "3").is_err());
+        assert_eq!(parse_setting_etag("etag", "\"0\"", "calendar").unwrap(), 0);
+        assert_eq!(parse_setting_etag("etag", "\"4\"", "calendar").unwrap(), 4);
+        assert!(parse_setting_etag("etag", "", "calendar").is_err());
         assert_eq!(page_size(0, 50, 500).unwrap(), 50);
         assert_eq!(page_size(10_000, 50, 500).unwrap(), 500);
         assert!(page_size(-1, 50, 500).is_err());

@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 use super::convert::{EnumInput, Violations, timestamp_to_proto};
 use super::error::{invalid_argument, prefixed, status};
 use super::proto::{self, sla_service_server::SlaService};
-use super::request::{PageToken, filter_hash, page_size, parse_etag, request_key, write_context};
+use super::request::{
+    PageToken, filter_hash, page_size, parse_etag, parse_setting_etag, request_key, write_context,
+};
 use crate::domain::FieldViolation;
 use crate::domain::calendar::{
     CalendarSpec, DayHoursSpec, HolidaySpec, RecurringHolidaySpec, SeasonSpec,
@@ -338,13 +340,9 @@ impl SlaService for SlaServiceImpl {
             message,
             |m| m.request_id.clear(),
         ));
-        let version = v.take(parse_etag("etag", &message.etag));
-        if message.etag.is_empty() {
-            v.push(
-                "etag",
-                "is required: send the etag of the calendar you changed",
-            );
-        }
+        let version = v
+            .take(parse_setting_etag("etag", &message.etag, "calendar"))
+            .map(Some);
         let Some(calendar) = &message.calendar else {
             v.push("calendar", "is required");
             return Err(invalid_argument(v.0));
@@ -466,13 +464,9 @@ impl SlaService for SlaServiceImpl {
             message,
             |m| m.request_id.clear(),
         ));
-        let version = v.take(parse_etag("etag", &message.etag));
-        if message.etag.is_empty() {
-            v.push(
-                "etag",
-                "is required: send the etag of the settings you changed",
-            );
-        }
+        let version = v
+            .take(parse_setting_etag("etag", &message.etag, "settings"))
+            .map(Some);
         let Some(settings) = &message.settings else {
             v.push("settings", "is required");
             return Err(invalid_argument(v.0));
