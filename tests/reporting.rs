@@ -43,75 +43,12 @@ fn at(offset: i64) -> Timestamp {
 /// first response 60 and resolution 420 business minutes for every ticket; breaches are
 /// recorded but escalate nothing, so every escalation here is one the test makes.
 async fn configure(sla: &mut SlaServiceClient<Channel>) {
-    let calendar = sla
-        .get_calendar(proto::GetCalendarRequest {})
-        .await
-        .expect("calendar")
-        .into_inner()
-        .calendar
-        .expect("calendar");
-    sla.update_calendar(proto::UpdateCalendarRequest {
-        calendar: Some(proto::BusinessCalendar {
-            week: ["sunday", "monday", "tuesday", "wednesday", "thursday"]
-                .into_iter()
-                .map(|day| proto::DayHours {
-                    day: day.into(),
-                    hours: vec!["08:00-15:00".into()],
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        etag: calendar.etag,
-        request_id: String::new(),
-    })
-    .await
-    .expect("update calendar");
-    let settings = sla
-        .get_sla_settings(proto::GetSlaSettingsRequest {})
-        .await
-        .expect("settings")
-        .into_inner()
-        .settings
-        .expect("settings");
-    let targets = [
-        proto::Priority::Low,
-        proto::Priority::Normal,
-        proto::Priority::High,
-        proto::Priority::Urgent,
-    ]
-    .into_iter()
-    .map(|priority| proto::PriorityTargets {
-        priority: priority.into(),
-        first_response_minutes: 60,
-        update_interval_minutes: 0,
-        resolution_minutes: 420,
-    })
-    .collect();
-    sla.update_sla_settings(proto::UpdateSlaSettingsRequest {
-        settings: Some(proto::SlaSettings {
-            warn_at_percent: 75,
-            default_policy: "standard".into(),
-            escalation_steps: vec![
-                proto::EscalationTarget::Line2.into(),
-                proto::EscalationTarget::Line3.into(),
-                proto::EscalationTarget::DirectorGeneral.into(),
-            ],
-            escalate_on: Vec::new(),
-            line_1_hold_minutes: 120,
-            line_2_hold_minutes: 240,
-            line_3_hold_minutes: 480,
-            policies: vec![proto::SlaPolicy {
-                code: "standard".into(),
-                name: "Standard".into(),
-                targets,
-            }],
-            ..Default::default()
-        }),
-        etag: settings.etag,
-        request_id: String::new(),
-    })
-    .await
-    .expect("update settings");
+    common::sla::replace_calendar_and_settings(
+        sla,
+        common::sla::working_week("08:00-15:00"),
+        common::sla::one_policy(60, 0, 420, &[]),
+    )
+    .await;
 }
 
 fn complaint() -> proto::CreateTicketRequest {

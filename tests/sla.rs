@@ -27,88 +27,25 @@ fn sla_client(app: &TestApp) -> SlaServiceClient<Channel> {
 
 /// Sunday to Thursday 08:00-16:00, no holidays.
 fn simple_calendar() -> proto::BusinessCalendar {
-    proto::BusinessCalendar {
-        week: ["sunday", "monday", "tuesday", "wednesday", "thursday"]
-            .into_iter()
-            .map(|day| proto::DayHours {
-                day: day.into(),
-                hours: vec!["08:00-16:00".into()],
-            })
-            .collect(),
-        ..Default::default()
-    }
+    common::sla::working_week("08:00-16:00")
 }
 
 /// One policy for every category: first response 60, update 120, resolution 480 business
-/// minutes; lines hold 120, 240 and 480.
+/// minutes; lines hold 120, 240 and 480; line-hold and resolution breaches escalate.
 fn simple_settings() -> proto::SlaSettings {
-    let targets = [
-        proto::Priority::Low,
-        proto::Priority::Normal,
-        proto::Priority::High,
-        proto::Priority::Urgent,
-    ]
-    .into_iter()
-    .map(|priority| proto::PriorityTargets {
-        priority: priority.into(),
-        first_response_minutes: 60,
-        update_interval_minutes: 120,
-        resolution_minutes: 480,
-    })
-    .collect();
-    proto::SlaSettings {
-        warn_at_percent: 75,
-        default_policy: "standard".into(),
-        escalation_steps: vec![
-            proto::EscalationTarget::Line2.into(),
-            proto::EscalationTarget::Line3.into(),
-            proto::EscalationTarget::DirectorGeneral.into(),
+    common::sla::one_policy(
+        60,
+        120,
+        480,
+        &[
+            proto::DeadlineKind::LineHold,
+            proto::DeadlineKind::Resolution,
         ],
-        escalate_on: vec![
-            proto::DeadlineKind::LineHold.into(),
-            proto::DeadlineKind::Resolution.into(),
-        ],
-        line_1_hold_minutes: 120,
-        line_2_hold_minutes: 240,
-        line_3_hold_minutes: 480,
-        policies: vec![proto::SlaPolicy {
-            code: "standard".into(),
-            name: "Standard".into(),
-            targets,
-        }],
-        ..Default::default()
-    }
+    )
 }
 
 async fn configure(sla: &mut SlaServiceClient<Channel>) {
-    let calendar = sla
-        .get_calendar(proto::GetCalendarRequest {})
-        .await
-        .expect("calendar")
-        .into_inner()
-        .calendar
-        .expect("calendar");
-    sla.update_calendar(proto::UpdateCalendarRequest {
-        calendar: Some(simple_calendar()),
-        etag: calendar.etag,
-        request_id: String::new(),
-    })
-    .await
-    .expect("update calendar");
-    let settings = sla
-        .get_sla_settings(proto::GetSlaSettingsRequest {})
-        .await
-        .expect("settings")
-        .into_inner()
-        .settings
-        .expect("settings");
-    sla.update_sla_settings(proto::UpdateSlaSettingsRequest {
-        settings: Some(simple_settings()),
-        etag: settings.etag,
-        request_id: String::new(),
-    })
-    .await
-    .expect("update settings");
+    common::sla::replace_calendar_and_settings(sla, simple_calendar(), simple_settings()).await;
 }
 
 async fn sweep(sla: &mut SlaServiceClient<Channel>) -> proto::RunEscalationSweepResponse {

@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 pub mod pg;
+pub mod sla;
 
 /// A fresh, empty database for one test: a temporary SQLite file, or, when
 /// `BALAGH_TEST_BACKEND=postgres`, a new PostgreSQL database (dropped at the end).
