@@ -15,7 +15,7 @@ use super::convert::{EnumInput, Violations, timestamp_from_proto, timestamp_to_p
 use super::error::{invalid_argument, prefixed};
 use super::proto::{self, reporting_service_server::ReportingService};
 use super::request::{parse_setting_etag, request_key, write_context};
-use crate::domain::kpi::{KpiFigures, KpiGrouping, a_year_before, aggregate};
+use crate::domain::kpi::{KpiFigures, KpiGrouping, KpiTally, a_year_before};
 use crate::domain::kpi_targets::{KpiTargetSpec, KpiTargets, KpiTargetsSpec};
 use crate::domain::{FieldViolation, Timestamp};
 use crate::sla::SlaRuntime;
@@ -156,20 +156,16 @@ impl ReportingServiceImpl {
         query: KpiQuery,
     ) -> Result<(Table, Option<(Timestamp, Timestamp)>), Status> {
         self.sla.follow().await?;
-        let config = self.sla.config();
+        let calendar = Arc::new(self.sla.config().calendar.clone());
         let now = self.sla.now();
         let figures = |from: Timestamp, to: Timestamp| {
             let store = self.store.clone();
-            let config = config.clone();
+            let calendar = calendar.clone();
             async move {
-                let facts = store.ticket_facts(from, to).await?;
                 // The backlog stands at the end of the period, or now if that is sooner.
-                Ok::<_, Status>(aggregate(
-                    &facts,
-                    query.grouping,
-                    to.min(now),
-                    &config.calendar,
-                ))
+                let tally = KpiTally::new(&[query.grouping], to.min(now), calendar);
+                let tally = store.tally_ticket_facts(from, to, tally).await?;
+                Ok::<_, Status>(tally.finish().pop().unwrap_or_default())
             }
         };
         let current = figures(query.from, query.to).await?;

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
-use crate::domain::kpi::TicketFacts;
+use crate::domain::kpi::{KpiTally, TicketFacts};
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
 use crate::domain::quality::{NewQualityReview, QualityReview};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy};
@@ -29,6 +29,29 @@ use crate::domain::values::{EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
 pub use postgres::{PostgresStore, PostgresStoreOptions};
+
+/// How many parts of a period [`Store::tally_ticket_facts`] reads at once: one per core of
+/// the 2-core machines balagh is sized for.
+pub const KPI_READ_PARTS: i64 = 2;
+
+/// `[from, to)` cut into [`KPI_READ_PARTS`] consecutive parts of (nearly) equal length.
+pub(crate) fn kpi_read_parts(from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Timestamp)> {
+    let (start, end) = (from.as_micros(), to.as_micros().max(from.as_micros()));
+    let step = (end - start) / KPI_READ_PARTS;
+    (0..KPI_READ_PARTS)
+        .map(|i| {
+            let part_end = if i + 1 == KPI_READ_PARTS {
+                end
+            } else {
+                start + step * (i + 1)
+            };
+            (
+                Timestamp::from_micros(start + step * i),
+                Timestamp::from_micros(part_end),
+            )
+        })
+        .collect()
+}
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 /// Opens the store a database URL names: `postgres://` or `postgresql://` for PostgreSQL,
@@ -586,6 +609,15 @@ pub trait Store: Send + Sync + 'static {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<TicketFacts>, StoreError>;
+
+    /// Counts the KPI facts of the tickets created in `[from, to)` into `tally` as they are
+    /// read, in [`KPI_READ_PARTS`] parts of the period read at once.
+    async fn tally_ticket_facts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        tally: KpiTally,
+    ) -> Result<KpiTally, StoreError>;
 
     /// Tickets whose next SLA alert is due at `now`, soonest first.
     async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError>;

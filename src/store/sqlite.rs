@@ -52,7 +52,7 @@ use super::{
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
-use crate::domain::kpi::TicketFacts;
+use crate::domain::kpi::{KpiTally, TicketFacts};
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
@@ -574,31 +574,38 @@ fn save_facts(conn: &Connection, c: &FactsColumns) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn facts_columns(row: &Row<'_>) -> Result<FactsColumns, StoreError> {
+/// The columns of `ticket_facts` in the order [`facts_columns_at`] reads them.
+const FACTS_COLUMNS: &str = "ticket_id, create_time, ticket_type, channel, category, directorate,
+    outlet, wilayat, support_line, assignee, status, first_response_seconds, resolution_seconds,
+    first_response_met, resolution_met, n_escalations, reopened, transferred, rejected,
+    resolved_at_line_1, satisfaction_score, resolve_time, settle_time";
+
+/// A row of `SELECT {FACTS_COLUMNS}`.
+fn facts_columns_at(row: &Row<'_>) -> Result<FactsColumns, StoreError> {
     Ok(FactsColumns {
-        ticket_id: row.get("ticket_id")?,
-        create_time: row.get("create_time")?,
-        ticket_type: row.get("ticket_type")?,
-        channel: row.get("channel")?,
-        category: row.get("category")?,
-        directorate: row.get("directorate")?,
-        outlet: row.get("outlet")?,
-        wilayat: row.get("wilayat")?,
-        support_line: row.get("support_line")?,
-        assignee: row.get("assignee")?,
-        status: row.get("status")?,
-        first_response_seconds: row.get("first_response_seconds")?,
-        resolution_seconds: row.get("resolution_seconds")?,
-        first_response_met: row.get("first_response_met")?,
-        resolution_met: row.get("resolution_met")?,
-        n_escalations: row.get("n_escalations")?,
-        reopened: row.get("reopened")?,
-        transferred: row.get("transferred")?,
-        rejected: row.get("rejected")?,
-        resolved_at_line_1: row.get("resolved_at_line_1")?,
-        satisfaction_score: row.get("satisfaction_score")?,
-        resolve_time: row.get("resolve_time")?,
-        settle_time: row.get("settle_time")?,
+        ticket_id: row.get(0)?,
+        create_time: row.get(1)?,
+        ticket_type: row.get(2)?,
+        channel: row.get(3)?,
+        category: row.get(4)?,
+        directorate: row.get(5)?,
+        outlet: row.get(6)?,
+        wilayat: row.get(7)?,
+        support_line: row.get(8)?,
+        assignee: row.get(9)?,
+        status: row.get(10)?,
+        first_response_seconds: row.get(11)?,
+        resolution_seconds: row.get(12)?,
+        first_response_met: row.get(13)?,
+        resolution_met: row.get(14)?,
+        n_escalations: row.get(15)?,
+        reopened: row.get(16)?,
+        transferred: row.get(17)?,
+        rejected: row.get(18)?,
+        resolved_at_line_1: row.get(19)?,
+        satisfaction_score: row.get(20)?,
+        resolve_time: row.get(21)?,
+        settle_time: row.get(22)?,
     })
 }
 
@@ -2295,18 +2302,50 @@ impl Store for SqliteStore {
         to: Timestamp,
     ) -> Result<Vec<TicketFacts>, StoreError> {
         self.read_blocking(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT * FROM ticket_facts WHERE create_time >= ?1 AND create_time < ?2
-                 ORDER BY create_time, ticket_id",
-            )?;
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {FACTS_COLUMNS} FROM ticket_facts
+                 WHERE create_time >= ?1 AND create_time < ?2 ORDER BY create_time, ticket_id"
+            ))?;
             let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
-                out.push(facts_columns(row)?.into_facts()?);
+                out.push(facts_columns_at(row)?.into_facts()?);
             }
             Ok(out)
         })
         .await
+    }
+
+    async fn tally_ticket_facts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        tally: KpiTally,
+    ) -> Result<KpiTally, StoreError> {
+        let parts = super::kpi_read_parts(from, to)
+            .into_iter()
+            .map(|(from, to)| {
+                let mut part = tally.empty_like();
+                self.read_blocking(move |conn| {
+                    // Columns by position, in FACTS_COLUMNS order: a name lookup per column and
+                    // row costs more than the rest of the read.
+                    let mut statement = conn.prepare_cached(&format!(
+                        "SELECT {FACTS_COLUMNS} FROM ticket_facts
+                     WHERE create_time >= ?1 AND create_time < ?2"
+                    ))?;
+                    let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
+                    while let Some(row) = rows.next()? {
+                        part.add(&facts_columns_at(row)?.into_facts()?);
+                    }
+                    Ok(part)
+                })
+            })
+            .collect::<Vec<_>>();
+        let mut tally = tally;
+        for part in futures::future::try_join_all(parts).await? {
+            tally.merge(part);
+        }
+        Ok(tally)
     }
 
     async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError> {

@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use balagh::domain::calendar::BusinessCalendar;
+use balagh::domain::kpi::{KpiGrouping, KpiTally, aggregate};
 use balagh::domain::lifecycle::Action;
 use balagh::domain::sync::OutboxState;
 use balagh::domain::ticket::{
@@ -1164,6 +1166,42 @@ pub async fn ticket_facts_are_replaced_per_ticket_and_read_by_creation_period(h:
         read(0, 1000).await.unwrap(),
         [full(0, 100), full(1, 200), bare(2, 300)]
     );
+
+    // Counted as read, in parts of the period: the same figures as the facts aggregated at
+    // once, for every grouping of the tally, and the period's bounds kept across the parts
+    // ([100, 300) is read as [100, 200) and [200, 300)).
+    let calendar = Arc::new(BusinessCalendar::muscat_default());
+    let as_of = Timestamp::from_micros(1000);
+    let groupings = [
+        KpiGrouping::None,
+        KpiGrouping::Directorate,
+        KpiGrouping::Channel,
+    ];
+    for (from, to) in [
+        (0, 1000),
+        (100, 300),
+        (101, 300),
+        (0, 101),
+        (300, 301),
+        (301, 1000),
+    ] {
+        let facts = read(from, to).await.unwrap();
+        let tally = KpiTally::new(&groupings, as_of, calendar.clone());
+        let tallied = store
+            .tally_ticket_facts(
+                Timestamp::from_micros(from),
+                Timestamp::from_micros(to),
+                tally,
+            )
+            .await
+            .unwrap()
+            .finish();
+        let expected: Vec<_> = groupings
+            .iter()
+            .map(|g| aggregate(&facts, *g, as_of, &calendar))
+            .collect();
+        assert_eq!(tallied, expected, "[{from}, {to})");
+    }
 }
 
 fn assign_to(employee: &str) -> Action {
