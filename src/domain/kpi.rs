@@ -263,6 +263,10 @@ pub struct KpiFigures {
     pub satisfied_percent: Option<f64>,
     /// Rated tickets per resolved ticket.
     pub rating_response_percent: Option<f64>,
+    /// Staff quality reviews of the group's tickets (grouped by employee: of the employee's
+    /// handling), and their average overall score (0 to 100).
+    pub n_quality_reviews: u64,
+    pub quality_score_average: Option<f64>,
 }
 
 /// The `p`th nearest-rank percentile of sorted values.
@@ -318,6 +322,7 @@ pub struct KpiAccumulator {
     rejected: u64,
     score_sum: u64,
     satisfied: u64,
+    review_score_sum: f64,
 }
 
 impl KpiAccumulator {
@@ -363,6 +368,12 @@ impl KpiAccumulator {
         }
     }
 
+    /// Counts a staff quality review with its overall score (0 to 100).
+    pub fn add_review(&mut self, weighted_score: f64) {
+        self.counts.n_quality_reviews += 1;
+        self.review_score_sum += weighted_score;
+    }
+
     /// Adds the tickets `other` counted.
     pub fn merge(&mut self, other: KpiAccumulator) {
         let (f, o) = (&mut self.counts, &other.counts);
@@ -378,6 +389,8 @@ impl KpiAccumulator {
         }
         f.n_resolved += o.n_resolved;
         f.n_rated += o.n_rated;
+        f.n_quality_reviews += o.n_quality_reviews;
+        self.review_score_sum += other.review_score_sum;
         self.first_responses.extend(other.first_responses);
         self.resolutions.extend(other.resolutions);
         self.fr_known += other.fr_known;
@@ -410,6 +423,8 @@ impl KpiAccumulator {
         f.satisfaction_average = (f.n_rated > 0).then(|| self.score_sum as f64 / f.n_rated as f64);
         f.satisfied_percent = percent(self.satisfied, f.n_rated);
         f.rating_response_percent = percent(f.n_rated, f.n_resolved);
+        f.quality_score_average =
+            (f.n_quality_reviews > 0).then(|| self.review_score_sum / f.n_quality_reviews as f64);
         f
     }
 }
@@ -433,13 +448,31 @@ impl KpiGroups {
 
     /// Counts one ticket in its group.
     pub fn add(&mut self, t: &TicketFacts, calendar: &BusinessCalendar) {
-        let key = t.group_key(self.grouping);
-        // The key is borrowed from the facts: a group's key is copied once, not per ticket.
-        let acc = match self.groups.get_mut(key.as_ref()) {
-            Some(acc) => acc,
-            None => self.groups.entry(key.into_owned()).or_default(),
+        let as_of = self.as_of;
+        self.group(t.group_key(self.grouping))
+            .add(t, as_of, calendar);
+    }
+
+    /// Counts a quality review of `reviewed`'s handling of the ticket `t`: in the ticket's
+    /// group, or in the reviewed employee's when grouped by employee.
+    pub fn add_review(&mut self, t: &TicketFacts, reviewed: &EmployeeId, weighted_score: f64) {
+        let key = match self.grouping {
+            KpiGrouping::Employee => Cow::Borrowed(reviewed.as_str()),
+            grouping => t.group_key(grouping),
         };
-        acc.add(t, self.as_of, calendar);
+        self.group(key).add_review(weighted_score);
+    }
+
+    /// The accumulator of the group `key`; the key is borrowed from the facts, so a group's
+    /// key is copied once, not per ticket.
+    fn group(&mut self, key: Cow<'_, str>) -> &mut KpiAccumulator {
+        if !self.groups.contains_key(key.as_ref()) {
+            self.groups
+                .insert(key.clone().into_owned(), KpiAccumulator::default());
+        }
+        self.groups
+            .get_mut(key.as_ref())
+            .expect("the group was inserted above")
     }
 
     /// Adds the groups `other` counted (over the same grouping and `as_of`).
@@ -506,6 +539,14 @@ impl KpiTally {
     pub fn add(&mut self, t: &TicketFacts) {
         for set in &mut self.sets {
             set.add(t, &self.calendar);
+        }
+    }
+
+    /// Counts a staff quality review of the ticket `t` in every grouping (see
+    /// [`KpiGroups::add_review`]).
+    pub fn add_review(&mut self, t: &TicketFacts, reviewed: &EmployeeId, weighted_score: f64) {
+        for set in &mut self.sets {
+            set.add_review(t, reviewed, weighted_score);
         }
     }
 

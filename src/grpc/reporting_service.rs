@@ -219,11 +219,13 @@ fn figures_to_proto(f: &KpiFigures) -> proto::KpiFigures {
         satisfaction_average: f.satisfaction_average,
         satisfied_percent: f.satisfied_percent,
         rating_response_percent: f.rating_response_percent,
+        quality_review_count: n(f.n_quality_reviews),
+        quality_score_average: f.quality_score_average,
     }
 }
 
 /// The CSV columns of a figures block, in order.
-const CSV_COLUMNS: [&str; 26] = [
+const CSV_COLUMNS: [&str; 28] = [
     "ticket_count",
     "report_count",
     "complaint_count",
@@ -250,6 +252,8 @@ const CSV_COLUMNS: [&str; 26] = [
     "satisfaction_average",
     "satisfied_percent",
     "rating_response_percent",
+    "quality_review_count",
+    "quality_score_average",
 ];
 
 /// The cells of a figures block, in [`CSV_COLUMNS`] order: counts as integers, other figures
@@ -284,6 +288,8 @@ fn csv_cells(f: &KpiFigures) -> Vec<String> {
         real(f.satisfaction_average),
         real(f.satisfied_percent),
         real(f.rating_response_percent),
+        count(f.n_quality_reviews),
+        real(f.quality_score_average),
     ]
 }
 

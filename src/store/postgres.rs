@@ -2018,6 +2018,32 @@ impl Store for PostgresStore {
                     while let Some(row) = rows.try_next().await? {
                         part.add(&facts_columns_from_pg(&row)?.into_facts()?);
                     }
+                    drop(rows);
+                    // The quality reviews of those tickets.
+                    let reviews = sqlx::query(
+                        "SELECT f.ticket_id::text AS ticket_id, f.create_time, f.ticket_type,
+                         f.channel, f.category, f.directorate, f.outlet, f.wilayat,
+                         f.support_line, f.assignee, f.status, f.first_response_seconds,
+                         f.resolution_seconds, f.first_response_met, f.resolution_met,
+                         f.n_escalations, f.reopened, f.transferred, f.rejected,
+                         f.resolved_at_line_1, f.satisfaction_score, f.resolve_time,
+                         f.settle_time, q.employee_id, q.weighted_score
+                         FROM quality_reviews q JOIN ticket_facts f ON f.ticket_id = q.ticket_id
+                         WHERE f.create_time >= $1 AND f.create_time < $2",
+                    )
+                    .bind(from.as_micros())
+                    .bind(to.as_micros())
+                    .fetch_all(&readers)
+                    .await?;
+                    for row in &reviews {
+                        let facts = facts_columns_from_pg(row)?.into_facts()?;
+                        let reviewed: String = row.try_get("employee_id")?;
+                        let reviewed =
+                            EmployeeId::parse("employee_id", &reviewed).map_err(|v| {
+                                StoreError::Corrupt(format!("quality review employee: {v}"))
+                            })?;
+                        part.add_review(&facts, &reviewed, row.try_get("weighted_score")?);
+                    }
                     Ok::<_, StoreError>(part)
                 })
             })

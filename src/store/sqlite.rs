@@ -574,6 +574,46 @@ fn save_facts(conn: &Connection, c: &FactsColumns) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Counts the facts of the tickets created in `[from, to)`, and their quality reviews, into
+/// `tally`.
+fn tally_facts(
+    conn: &Connection,
+    from: Timestamp,
+    to: Timestamp,
+    mut tally: KpiTally,
+) -> Result<KpiTally, StoreError> {
+    // Columns by position, in FACTS_COLUMNS order: a name lookup per column and row costs
+    // more than the rest of the read.
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {FACTS_COLUMNS} FROM ticket_facts WHERE create_time >= ?1 AND create_time < ?2"
+    ))?;
+    let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
+    while let Some(row) = rows.next()? {
+        tally.add(&facts_columns_at(row)?.into_facts()?);
+    }
+    // The quality reviews of those tickets: few, so the reviews are the outer loop (a CROSS
+    // JOIN keeps them there) and the facts are looked up by ticket.
+    let columns: Vec<String> = FACTS_COLUMNS
+        .split(',')
+        .map(|c| format!("f.{}", c.trim()))
+        .collect();
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {}, q.employee_id, q.weighted_score
+         FROM quality_reviews q CROSS JOIN ticket_facts f ON f.ticket_id = q.ticket_id
+         WHERE f.create_time >= ?1 AND f.create_time < ?2",
+        columns.join(", ")
+    ))?;
+    let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
+    while let Some(row) = rows.next()? {
+        let facts = facts_columns_at(row)?.into_facts()?;
+        let reviewed: String = row.get(23)?;
+        let reviewed = EmployeeId::parse("employee_id", &reviewed)
+            .map_err(|v| StoreError::Corrupt(format!("quality review employee: {v}")))?;
+        tally.add_review(&facts, &reviewed, row.get(24)?);
+    }
+    Ok(tally)
+}
+
 /// The columns of `ticket_facts` in the order [`facts_columns_at`] reads them.
 const FACTS_COLUMNS: &str = "ticket_id, create_time, ticket_type, channel, category, directorate,
     outlet, wilayat, support_line, assignee, status, first_response_seconds, resolution_seconds,
@@ -2325,20 +2365,8 @@ impl Store for SqliteStore {
         let parts = super::kpi_read_parts(from, to)
             .into_iter()
             .map(|(from, to)| {
-                let mut part = tally.empty_like();
-                self.read_blocking(move |conn| {
-                    // Columns by position, in FACTS_COLUMNS order: a name lookup per column and
-                    // row costs more than the rest of the read.
-                    let mut statement = conn.prepare_cached(&format!(
-                        "SELECT {FACTS_COLUMNS} FROM ticket_facts
-                     WHERE create_time >= ?1 AND create_time < ?2"
-                    ))?;
-                    let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
-                    while let Some(row) = rows.next()? {
-                        part.add(&facts_columns_at(row)?.into_facts()?);
-                    }
-                    Ok(part)
-                })
+                let part = tally.empty_like();
+                self.read_blocking(move |conn| tally_facts(conn, from, to, part))
             })
             .collect::<Vec<_>>();
         let mut tally = tally;
