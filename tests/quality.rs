@@ -543,7 +543,7 @@ async fn quality_scores_count_in_the_kpis_per_reviewed_employee_and_per_group() 
             .expect("review");
     }
     let mut reporting = ReportingServiceClient::new(app.channel.clone());
-    let mut figures = |group_by: proto::KpiGrouping| {
+    let figures = |group_by: proto::KpiGrouping| {
         let request = proto::GetKpisRequest {
             query: Some(proto::KpiQuery {
                 from: Some(ts(SUNDAY_8 - HOUR)),
