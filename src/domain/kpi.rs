@@ -17,7 +17,6 @@
 //! Architecture invariant: this module is pure; [`TicketFacts::derive`] depends only on its
 //! arguments, so replaying a ticket always yields the same facts.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -183,30 +182,86 @@ impl TicketFacts {
     /// Whether the ticket was open at `at`: created before it and not settled by then.
     /// (A ticket settled, reopened and settled again counts from its last settling.)
     pub fn is_open_at(&self, at: Timestamp) -> bool {
+        self.view().is_open_at(at)
+    }
+
+    /// The facts borrowed, as the KPI counts read them.
+    pub fn view(&self) -> FactsView<'_> {
+        FactsView {
+            create_time: self.create_time,
+            ticket_type: self.ticket_type,
+            channel: self.channel,
+            category: self.category.as_str(),
+            directorate: self.directorate.as_ref().map(Code::as_str),
+            outlet: self.outlet.as_ref().map(Code::as_str),
+            wilayat: self.wilayat.as_ref().map(Code::as_str),
+            support_line: self.support_line,
+            assignee: self.assignee.as_ref().map(EmployeeId::as_str),
+            first_response_seconds: self.first_response_seconds,
+            resolution_seconds: self.resolution_seconds,
+            first_response_met: self.first_response_met,
+            resolution_met: self.resolution_met,
+            n_escalations: self.n_escalations,
+            reopened: self.reopened,
+            transferred: self.transferred,
+            rejected: self.rejected,
+            resolved_at_line_1: self.resolved_at_line_1,
+            satisfaction_score: self.satisfaction_score,
+            resolve_time: self.resolve_time,
+            settle_time: self.settle_time,
+        }
+    }
+}
+
+/// What the KPI counts read of one ticket's facts: [`TicketFacts`] less its id and status,
+/// with its text borrowed, so a store counts a row without copying it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FactsView<'a> {
+    pub create_time: Timestamp,
+    pub ticket_type: TicketType,
+    pub channel: Channel,
+    pub category: &'a str,
+    pub directorate: Option<&'a str>,
+    pub outlet: Option<&'a str>,
+    pub wilayat: Option<&'a str>,
+    pub support_line: Option<SupportLine>,
+    pub assignee: Option<&'a str>,
+    pub first_response_seconds: Option<i64>,
+    pub resolution_seconds: Option<i64>,
+    pub first_response_met: Option<bool>,
+    pub resolution_met: Option<bool>,
+    pub n_escalations: u32,
+    pub reopened: bool,
+    pub transferred: bool,
+    pub rejected: bool,
+    pub resolved_at_line_1: bool,
+    pub satisfaction_score: Option<u8>,
+    pub resolve_time: Option<Timestamp>,
+    pub settle_time: Option<Timestamp>,
+}
+
+impl<'a> FactsView<'a> {
+    /// Whether the ticket was open at `at`: created before it and not settled by then.
+    pub fn is_open_at(&self, at: Timestamp) -> bool {
         self.create_time < at && self.settle_time.is_none_or(|t| t > at)
     }
 
-    /// The key of the ticket's group: borrowed from the facts where it can be.
-    pub fn group_key(&self, grouping: KpiGrouping) -> Cow<'_, str> {
-        fn code(c: &Option<Code>) -> Cow<'_, str> {
-            Cow::Borrowed(c.as_ref().map_or("", |c| c.as_str()))
-        }
+    /// The key of the ticket's group.
+    pub fn group_key(&self, grouping: KpiGrouping) -> &'a str {
         match grouping {
-            KpiGrouping::None => Cow::Borrowed(ALL_GROUP),
-            KpiGrouping::Directorate => code(&self.directorate),
-            KpiGrouping::Outlet => code(&self.outlet),
-            KpiGrouping::Category => Cow::Borrowed(self.category.as_str()),
-            KpiGrouping::Channel => Cow::Borrowed(self.channel.as_str()),
-            KpiGrouping::Wilayat => code(&self.wilayat),
-            KpiGrouping::SupportLine => Cow::Borrowed(match self.support_line {
+            KpiGrouping::None => ALL_GROUP,
+            KpiGrouping::Directorate => self.directorate.unwrap_or_default(),
+            KpiGrouping::Outlet => self.outlet.unwrap_or_default(),
+            KpiGrouping::Category => self.category,
+            KpiGrouping::Channel => self.channel.as_str(),
+            KpiGrouping::Wilayat => self.wilayat.unwrap_or_default(),
+            KpiGrouping::SupportLine => match self.support_line {
                 None => "",
                 Some(SupportLine::First) => "line_1",
                 Some(SupportLine::Second) => "line_2",
                 Some(SupportLine::Third) => "line_3",
-            }),
-            KpiGrouping::Employee => {
-                Cow::Borrowed(self.assignee.as_ref().map_or("", |e| e.as_str()))
-            }
+            },
+            KpiGrouping::Employee => self.assignee.unwrap_or_default(),
         }
     }
 }
@@ -297,7 +352,7 @@ impl KpiFigures {
     ) -> KpiFigures {
         let mut acc = KpiAccumulator::default();
         for t in facts {
-            acc.add(t, as_of, calendar);
+            acc.add(&t.view(), as_of, calendar);
         }
         acc.finish()
     }
@@ -327,7 +382,7 @@ pub struct KpiAccumulator {
 
 impl KpiAccumulator {
     /// Counts one ticket, with the backlog as it stands at `as_of`.
-    pub fn add(&mut self, t: &TicketFacts, as_of: Timestamp, calendar: &BusinessCalendar) {
+    pub fn add(&mut self, t: &FactsView<'_>, as_of: Timestamp, calendar: &BusinessCalendar) {
         let f = &mut self.counts;
         f.n_tickets += 1;
         match t.ticket_type {
@@ -447,7 +502,7 @@ impl KpiGroups {
     }
 
     /// Counts one ticket in its group.
-    pub fn add(&mut self, t: &TicketFacts, calendar: &BusinessCalendar) {
+    pub fn add(&mut self, t: &FactsView<'_>, calendar: &BusinessCalendar) {
         let as_of = self.as_of;
         self.group(t.group_key(self.grouping))
             .add(t, as_of, calendar);
@@ -455,23 +510,23 @@ impl KpiGroups {
 
     /// Counts a quality review of `reviewed`'s handling of the ticket `t`: in the ticket's
     /// group, or in the reviewed employee's when grouped by employee.
-    pub fn add_review(&mut self, t: &TicketFacts, reviewed: &EmployeeId, weighted_score: f64) {
+    pub fn add_review(&mut self, t: &FactsView<'_>, reviewed: &str, weighted_score: f64) {
         let key = match self.grouping {
-            KpiGrouping::Employee => Cow::Borrowed(reviewed.as_str()),
+            KpiGrouping::Employee => reviewed,
             grouping => t.group_key(grouping),
         };
         self.group(key).add_review(weighted_score);
     }
 
-    /// The accumulator of the group `key`; the key is borrowed from the facts, so a group's
-    /// key is copied once, not per ticket.
-    fn group(&mut self, key: Cow<'_, str>) -> &mut KpiAccumulator {
-        if !self.groups.contains_key(key.as_ref()) {
+    /// The accumulator of the group `key`: a group's key is copied once, when its first
+    /// ticket is counted, not per ticket.
+    fn group(&mut self, key: &str) -> &mut KpiAccumulator {
+        if !self.groups.contains_key(key) {
             self.groups
-                .insert(key.clone().into_owned(), KpiAccumulator::default());
+                .insert(key.to_owned(), KpiAccumulator::default());
         }
         self.groups
-            .get_mut(key.as_ref())
+            .get_mut(key)
             .expect("the group was inserted above")
     }
 
@@ -537,6 +592,11 @@ impl KpiTally {
 
     /// Counts one ticket in every grouping.
     pub fn add(&mut self, t: &TicketFacts) {
+        self.add_view(&t.view());
+    }
+
+    /// Counts one ticket, as a store reads it, in every grouping.
+    pub fn add_view(&mut self, t: &FactsView<'_>) {
         for set in &mut self.sets {
             set.add(t, &self.calendar);
         }
@@ -544,7 +604,7 @@ impl KpiTally {
 
     /// Counts a staff quality review of the ticket `t` in every grouping (see
     /// [`KpiGroups::add_review`]).
-    pub fn add_review(&mut self, t: &TicketFacts, reviewed: &EmployeeId, weighted_score: f64) {
+    pub fn add_review(&mut self, t: &FactsView<'_>, reviewed: &str, weighted_score: f64) {
         for set in &mut self.sets {
             set.add_review(t, reviewed, weighted_score);
         }
@@ -574,7 +634,7 @@ pub fn aggregate(
 ) -> BTreeMap<String, KpiFigures> {
     let mut groups = KpiGroups::new(grouping, as_of);
     for t in facts {
-        groups.add(t, calendar);
+        groups.add(&t.view(), calendar);
     }
     groups.finish()
 }

@@ -2016,7 +2016,7 @@ impl Store for PostgresStore {
                     .bind(to.as_micros())
                     .fetch(&readers);
                     while let Some(row) = rows.try_next().await? {
-                        part.add(&facts_columns_from_pg(&row)?.into_facts()?);
+                        part.add_view(&facts_columns_from_pg(&row)?.view()?);
                     }
                     drop(rows);
                     // The quality reviews of those tickets.
@@ -2036,13 +2036,9 @@ impl Store for PostgresStore {
                     .fetch_all(&readers)
                     .await?;
                     for row in &reviews {
-                        let facts = facts_columns_from_pg(row)?.into_facts()?;
-                        let reviewed: String = row.try_get("employee_id")?;
-                        let reviewed =
-                            EmployeeId::parse("employee_id", &reviewed).map_err(|v| {
-                                StoreError::Corrupt(format!("quality review employee: {v}"))
-                            })?;
-                        part.add_review(&facts, &reviewed, row.try_get("weighted_score")?);
+                        let columns = facts_columns_from_pg(row)?;
+                        let reviewed: &str = row.try_get("employee_id")?;
+                        part.add_review(&columns.view()?, reviewed, row.try_get("weighted_score")?);
                     }
                     Ok::<_, StoreError>(part)
                 })
@@ -2323,7 +2319,8 @@ async fn save_facts(conn: &mut PgConnection, c: FactsColumns) -> Result<(), Stor
     Ok(())
 }
 
-fn facts_columns_from_pg(row: &PgRow) -> Result<FactsColumns, StoreError> {
+/// A `ticket_facts` row, its text borrowed from the row.
+fn facts_columns_from_pg(row: &PgRow) -> Result<FactsColumns<&str>, StoreError> {
     Ok(FactsColumns {
         ticket_id: row.try_get("ticket_id")?,
         create_time: row.try_get("create_time")?,

@@ -589,7 +589,7 @@ fn tally_facts(
     ))?;
     let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
     while let Some(row) = rows.next()? {
-        tally.add(&facts_columns_at(row)?.into_facts()?);
+        tally.add_view(&facts_columns_at(row)?.view()?);
     }
     // The quality reviews of those tickets: few, so the reviews are the outer loop (a CROSS
     // JOIN keeps them there) and the facts are looked up by ticket.
@@ -605,11 +605,9 @@ fn tally_facts(
     ))?;
     let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
     while let Some(row) = rows.next()? {
-        let facts = facts_columns_at(row)?.into_facts()?;
-        let reviewed: String = row.get(23)?;
-        let reviewed = EmployeeId::parse("employee_id", &reviewed)
-            .map_err(|v| StoreError::Corrupt(format!("quality review employee: {v}")))?;
-        tally.add_review(&facts, &reviewed, row.get(24)?);
+        let columns = facts_columns_at(row)?;
+        let reviewed = row.get_ref(23)?.as_str().map_err(rusqlite::Error::from)?;
+        tally.add_review(&columns.view()?, reviewed, row.get(24)?);
     }
     Ok(tally)
 }
@@ -620,20 +618,29 @@ const FACTS_COLUMNS: &str = "ticket_id, create_time, ticket_type, channel, categ
     first_response_met, resolution_met, n_escalations, reopened, transferred, rejected,
     resolved_at_line_1, satisfaction_score, resolve_time, settle_time";
 
-/// A row of `SELECT {FACTS_COLUMNS}`.
-fn facts_columns_at(row: &Row<'_>) -> Result<FactsColumns, StoreError> {
+/// A row of `SELECT {FACTS_COLUMNS}`, its text borrowed from the row.
+fn facts_columns_at<'r>(row: &'r Row<'_>) -> Result<FactsColumns<&'r str>, StoreError> {
+    let text = |i: usize| -> Result<&'r str, StoreError> {
+        Ok(row.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?)
+    };
+    let optional_text = |i: usize| -> Result<Option<&'r str>, StoreError> {
+        Ok(row
+            .get_ref(i)?
+            .as_str_or_null()
+            .map_err(rusqlite::Error::from)?)
+    };
     Ok(FactsColumns {
-        ticket_id: row.get(0)?,
+        ticket_id: text(0)?,
         create_time: row.get(1)?,
-        ticket_type: row.get(2)?,
-        channel: row.get(3)?,
-        category: row.get(4)?,
-        directorate: row.get(5)?,
-        outlet: row.get(6)?,
-        wilayat: row.get(7)?,
+        ticket_type: text(2)?,
+        channel: text(3)?,
+        category: text(4)?,
+        directorate: optional_text(5)?,
+        outlet: optional_text(6)?,
+        wilayat: optional_text(7)?,
         support_line: row.get(8)?,
-        assignee: row.get(9)?,
-        status: row.get(10)?,
+        assignee: optional_text(9)?,
+        status: text(10)?,
         first_response_seconds: row.get(11)?,
         resolution_seconds: row.get(12)?,
         first_response_met: row.get(13)?,
