@@ -417,3 +417,41 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_of_the_operations_guide_is_accepted() {
+        let guide = include_str!("../docs/operations.md");
+        let example = guide
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml example in docs/operations.md");
+        let file: FileConfig = toml::from_str(example).expect("the example parses");
+        assert_eq!(file.satisfaction.quiet_period_days, 90);
+        assert_eq!(file.satisfaction.max_call_attempts, 3);
+    }
+
+    #[test]
+    fn the_satisfaction_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("balagh.toml");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        std::fs::write(&path, "[satisfaction]\nquiet_period_days = 30\n").expect("write");
+        let config = Config::resolve(&args).expect("valid");
+        assert_eq!(config.satisfaction.quiet_period_days(), 30);
+        assert_eq!(config.satisfaction.max_call_attempts(), 3);
+        std::fs::write(&path, "[satisfaction]\nquiet_period_days = 0\n").expect("write");
+        let error = Config::resolve(&args).expect_err("a quiet period of 0 days");
+        assert!(
+            format!("{error:#}").contains("satisfaction.quiet_period_days"),
+            "{error:#}"
+        );
+    }
+}

@@ -2429,7 +2429,7 @@ impl Store for PostgresStore {
             "SELECT body::text FROM tickets
              WHERE update_time >= $1 AND status IN ('resolved', 'closed')
                AND ($2::text IS NULL OR directorate = $2)
-               AND body -> 'satisfaction' IS NULL
+               AND body ->> 'satisfaction' IS NULL
                AND body -> 'reporter' ->> 'phone' IS NOT NULL",
         )
         .bind(query.settled_from.as_micros())
