@@ -27,10 +27,12 @@ use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::quality_service_server::QualityServiceServer;
 use crate::grpc::proto::reporting_service_server::ReportingServiceServer;
+use crate::grpc::proto::satisfaction_service_server::SatisfactionServiceServer;
 use crate::grpc::proto::sla_service_server::SlaServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
 use crate::grpc::quality_service::QualityServiceImpl;
 use crate::grpc::reporting_service::ReportingServiceImpl;
+use crate::grpc::satisfaction_service::SatisfactionServiceImpl;
 use crate::grpc::sla_service::SlaServiceImpl;
 use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
 use crate::grpc::ticket_service::TicketServiceImpl;
@@ -42,7 +44,7 @@ use crate::store::{Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The names health reports on: the server as a whole and each service.
-const SERVICE_NAMES: [&str; 7] = [
+const SERVICE_NAMES: [&str; 8] = [
     "",
     "balagh.v1.TicketService",
     "balagh.v1.CatalogService",
@@ -50,6 +52,7 @@ const SERVICE_NAMES: [&str; 7] = [
     "balagh.v1.SlaService",
     "balagh.v1.ReportingService",
     "balagh.v1.QualityService",
+    "balagh.v1.SatisfactionService",
 ];
 
 /// How often expired request ids and change-feed snapshots are dropped.
@@ -135,6 +138,7 @@ impl Application {
                 feed.clone(),
                 watch_settings,
                 metrics.watch_streams_open.clone(),
+                config.satisfaction,
             ),
             limits.max_message_bytes,
         );
@@ -152,6 +156,12 @@ impl Application {
                 .max_decoding_message_size(limits.max_message_bytes);
         let quality_service = QualityServiceServer::new(QualityServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
+        let satisfaction_service = SatisfactionServiceServer::new(SatisfactionServiceImpl::new(
+            store.clone(),
+            clock.clone(),
+            config.satisfaction,
+        ))
+        .max_decoding_message_size(limits.max_message_bytes);
         let sla_task = if config.sla.enabled {
             tokio::spawn(sla.clone().run_until_stopped(
                 Duration::from_secs(config.sla.sweep_interval_seconds.max(1)),
@@ -229,6 +239,7 @@ impl Application {
             .add_service(sla_service)
             .add_service(reporting_service)
             .add_service(quality_service)
+            .add_service(satisfaction_service)
             .serve_with_incoming_shutdown(
                 // Nagle off on every accepted connection: without it each small response waits
                 // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not

@@ -48,8 +48,14 @@ use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
 use crate::domain::quality::{self, NewQualityReview, QualityReview};
+use crate::domain::satisfaction::{
+    self, BeneficiaryKey, CallBackCandidate, CallBackQuery, LastAsk, LedgerEntry, SurveyChannel,
+    SurveyOutcome, SurveyPolicy, SurveyRequest, UnratedCallBack,
+};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
-use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
+use crate::domain::ticket::{
+    Assignment, NewTicket, Priority, Satisfaction, Status, Ticket, TicketPatch,
+};
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{Clock, Timestamp};
 
@@ -864,6 +870,126 @@ async fn apply_action_tx(
     Ok((next, event))
 }
 
+/// Adds an entry to the survey ledger: the ticket's beneficiary was asked at `now`.
+async fn insert_survey_request(
+    conn: &mut PgConnection,
+    ticket: &Ticket,
+    channel: SurveyChannel,
+    outcome: SurveyOutcome,
+    actor: &str,
+    now: Timestamp,
+) -> Result<SurveyRequest, StoreError> {
+    let beneficiary = BeneficiaryKey::of(&ticket.reporter);
+    sqlx::query(
+        "INSERT INTO survey_requests
+             (ticket_id, beneficiary_hash, ask_time, channel, outcome, actor)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6)",
+    )
+    .bind(ticket.id.to_string())
+    .bind(beneficiary.as_ref().map(|k| k.as_bytes().as_slice()))
+    .bind(now.as_micros())
+    .bind(channel.as_str())
+    .bind(outcome.as_str())
+    .bind(actor)
+    .execute(&mut *conn)
+    .await?;
+    Ok(SurveyRequest {
+        ticket_id: ticket.id,
+        ask_time: now,
+        channel,
+        outcome,
+        actor: actor.to_owned(),
+    })
+}
+
+/// The latest time the ticket's beneficiary was asked about another ticket after `since`.
+async fn last_ask_elsewhere(
+    conn: &mut PgConnection,
+    ticket: &Ticket,
+    since: Timestamp,
+) -> Result<LastAsk, StoreError> {
+    let Some(key) = BeneficiaryKey::of(&ticket.reporter) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT ask_time, channel FROM survey_requests
+         WHERE beneficiary_hash = $1 AND ask_time > $2 AND ticket_id <> $3::uuid
+         ORDER BY ask_time DESC LIMIT 1",
+    )
+    .bind(key.as_bytes().as_slice())
+    .bind(since.as_micros())
+    .bind(ticket.id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let channel: String = row.try_get("channel")?;
+    let channel = SurveyChannel::from_str_opt(&channel)
+        .ok_or_else(|| StoreError::Corrupt(format!("survey channel {channel}")))?;
+    Ok(Some((
+        Timestamp::from_micros(row.try_get("ask_time")?),
+        channel,
+    )))
+}
+
+async fn rate_on_call_back_tx(
+    conn: &mut PgConnection,
+    author: Author,
+    id: TicketId,
+    expected_version: Option<i64>,
+    satisfaction: Satisfaction,
+    policy: SurveyPolicy,
+    now: Timestamp,
+) -> Result<(Ticket, TicketEvent), StoreError> {
+    let (_, current) = load_ticket(conn, id).await?;
+    check_version(&current, expected_version)?;
+    let last = last_ask_elsewhere(conn, &current, policy.quiet_since(now)).await?;
+    satisfaction::check_call_back(&current, true, last, &policy)?;
+    let actor = author.actor.clone();
+    let (ticket, event) = apply_action_tx(
+        conn,
+        author,
+        id,
+        expected_version,
+        Action::Rate { satisfaction },
+        now,
+    )
+    .await?;
+    insert_survey_request(
+        conn,
+        &ticket,
+        SurveyChannel::CallBack,
+        SurveyOutcome::Rated,
+        &actor,
+        now,
+    )
+    .await?;
+    Ok((ticket, event))
+}
+
+async fn record_unrated_call_back_tx(
+    conn: &mut PgConnection,
+    actor: String,
+    id: TicketId,
+    outcome: UnratedCallBack,
+    policy: SurveyPolicy,
+    now: Timestamp,
+) -> Result<SurveyRequest, StoreError> {
+    let (_, ticket) = load_ticket(conn, id).await?;
+    let last = last_ask_elsewhere(conn, &ticket, policy.quiet_since(now)).await?;
+    satisfaction::check_call_back(&ticket, false, last, &policy)?;
+    insert_survey_request(
+        conn,
+        &ticket,
+        SurveyChannel::CallBack,
+        outcome.into(),
+        &actor,
+        now,
+    )
+    .await
+}
+
 /// The inbound rules' statements on the writer's connection.
 struct PgInbound<'c> {
     conn: &'c mut PgConnection,
@@ -934,13 +1060,31 @@ impl InboundTx for PgInbound<'_> {
         Ok(ticket)
     }
 
-    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<(), StoreError> {
+    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<Ticket, StoreError> {
         apply_action_tx(
             self.conn,
             self.author.clone(),
             ticket_id,
             None,
             action,
+            self.now,
+        )
+        .await
+        .map(|(ticket, _)| ticket)
+    }
+
+    async fn record_survey_request(
+        &mut self,
+        ticket: &Ticket,
+        channel: SurveyChannel,
+        outcome: SurveyOutcome,
+    ) -> Result<(), StoreError> {
+        insert_survey_request(
+            self.conn,
+            ticket,
+            channel,
+            outcome,
+            &self.author.actor,
             self.now,
         )
         .await
@@ -1021,6 +1165,43 @@ async fn record_push_outcome_tx(
         }
     };
     Ok(done.rows_affected() == 1)
+}
+
+/// A SELECT of survey ledger rows (the ticket id as text) followed by the given clauses,
+/// assembled from literals at compile time.
+macro_rules! select_ledger_rows {
+    ($clauses:literal) => {
+        concat!(
+            "SELECT seq, ticket_id::text AS ticket_id, beneficiary_hash, ask_time, channel, ",
+            "outcome, actor FROM survey_requests ",
+            $clauses
+        )
+    };
+}
+
+fn ledger_entry_from_row(row: &PgRow) -> Result<LedgerEntry, StoreError> {
+    let ticket_id: String = row.try_get("ticket_id")?;
+    let beneficiary: Option<Vec<u8>> = row.try_get("beneficiary_hash")?;
+    let channel: String = row.try_get("channel")?;
+    let outcome: String = row.try_get("outcome")?;
+    Ok(LedgerEntry {
+        beneficiary: beneficiary
+            .map(|bytes| {
+                BeneficiaryKey::from_bytes(&bytes)
+                    .ok_or_else(|| StoreError::Corrupt("a beneficiary hash is not 32 bytes".into()))
+            })
+            .transpose()?,
+        request: SurveyRequest {
+            ticket_id: TicketId::parse("ticket_id", &ticket_id)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ask_time: Timestamp::from_micros(row.try_get("ask_time")?),
+            channel: SurveyChannel::from_str_opt(&channel)
+                .ok_or_else(|| StoreError::Corrupt(format!("survey channel {channel}")))?,
+            outcome: SurveyOutcome::from_str_opt(&outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("survey outcome {outcome}")))?,
+            actor: row.try_get("actor")?,
+        },
+    })
 }
 
 fn outbox_from_row(row: &PgRow) -> Result<OutboxEntry, StoreError> {
@@ -2236,6 +2417,117 @@ impl Store for PostgresStore {
             }
         }
         Ok(quality::choose_sample(seed, settled, n as usize))
+    }
+
+    async fn rate_on_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        satisfaction: Satisfaction,
+        policy: SurveyPolicy,
+    ) -> Result<(Ticket, TicketEvent), StoreError> {
+        let author = self.author(ctx.actor);
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(rate_on_call_back_tx(
+                conn,
+                author,
+                id,
+                expected_version,
+                satisfaction,
+                policy,
+                now,
+            ))
+        })
+        .await
+    }
+
+    async fn record_unrated_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        outcome: UnratedCallBack,
+        policy: SurveyPolicy,
+    ) -> Result<SurveyRequest, StoreError> {
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(record_unrated_call_back_tx(
+                conn, ctx.actor, id, outcome, policy, now,
+            ))
+        })
+        .await
+    }
+
+    async fn list_survey_requests(
+        &self,
+        id: TicketId,
+        limit: u32,
+    ) -> Result<Option<Vec<SurveyRequest>>, StoreError> {
+        let exists = sqlx::query("SELECT 1 FROM tickets WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let rows = sqlx::query(select_ledger_rows!(
+            "WHERE ticket_id = $1::uuid ORDER BY seq LIMIT $2"
+        ))
+        .bind(id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| ledger_entry_from_row(row).map(|e| e.request))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    async fn call_back_candidates(
+        &self,
+        query: &CallBackQuery,
+    ) -> Result<Vec<CallBackCandidate>, StoreError> {
+        // A ticket settled at or after `settled_from` was last updated at or after it: the
+        // update time narrows the scan (tickets_update_time), the settle time decides.
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body::text FROM tickets
+             WHERE update_time >= $1 AND status IN ('resolved', 'closed')
+               AND ($2::text IS NULL OR directorate = $2)
+               AND body ->> 'satisfaction' IS NULL
+               AND body -> 'reporter' ->> 'phone' IS NOT NULL",
+        )
+        .bind(query.settled_from.as_micros())
+        .bind(query.directorate.as_ref().map(|d| d.as_str().to_owned()))
+        .fetch_all(&self.readers)
+        .await?;
+        let mut tickets = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let ticket: Ticket = from_json(&body, "ticket")?;
+            if satisfaction::may_be_called_about(&ticket) {
+                tickets.push(ticket);
+            }
+        }
+        let mut keys: Vec<Vec<u8>> = tickets
+            .iter()
+            .filter_map(|t| BeneficiaryKey::of(&t.reporter))
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let ids: Vec<String> = tickets.iter().map(|t| t.id.to_string()).collect();
+        let rows = sqlx::query(select_ledger_rows!(
+            "WHERE (beneficiary_hash = ANY($1) AND ask_time > $2) OR ticket_id = ANY($3::uuid[])"
+        ))
+        .bind(keys)
+        .bind(query.policy.quiet_since(query.now).as_micros())
+        .bind(ids)
+        .fetch_all(&self.readers)
+        .await?;
+        let ledger = rows
+            .iter()
+            .map(ledger_entry_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(satisfaction::choose_call_backs(tickets, &ledger, query))
     }
 
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {

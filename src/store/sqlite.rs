@@ -57,8 +57,14 @@ use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
 use crate::domain::quality::{self, NewQualityReview, QualityReview};
+use crate::domain::satisfaction::{
+    self, BeneficiaryKey, CallBackCandidate, CallBackQuery, LastAsk, LedgerEntry, SurveyChannel,
+    SurveyOutcome, SurveyPolicy, SurveyRequest, UnratedCallBack,
+};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
-use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
+use crate::domain::ticket::{
+    Assignment, NewTicket, Priority, Satisfaction, Status, Ticket, TicketPatch,
+};
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{Clock, Timestamp};
 
@@ -1218,13 +1224,30 @@ impl InboundTx for SqliteInbound<'_> {
         Ok(ticket)
     }
 
-    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<(), StoreError> {
+    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<Ticket, StoreError> {
         apply_action_tx(
             self.conn.0,
             self.author.clone(),
             ticket_id,
             None,
             action,
+            self.now,
+        )
+        .map(|(ticket, _)| ticket)
+    }
+
+    async fn record_survey_request(
+        &mut self,
+        ticket: &Ticket,
+        channel: SurveyChannel,
+        outcome: SurveyOutcome,
+    ) -> Result<(), StoreError> {
+        insert_survey_request(
+            self.conn.0,
+            ticket,
+            channel,
+            outcome,
+            &self.author.actor,
             self.now,
         )
         .map(drop)
@@ -1408,6 +1431,203 @@ fn record_quality_review_tx(
         to_json(&review)?
     ])?;
     Ok(review)
+}
+
+/// Adds an entry to the survey ledger: the ticket's beneficiary was asked at `now`.
+fn insert_survey_request(
+    conn: &Connection,
+    ticket: &Ticket,
+    channel: SurveyChannel,
+    outcome: SurveyOutcome,
+    actor: &str,
+    now: Timestamp,
+) -> Result<SurveyRequest, StoreError> {
+    let beneficiary = BeneficiaryKey::of(&ticket.reporter);
+    conn.prepare_cached(
+        "INSERT INTO survey_requests
+             (ticket_id, beneficiary_hash, ask_time, channel, outcome, actor)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        ticket.id.to_string(),
+        beneficiary.as_ref().map(|k| k.as_bytes().as_slice()),
+        now.as_micros(),
+        channel.as_str(),
+        outcome.as_str(),
+        actor
+    ])?;
+    Ok(SurveyRequest {
+        ticket_id: ticket.id,
+        ask_time: now,
+        channel,
+        outcome,
+        actor: actor.to_owned(),
+    })
+}
+
+/// The latest time the ticket's beneficiary was asked about another ticket after `since`.
+fn last_ask_elsewhere(
+    conn: &Connection,
+    ticket: &Ticket,
+    since: Timestamp,
+) -> Result<LastAsk, StoreError> {
+    let Some(key) = BeneficiaryKey::of(&ticket.reporter) else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT ask_time, channel FROM survey_requests
+         WHERE beneficiary_hash = ? AND ask_time > ? AND ticket_id <> ?
+         ORDER BY ask_time DESC LIMIT 1",
+    )?;
+    let mut rows = statement.query(params![
+        key.as_bytes().as_slice(),
+        since.as_micros(),
+        ticket.id.to_string()
+    ])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let channel = text(row, "channel")?;
+    let channel = SurveyChannel::from_str_opt(channel)
+        .ok_or_else(|| StoreError::Corrupt(format!("survey channel {channel}")))?;
+    Ok(Some((
+        Timestamp::from_micros(row.get("ask_time")?),
+        channel,
+    )))
+}
+
+fn rate_on_call_back_tx(
+    conn: &Connection,
+    author: Author,
+    id: TicketId,
+    expected_version: Option<i64>,
+    satisfaction: Satisfaction,
+    policy: SurveyPolicy,
+    now: Timestamp,
+) -> Result<(Ticket, TicketEvent), StoreError> {
+    let (_, current) = load_ticket(conn, id)?;
+    check_version(&current, expected_version)?;
+    let last = last_ask_elsewhere(conn, &current, policy.quiet_since(now))?;
+    satisfaction::check_call_back(&current, true, last, &policy)?;
+    let actor = author.actor.clone();
+    let (ticket, event) = apply_action_tx(
+        conn,
+        author,
+        id,
+        expected_version,
+        Action::Rate { satisfaction },
+        now,
+    )?;
+    insert_survey_request(
+        conn,
+        &ticket,
+        SurveyChannel::CallBack,
+        SurveyOutcome::Rated,
+        &actor,
+        now,
+    )?;
+    Ok((ticket, event))
+}
+
+fn record_unrated_call_back_tx(
+    conn: &Connection,
+    actor: &str,
+    id: TicketId,
+    outcome: UnratedCallBack,
+    policy: SurveyPolicy,
+    now: Timestamp,
+) -> Result<SurveyRequest, StoreError> {
+    let (_, ticket) = load_ticket(conn, id)?;
+    let last = last_ask_elsewhere(conn, &ticket, policy.quiet_since(now))?;
+    satisfaction::check_call_back(&ticket, false, last, &policy)?;
+    insert_survey_request(
+        conn,
+        &ticket,
+        SurveyChannel::CallBack,
+        outcome.into(),
+        actor,
+        now,
+    )
+}
+
+/// The columns [`ledger_entry_from_row`] reads.
+const LEDGER_COLUMNS: &str = "seq, ticket_id, beneficiary_hash, ask_time, channel, outcome, actor";
+
+fn ledger_entry_from_row(row: &Row<'_>) -> Result<LedgerEntry, StoreError> {
+    let channel = text(row, "channel")?;
+    let outcome = text(row, "outcome")?;
+    let beneficiary: Option<Vec<u8>> = row.get("beneficiary_hash")?;
+    Ok(LedgerEntry {
+        beneficiary: beneficiary
+            .map(|bytes| {
+                BeneficiaryKey::from_bytes(&bytes)
+                    .ok_or_else(|| StoreError::Corrupt("a beneficiary hash is not 32 bytes".into()))
+            })
+            .transpose()?,
+        request: SurveyRequest {
+            ticket_id: TicketId::parse("ticket_id", text(row, "ticket_id")?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ask_time: Timestamp::from_micros(row.get("ask_time")?),
+            channel: SurveyChannel::from_str_opt(channel)
+                .ok_or_else(|| StoreError::Corrupt(format!("survey channel {channel}")))?,
+            outcome: SurveyOutcome::from_str_opt(outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("survey outcome {outcome}")))?,
+            actor: row.get("actor")?,
+        },
+    })
+}
+
+/// The call-back list (see [`Store::call_back_candidates`]).
+fn call_back_candidates_read(
+    conn: &Connection,
+    query: &CallBackQuery,
+) -> Result<Vec<CallBackCandidate>, StoreError> {
+    // A ticket settled at or after `settled_from` was last updated at or after it: the update
+    // time narrows the scan, the settle time decides. Without statistics (the store runs no
+    // ANALYZE) SQLite would take the status index and walk every settled ticket there ever
+    // was; the window's tickets are few beside them.
+    let tickets: Vec<Ticket> = collect(
+        conn,
+        "SELECT body FROM tickets INDEXED BY tickets_update_time
+         WHERE update_time >= ?1 AND status IN ('resolved', 'closed')
+           AND (?2 IS NULL OR directorate = ?2)
+           AND json_extract(body, '$.satisfaction') IS NULL
+           AND json_extract(body, '$.reporter.phone') IS NOT NULL",
+        params![
+            query.settled_from.as_micros(),
+            query.directorate.as_ref().map(Code::as_str)
+        ],
+        ticket_from_row,
+    )?
+    .into_iter()
+    .filter(satisfaction::may_be_called_about)
+    .collect();
+    let quiet_since = query.policy.quiet_since(query.now).as_micros();
+    let mut ledger = std::collections::BTreeMap::new();
+    let mut keys = std::collections::HashSet::new();
+    let mut by_key = conn.prepare_cached(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM survey_requests
+         WHERE beneficiary_hash = ? AND ask_time > ?"
+    ))?;
+    let mut by_ticket = conn.prepare_cached(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM survey_requests WHERE ticket_id = ?"
+    ))?;
+    for ticket in &tickets {
+        if let Some(key) = BeneficiaryKey::of(&ticket.reporter)
+            && keys.insert(key)
+        {
+            let mut rows = by_key.query(params![key.as_bytes().as_slice(), quiet_since])?;
+            while let Some(row) = rows.next()? {
+                ledger.insert(row.get::<_, i64>("seq")?, ledger_entry_from_row(row)?);
+            }
+        }
+        let mut rows = by_ticket.query([ticket.id.to_string()])?;
+        while let Some(row) = rows.next()? {
+            ledger.insert(row.get::<_, i64>("seq")?, ledger_entry_from_row(row)?);
+        }
+    }
+    let ledger: Vec<LedgerEntry> = ledger.into_values().collect();
+    Ok(satisfaction::choose_call_backs(tickets, &ledger, query))
 }
 
 fn ticket_from_row(row: &Row<'_>) -> Result<Ticket, StoreError> {
@@ -2498,6 +2718,77 @@ impl Store for SqliteStore {
             Ok(quality::choose_sample(seed, settled, n as usize))
         })
         .await
+    }
+
+    async fn rate_on_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        satisfaction: Satisfaction,
+        policy: SurveyPolicy,
+    ) -> Result<(Ticket, TicketEvent), StoreError> {
+        let author = self.author(ctx.actor);
+        self.submit(ctx.request, move |conn, now| {
+            rate_on_call_back_tx(
+                conn,
+                author,
+                id,
+                expected_version,
+                satisfaction,
+                policy,
+                now,
+            )
+        })
+        .await
+    }
+
+    async fn record_unrated_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        outcome: UnratedCallBack,
+        policy: SurveyPolicy,
+    ) -> Result<SurveyRequest, StoreError> {
+        self.submit(ctx.request, move |conn, now| {
+            record_unrated_call_back_tx(conn, &ctx.actor, id, outcome, policy, now)
+        })
+        .await
+    }
+
+    async fn list_survey_requests(
+        &self,
+        id: TicketId,
+        limit: u32,
+    ) -> Result<Option<Vec<SurveyRequest>>, StoreError> {
+        self.read(move |conn| {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM tickets WHERE id = ?")?
+                .exists([id.to_string()])?;
+            if !exists {
+                return Ok(None);
+            }
+            let entries = collect(
+                conn,
+                &format!(
+                    "SELECT {LEDGER_COLUMNS} FROM survey_requests
+                     WHERE ticket_id = ? ORDER BY seq LIMIT ?"
+                ),
+                params![id.to_string(), i64::from(limit)],
+                ledger_entry_from_row,
+            )?;
+            Ok(Some(entries.into_iter().map(|e| e.request).collect()))
+        })
+        .await
+    }
+
+    async fn call_back_candidates(
+        &self,
+        query: &CallBackQuery,
+    ) -> Result<Vec<CallBackCandidate>, StoreError> {
+        let query = query.clone();
+        self.read_blocking(move |conn| call_back_candidates_read(conn, &query))
+            .await
     }
 
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {
