@@ -38,9 +38,10 @@ use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
 use crate::grpc::watch::route::TicketServiceRoute;
+use crate::leader::LeaderSettings;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::sla::SlaRuntime;
-use crate::store::{Store, open_store};
+use crate::store::{LeaderRole, Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The names health reports on: the server as a whole and each service.
@@ -144,8 +145,14 @@ impl Application {
         );
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
-        let (sync_runtime, sync_task) =
-            start_sync(&config, store.clone(), clock.clone(), shutdown.clone()).await?;
+        let (sync_runtime, sync_task) = start_sync(
+            &config,
+            store.clone(),
+            clock.clone(),
+            &metrics,
+            shutdown.clone(),
+        )
+        .await?;
         let sync_service =
             SyncServiceServer::new(SyncServiceImpl::new(store.clone(), sync_runtime))
                 .max_decoding_message_size(limits.max_message_bytes);
@@ -163,9 +170,16 @@ impl Application {
         ))
         .max_decoding_message_size(limits.max_message_bytes);
         let sla_task = if config.sla.enabled {
-            tokio::spawn(sla.clone().run_until_stopped(
-                Duration::from_secs(config.sla.sweep_interval_seconds.max(1)),
+            // One replica at a time sweeps: the one that leads the scheduler's role.
+            let interval = Duration::from_secs(config.sla.sweep_interval_seconds.max(1));
+            let sla = sla.clone();
+            tokio::spawn(crate::leader::run_as_leader(
+                store.clone(),
+                LeaderRole::EscalationScheduler,
+                LeaderSettings::default(),
+                metrics.leading(LeaderRole::EscalationScheduler),
                 shutdown.clone(),
+                move |stop| sla.clone().run_until_stopped(interval, stop),
             ))
         } else {
             tokio::spawn(async {})
@@ -277,6 +291,7 @@ async fn start_sync(
     config: &Config,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Option<SyncRuntime>, tokio::task::JoinHandle<()>)> {
     use crate::config::PlatformMode;
@@ -337,12 +352,24 @@ async fn start_sync(
     let puller = Arc::new(crate::sync::pull::Puller::new(
         client,
         mapping,
-        store,
+        store.clone(),
         clock,
         config.pull.clone(),
     ));
+    // Every replica pushes (outbox leases keep each push on one of them); one at a time
+    // pulls: the one that leads the pull's role.
     let push_task = tokio::spawn(worker.clone().run_until_stopped(shutdown.clone()));
-    let pull_task = tokio::spawn(puller.clone().run_until_stopped(shutdown));
+    let pull_task = tokio::spawn({
+        let puller = puller.clone();
+        crate::leader::run_as_leader(
+            store,
+            LeaderRole::PlatformPull,
+            LeaderSettings::default(),
+            metrics.leading(LeaderRole::PlatformPull),
+            shutdown,
+            move |stop| puller.clone().run_until_stopped(stop),
+        )
+    });
     let task = tokio::spawn(async move {
         for (name, task) in [("push", push_task), ("pull", pull_task)] {
             if let Err(error) = task.await {

@@ -11,6 +11,7 @@ pub mod bench_watch;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod leader;
 pub mod metrics;
 pub mod platform;
 pub mod quality;

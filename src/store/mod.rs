@@ -38,6 +38,59 @@ use crate::domain::{FieldViolation, Timestamp};
 
 pub use postgres::{PostgresStore, PostgresStoreOptions};
 
+/// A part of the service one replica at a time plays on a shared database (see
+/// `crate::leader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaderRole {
+    /// The SLA escalation sweep.
+    EscalationScheduler,
+    /// The pull of the national platform's change feed, and the reconcile sweep.
+    PlatformPull,
+}
+
+impl LeaderRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaderRole::EscalationScheduler => "escalation_scheduler",
+            LeaderRole::PlatformPull => "platform_pull",
+        }
+    }
+
+    /// The PostgreSQL advisory lock key of the role: "balagh" in ASCII, then the role's
+    /// number (distinct from the write lock's key).
+    pub fn lock_key(self) -> i64 {
+        let role = match self {
+            LeaderRole::EscalationScheduler => 1,
+            LeaderRole::PlatformPull => 2,
+        };
+        (0x62_61_6c_61_67_68 << 8) | role
+    }
+}
+
+/// A role held by this replica until it is released or lost.
+#[async_trait]
+pub trait LeaderLease: Send {
+    /// Whether this replica still holds the role. On PostgreSQL the role is a session
+    /// advisory lock: held as long as the session that took it is alive, and released by the
+    /// server when the session ends, also when the process is killed.
+    async fn still_held(&mut self) -> bool;
+
+    /// Gives the role up.
+    async fn release(self: Box<Self>);
+}
+
+/// The lease of a store only one process uses (SQLite): the role is always held.
+pub(crate) struct SoleLease;
+
+#[async_trait]
+impl LeaderLease for SoleLease {
+    async fn still_held(&mut self) -> bool {
+        true
+    }
+
+    async fn release(self: Box<Self>) {}
+}
+
 /// How many parts of a period [`Store::tally_ticket_facts`] reads at once: one per core of
 /// the 2-core machines balagh is sized for.
 pub const KPI_READ_PARTS: i64 = 2;
@@ -629,6 +682,9 @@ pub trait Store: Send + Sync + 'static {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<TicketFacts>, StoreError>;
+
+    /// Takes `role` for this replica when no other replica holds it (`None` when one does).
+    async fn try_lead(&self, role: LeaderRole) -> Result<Option<Box<dyn LeaderLease>>, StoreError>;
 
     /// Counts the KPI facts of the tickets created in `[from, to)` into `tally` as they are
     /// read, in [`KPI_READ_PARTS`] parts of the period read at once.

@@ -36,10 +36,10 @@ use super::common::{
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, ListedQualityReview, ListedTicket,
-    OutboxEntry, OutboxStatus, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
-    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
-    WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
+    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PullState,
+    PushOutcome, QualityReviewQuery, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot, Store,
+    StoreError, StoredSetting, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -119,6 +119,36 @@ async fn listen_for_commits(
     }
 }
 
+/// A role held as a session advisory lock on a connection of its own.
+struct PgLease {
+    conn: PgConnection,
+    key: i64,
+}
+
+/// How long a lease's liveness check may take before the role counts as lost.
+const LEASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[async_trait]
+impl LeaderLease for PgLease {
+    async fn still_held(&mut self) -> bool {
+        // The lock is the session's: the session answering means the lock is still ours.
+        let check = sqlx::query("SELECT 1").execute(&mut self.conn);
+        matches!(
+            tokio::time::timeout(LEASE_CHECK_TIMEOUT, check).await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn release(mut self: Box<Self>) {
+        let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut self.conn);
+        tokio::time::timeout(LEASE_CHECK_TIMEOUT, unlock).await.ok();
+        // Closing the session releases the lock in any case.
+        self.conn.close().await.ok();
+    }
+}
+
 /// The advisory lock every write transaction holds until it commits ("balagh" in ASCII).
 const WRITE_LOCK_KEY: i64 = 0x62_61_6c_61_67_68;
 
@@ -162,6 +192,8 @@ struct Job {
 
 /// The SQLite implementation of [`Store`].
 pub struct PostgresStore {
+    /// How to open a session outside the pools (a leader's lease).
+    connect: PgConnectOptions,
     sync_policy: Arc<SyncPolicy>,
     readers: PgPool,
     commits: watch::Receiver<u64>,
@@ -218,6 +250,7 @@ impl PostgresStore {
             stop_writer.clone(),
         ));
         Ok(Self {
+            connect,
             sync_policy: Arc::new(options.sync_policy),
             readers,
             commits,
@@ -2170,6 +2203,23 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|row| facts_columns_from_pg(row)?.into_facts())
             .collect()
+    }
+
+    async fn try_lead(&self, role: LeaderRole) -> Result<Option<Box<dyn LeaderLease>>, StoreError> {
+        // A session of its own, outside the pools: the lock lives as long as this session.
+        let mut conn = PgConnection::connect_with(&self.connect).await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(role.lock_key())
+            .fetch_one(&mut conn)
+            .await?;
+        if !taken {
+            conn.close().await.ok();
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgLease {
+            conn,
+            key: role.lock_key(),
+        })))
     }
 
     async fn tally_ticket_facts(

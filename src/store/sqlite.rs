@@ -45,10 +45,10 @@ use super::common::{
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, ListedQualityReview, ListedTicket,
-    OutboxEntry, OutboxStatus, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
-    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
-    WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
+    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PullState,
+    PushOutcome, QualityReviewQuery, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot, Store,
+    StoreError, StoredSetting, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -2581,6 +2581,14 @@ impl Store for SqliteStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn try_lead(
+        &self,
+        _role: LeaderRole,
+    ) -> Result<Option<Box<dyn LeaderLease>>, StoreError> {
+        // A SQLite file is served by one process: it plays every role.
+        Ok(Some(Box::new(super::SoleLease)))
     }
 
     async fn tally_ticket_facts(
