@@ -61,7 +61,8 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Application {
     config: Config,
-    listener: TcpListener,
+    /// The gRPC listener; none when gRPC is not one of the process's components.
+    listener: Option<TcpListener>,
     admin_listener: TcpListener,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -84,9 +85,15 @@ impl Application {
         )
         .await
         .context("cannot open the database")?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = if config.components.grpc {
+            Some(
+                TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.listen))?,
+            )
+        } else {
+            None
+        };
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
@@ -99,11 +106,14 @@ impl Application {
         })
     }
 
-    /// The address actually bound (with the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+    /// The gRPC address actually bound (with the real port when 0 was asked for); none when
+    /// gRPC is not one of the process's components.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().map(|listener| {
+            listener
+                .local_addr()
+                .expect("a bound listener has an address")
+        })
     }
 
     /// The admin HTTP address (metrics, liveness, readiness).
@@ -145,14 +155,19 @@ impl Application {
         );
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
-        let (sync_runtime, sync_task) = start_sync(
-            &config,
-            store.clone(),
-            clock.clone(),
-            &metrics,
-            shutdown.clone(),
-        )
-        .await?;
+        let (sync_runtime, sync_task) = if config.components.sync {
+            start_sync(
+                &config,
+                store.clone(),
+                clock.clone(),
+                &metrics,
+                shutdown.clone(),
+            )
+            .await?
+        } else {
+            tracing::info!("the sync worker is not one of this process's components");
+            (None, tokio::spawn(async {}))
+        };
         let sync_service =
             SyncServiceServer::new(SyncServiceImpl::new(store.clone(), sync_runtime))
                 .max_decoding_message_size(limits.max_message_bytes);
@@ -169,7 +184,7 @@ impl Application {
             config.satisfaction,
         ))
         .max_decoding_message_size(limits.max_message_bytes);
-        let sla_task = if config.sla.enabled {
+        let sla_task = if config.sla.enabled && config.components.scheduler {
             // One replica at a time sweeps: the one that leads the scheduler's role.
             let interval = Duration::from_secs(config.sla.sweep_interval_seconds.max(1));
             let sla = sla.clone();
@@ -235,36 +250,45 @@ impl Application {
                 tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
             }
         };
-        tracing::info!(address = %listener.local_addr()?, "balagh is serving gRPC");
         serving.store(true, Ordering::SeqCst);
-        let served = Server::builder()
-            .timeout(Duration::from_secs(limits.request_timeout_seconds))
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs(
-                limits.http2_keepalive_interval_seconds,
-            )))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .layer(GrpcMetricsLayer(metrics))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(ticket_service)
-            .add_service(catalog_service)
-            .add_service(sync_service)
-            .add_service(sla_service)
-            .add_service(reporting_service)
-            .add_service(quality_service)
-            .add_service(satisfaction_service)
-            .serve_with_incoming_shutdown(
-                // Nagle off on every accepted connection: without it each small response waits
-                // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not
-                // reach connections handed in through an incoming stream. Small frames that
-                // are ready together leave in one write (`CoalescedWrites`).
-                TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .map(|accepted| accepted.map(CoalescedWrites::new)),
-                stopping,
-            )
-            .await;
+        let served = match listener {
+            Some(listener) => {
+                tracing::info!(address = %listener.local_addr()?, components = %config.components.names(), "balagh is serving gRPC");
+                Server::builder()
+                    .timeout(Duration::from_secs(limits.request_timeout_seconds))
+                    .max_concurrent_streams(limits.max_concurrent_streams)
+                    .http2_keepalive_interval(Some(Duration::from_secs(
+                        limits.http2_keepalive_interval_seconds,
+                    )))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                    .layer(GrpcMetricsLayer(metrics))
+                    .add_service(health_service)
+                    .add_service(reflection)
+                    .add_service(ticket_service)
+                    .add_service(catalog_service)
+                    .add_service(sync_service)
+                    .add_service(sla_service)
+                    .add_service(reporting_service)
+                    .add_service(quality_service)
+                    .add_service(satisfaction_service)
+                    .serve_with_incoming_shutdown(
+                        // Nagle off on every accepted connection: without it each small response waits
+                        // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not
+                        // reach connections handed in through an incoming stream. Small frames that
+                        // are ready together leave in one write (`CoalescedWrites`).
+                        TcpIncoming::from(listener)
+                            .with_nodelay(Some(true))
+                            .map(|accepted| accepted.map(CoalescedWrites::new)),
+                        stopping,
+                    )
+                    .await
+            }
+            None => {
+                tracing::info!(components = %config.components.names(), "balagh is running without gRPC");
+                stopping.await;
+                Ok(())
+            }
+        };
         shutdown.cancel();
         admin_stop.cancel();
         for (name, task) in [

@@ -333,7 +333,8 @@ impl RunningServer {
         let token = shutdown.clone();
         let task = runtime.spawn(async move {
             let app = Application::build(config).await?;
-            let _ = address_tx.send(app.local_addr());
+            let addr = app.local_addr().context("the bench's server runs gRPC")?;
+            let _ = address_tx.send(addr);
             app.run_until_stopped(token).await
         });
         let mut server = Self {

@@ -34,6 +34,69 @@ pub struct Config {
     pub sla: SlaSchedulerConfig,
     /// The satisfaction survey policy, validated.
     pub satisfaction: crate::domain::satisfaction::SurveyPolicy,
+    /// The parts of the service this process runs.
+    pub components: Components,
+}
+
+/// The parts of the service a process runs (`--components`, default all of them), so a
+/// deployment can run the API replicas apart from the sync worker and the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Components {
+    /// The gRPC server.
+    pub grpc: bool,
+    /// The sync worker: pushes to the national platform, and the pull where it leads.
+    pub sync: bool,
+    /// The escalation scheduler, where it leads.
+    pub scheduler: bool,
+}
+
+impl Default for Components {
+    fn default() -> Self {
+        Self {
+            grpc: true,
+            sync: true,
+            scheduler: true,
+        }
+    }
+}
+
+impl Components {
+    /// `grpc,sync,scheduler` or any non-empty part of it, each name once.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut components = Self {
+            grpc: false,
+            sync: false,
+            scheduler: false,
+        };
+        for name in text.split(',').map(str::trim) {
+            let part = match name {
+                "grpc" => &mut components.grpc,
+                "sync" => &mut components.sync,
+                "scheduler" => &mut components.scheduler,
+                other => anyhow::bail!(
+                    "--components: {other:?} is not a component (grpc, sync, scheduler)"
+                ),
+            };
+            if *part {
+                anyhow::bail!("--components: {name} is named twice");
+            }
+            *part = true;
+        }
+        Ok(components)
+    }
+
+    /// The names of the parts run, for logs.
+    pub fn names(self) -> String {
+        [
+            (self.grpc, "grpc"),
+            (self.sync, "sync"),
+            (self.scheduler, "scheduler"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect::<Vec<_>>()
+        .join(",")
+    }
 }
 
 /// The satisfaction survey policy (see docs/satisfaction.md).
@@ -247,6 +310,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "BALAGH_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// The parts of the service to run, comma-separated: grpc (the API), sync (pushes to the
+    /// national platform, and the pull on the replica leading it), scheduler (the escalation
+    /// sweep on the replica leading it). Default: all three.
+    #[arg(long, env = "BALAGH_COMPONENTS")]
+    pub components: Option<String>,
     /// Start the national platform SIMULATOR beside the service and push to it (for trying
     /// balagh out; never in production).
     #[arg(long)]
@@ -386,6 +454,10 @@ impl Config {
             pull: crate::sync::pull::PullSettings::default(),
             sla: file.sla,
             satisfaction,
+            components: match &args.components {
+                Some(names) => Components::parse(names)?,
+                None => Components::default(),
+            },
         })
     }
 
@@ -408,6 +480,7 @@ impl Config {
                 ..SlaSchedulerConfig::default()
             },
             satisfaction: crate::domain::satisfaction::SurveyPolicy::default(),
+            components: Components::default(),
         }
     }
 }
@@ -433,6 +506,25 @@ mod tests {
         let file: FileConfig = toml::from_str(example).expect("the example parses");
         assert_eq!(file.satisfaction.quiet_period_days, 90);
         assert_eq!(file.satisfaction.max_call_attempts, 3);
+    }
+
+    #[test]
+    fn components_are_named_once_each_and_default_to_all() {
+        assert_eq!(
+            Components::parse("grpc,sync,scheduler").unwrap(),
+            Components::default()
+        );
+        let workers = Components::parse("sync, scheduler").unwrap();
+        assert_eq!(
+            (workers.grpc, workers.sync, workers.scheduler),
+            (false, true, true)
+        );
+        assert_eq!(workers.names(), "sync,scheduler");
+        for bad in ["", "grpc,", "api", "grpc,grpc"] {
+            assert!(Components::parse(bad).is_err(), "{bad:?}");
+        }
+        let config = Config::resolve(&ServeArgs::default()).expect("defaults");
+        assert_eq!(config.components, Components::default());
     }
 
     #[test]

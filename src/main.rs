@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
             balagh::telemetry::init(config.log_format);
             let app = Application::build(config).await?;
             // Tests and scripts read the real address from this first line of stdout.
-            println!("balagh listening on {}", app.local_addr());
+            match app.local_addr() {
+                Some(address) => println!("balagh listening on {address}"),
+                None => println!("balagh running without gRPC"),
+            }
             let shutdown = CancellationToken::new();
             balagh::shutdown::cancel_on_signal(shutdown.clone());
             app.run_until_stopped(shutdown).await

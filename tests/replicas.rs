@@ -19,20 +19,34 @@ use common::pg::TestDatabase;
 use common::pothole_report;
 use tokio_stream::StreamExt;
 
-/// A replica process, killed when dropped.
+/// A replica process, killed when dropped; `addr` is its gRPC address (none for a process
+/// that runs no gRPC).
 struct Replica {
     child: Child,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
 }
 
 impl Replica {
     fn start(database_url: &str) -> Self {
-        Self::spawn(database_url, "warn", Stdio::inherit())
+        Self::spawn(database_url, &[], "warn", Stdio::inherit())
     }
 
     /// A replica whose log lines (its leadership ones included) come through the receiver.
     fn start_logging(database_url: &str) -> (Self, std::sync::mpsc::Receiver<String>) {
-        let mut replica = Self::spawn(database_url, "warn,balagh::leader=info", Stdio::piped());
+        Self::start_logging_components(database_url, "grpc,sync,scheduler")
+    }
+
+    /// The same, running only `components` (`--components`).
+    fn start_logging_components(
+        database_url: &str,
+        components: &str,
+    ) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let mut replica = Self::spawn(
+            database_url,
+            &["--components", components],
+            "warn,balagh::leader=info",
+            Stdio::piped(),
+        );
         let stderr = replica.child.stderr.take().expect("stderr");
         let (lines, received) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -47,7 +61,7 @@ impl Replica {
         (replica, received)
     }
 
-    fn spawn(database_url: &str, rust_log: &str, stderr: Stdio) -> Self {
+    fn spawn(database_url: &str, extra: &[&str], rust_log: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_balagh"))
             .args([
                 "serve",
@@ -58,6 +72,7 @@ impl Replica {
                 "--database-url",
                 database_url,
             ])
+            .args(extra)
             .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -68,17 +83,22 @@ impl Replica {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("read address");
-        let addr = line
-            .trim()
-            .strip_prefix("balagh listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+        let addr = match line.trim() {
+            "balagh running without gRPC" => None,
+            first => Some(
+                first
+                    .strip_prefix("balagh listening on ")
+                    .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                    .parse()
+                    .expect("address"),
+            ),
+        };
         Self { child, addr }
     }
 
     async fn client(&self) -> TicketServiceClient<tonic::transport::Channel> {
-        TicketServiceClient::new(common::connect(self.addr).await)
+        let addr = self.addr.expect("this replica runs gRPC");
+        TicketServiceClient::new(common::connect(addr).await)
     }
 }
 
@@ -236,4 +256,30 @@ async fn one_replica_at_a_time_leads_the_scheduler_and_another_takes_over_when_i
         .create_ticket(pothole_report())
         .await
         .expect("create on B");
+}
+
+#[tokio::test]
+async fn api_replicas_and_a_worker_run_apart_and_only_the_worker_leads_the_scheduler() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let took = ["took the role", "escalation_scheduler"];
+    let (api, api_log) = Replica::start_logging_components(&database.url, "grpc");
+    // The API replica serves, and never takes the scheduler's role, even while it is free.
+    api.client()
+        .await
+        .create_ticket(pothole_report())
+        .await
+        .expect("create on the API replica");
+    assert_eq!(
+        wait_for_line(&api_log, &took, Duration::from_secs(5)),
+        None,
+        "an API-only replica leads the scheduler"
+    );
+    let (worker, worker_log) = Replica::start_logging_components(&database.url, "sync,scheduler");
+    assert_eq!(worker.addr, None, "the worker runs no gRPC");
+    assert!(
+        wait_for_line(&worker_log, &took, Duration::from_secs(20)).is_some(),
+        "the worker leads the scheduler"
+    );
 }

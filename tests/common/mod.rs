@@ -87,7 +87,7 @@ pub async fn spawn_app_with(
     let app = Application::build_with_clock(config, clock)
         .await
         .expect("build app");
-    let addr = app.local_addr();
+    let addr = app.local_addr().expect("the test server runs gRPC");
     let admin = app.admin_addr();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
