@@ -371,7 +371,7 @@ async fn start_sync(
         store.clone(),
         Arc::new(pusher),
         clock.clone(),
-        crate::sync::SyncSettings::default(),
+        config.sync.settings(),
     ));
     let puller = Arc::new(crate::sync::pull::Puller::new(
         client,

@@ -36,6 +36,8 @@ pub struct Config {
     pub satisfaction: crate::domain::satisfaction::SurveyPolicy,
     /// The parts of the service this process runs.
     pub components: Components,
+    /// The sync worker's lease and concurrency.
+    pub sync: SyncConfig,
 }
 
 /// The parts of the service a process runs (`--components`, default all of them), so a
@@ -137,6 +139,48 @@ impl Default for SlaSchedulerConfig {
         Self {
             enabled: true,
             sweep_interval_seconds: 30,
+        }
+    }
+}
+
+/// The sync worker's push side (see docs/operations.md, "The national platform").
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// How long a claimed push stays with the replica that claimed it before another replica
+    /// may take it over (when the first died mid-push), in seconds, 5 to 3600.
+    pub lease_seconds: u64,
+    /// Pushes in flight at once per replica (always of different tickets), 1 to 256.
+    pub concurrency: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        let defaults = crate::sync::SyncSettings::default();
+        Self {
+            lease_seconds: defaults.lease.as_secs(),
+            concurrency: defaults.concurrency,
+        }
+    }
+}
+
+impl SyncConfig {
+    fn check(self) -> anyhow::Result<Self> {
+        if !(5..=3600).contains(&self.lease_seconds) {
+            anyhow::bail!("sync.lease_seconds must be from 5 to 3600");
+        }
+        if !(1..=256).contains(&self.concurrency) {
+            anyhow::bail!("sync.concurrency must be from 1 to 256");
+        }
+        Ok(self)
+    }
+
+    /// The worker's settings: these two, the rest at their defaults.
+    pub fn settings(self) -> crate::sync::SyncSettings {
+        crate::sync::SyncSettings {
+            lease: Duration::from_secs(self.lease_seconds),
+            concurrency: self.concurrency,
+            ..crate::sync::SyncSettings::default()
         }
     }
 }
@@ -290,6 +334,7 @@ pub struct FileConfig {
     pub watch: WatchConfig,
     pub sla: SlaSchedulerConfig,
     pub satisfaction: SatisfactionConfig,
+    pub sync: SyncConfig,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -458,6 +503,7 @@ impl Config {
                 Some(names) => Components::parse(names)?,
                 None => Components::default(),
             },
+            sync: file.sync.check()?,
         })
     }
 
@@ -481,6 +527,7 @@ impl Config {
             },
             satisfaction: crate::domain::satisfaction::SurveyPolicy::default(),
             components: Components::default(),
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -506,6 +553,11 @@ mod tests {
         let file: FileConfig = toml::from_str(example).expect("the example parses");
         assert_eq!(file.satisfaction.quiet_period_days, 90);
         assert_eq!(file.satisfaction.max_call_attempts, 3);
+        assert_eq!(
+            (file.sync.lease_seconds, file.sync.concurrency),
+            (60, 32),
+            "the guide shows the defaults"
+        );
     }
 
     #[test]

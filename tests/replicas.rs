@@ -1,7 +1,9 @@
 //! Several `balagh serve` processes on one PostgreSQL database, as in production: reference
 //! numbers stay unique and gap-free, a watch stream on one replica sees the writes made on
-//! another, in order, with no gap, and the escalation scheduler runs on one replica at a time,
-//! moving to another within seconds when its replica is killed.
+//! another, in order, with no gap, the escalation scheduler runs on one replica at a time,
+//! moving to another within seconds when its replica is killed, API replicas run apart from a
+//! worker (`--components`), and pushes leased by a replica killed mid-push are taken over by
+//! another after the lease, each reaching the simulated platform exactly once.
 //!
 //! Needs `BALAGH_TEST_DATABASE_URL`; without it the tests say they were left out and pass.
 
@@ -282,4 +284,134 @@ async fn api_replicas_and_a_worker_run_apart_and_only_the_worker_leads_the_sched
         wait_for_line(&worker_log, &took, Duration::from_secs(20)).is_some(),
         "the worker leads the scheduler"
     );
+}
+
+/// Complaints pushed while the replica that claimed them is killed mid-push: the other
+/// replica takes the leased pushes over once their lease ends, and the simulated platform
+/// holds every complaint exactly once (the retried pushes carry the same idempotency keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_leased_by_a_replica_killed_mid_push_are_taken_over_once() {
+    use balagh::platform::simulator::{
+        FaultKind, FaultSettings, Simulator, SimulatorConfig, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
+    };
+    const COMPLAINTS: usize = 40;
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    // Every platform answer is 400 ms late, so pushes are in flight when the replica dies.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let simulator = Simulator::start(
+        SimulatorConfig {
+            faults: FaultSettings {
+                rates: [(FaultKind::Slow, 1.0)].into_iter().collect(),
+                slow_ms: 400,
+                ..FaultSettings::default()
+            },
+            ..SimulatorConfig::for_tests()
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        stop.clone(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("balagh.toml");
+    std::fs::write(&config, "[sync]\nlease_seconds = 5\n").unwrap();
+    let secret = dir.path().join("platform-secret");
+    std::fs::write(&secret, TEST_CLIENT_SECRET).unwrap();
+    let base_url = simulator.base_url();
+    let platform = [
+        "--config",
+        config.to_str().unwrap(),
+        "--platform-url",
+        &base_url,
+        "--platform-client-id",
+        TEST_CLIENT_ID,
+        "--platform-client-secret-file",
+        secret.to_str().unwrap(),
+    ];
+    let mut a = Replica::spawn(&database.url, &platform, "error", Stdio::inherit());
+    let mut client = a.client().await;
+    let mut references = BTreeSet::new();
+    for _ in 0..COMPLAINTS {
+        let ticket = client
+            .create_ticket(proto::CreateTicketRequest {
+                r#type: proto::TicketType::Complaint.into(),
+                ..pothole_report()
+            })
+            .await
+            .expect("create a complaint")
+            .into_inner()
+            .ticket
+            .unwrap();
+        references.insert(ticket.reference);
+    }
+    // Once A has claimed pushes and waits for the platform's answers, kill it.
+    let mut a_sync = balagh::grpc::proto::sync_service_client::SyncServiceClient::new(
+        common::connect(a.addr.expect("A runs gRPC")).await,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let leased = loop {
+        let status = a_sync
+            .get_sync_status(proto::GetSyncStatusRequest {})
+            .await
+            .expect("status on A")
+            .into_inner();
+        // Pushes of 32 tickets at once, each held 400 ms by the platform.
+        if status.leased >= 20 {
+            break status.leased;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A did not claim pushes: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    a.child.kill().expect("kill A");
+    a.child.wait().expect("reap A");
+    let delivered_before_b = simulator.state().cases.len();
+    assert!(
+        delivered_before_b < COMPLAINTS,
+        "A died before it pushed everything ({delivered_before_b} delivered)"
+    );
+    let b = Replica::spawn(&database.url, &platform, "error", Stdio::inherit());
+    let mut sync = balagh::grpc::proto::sync_service_client::SyncServiceClient::new(
+        common::connect(b.addr.expect("B runs gRPC")).await,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = sync
+            .get_sync_status(proto::GetSyncStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        assert_eq!(status.dead, 0, "no dead letter: {status:?}");
+        if status.pending == 0 && status.leased == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B did not take the pushes over: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut at_platform = std::collections::BTreeMap::<String, usize>::new();
+    for record in simulator.state().cases {
+        if let Some(reference) = record.case.entity_reference {
+            *at_platform.entry(reference).or_default() += 1;
+        }
+    }
+    let lost = references
+        .iter()
+        .filter(|r| !at_platform.contains_key(*r))
+        .count();
+    let duplicated = at_platform.values().filter(|n| **n > 1).count();
+    let unexpected = at_platform
+        .keys()
+        .filter(|r| !references.contains(*r))
+        .count();
+    eprintln!(
+        "replicas: {COMPLAINTS} complaints, {leased} pushes leased by A and {delivered_before_b} at the platform when A was killed; lost={lost} duplicated={duplicated} unexpected={unexpected}"
+    );
+    assert_eq!((lost, duplicated, unexpected), (0, 0, 0));
+    stop.cancel();
 }
