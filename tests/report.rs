@@ -8,7 +8,7 @@
 //! Runs on SQLite, or on PostgreSQL with `BALAGH_TEST_BACKEND=postgres`. The Chromium test
 //! needs `chromium` on PATH: without it the test says SKIPPED and passes, unless
 //! `BALAGH_REQUIRE_CHROMIUM=1` (set by `.ci/run`), where it fails. With
-//! `BALAGH_REPORT_SCREENSHOT_DIR=DIR` it also keeps its screenshots there.
+//! `BALAGH_REPORT_SCREENSHOT_DIR=DIR` it also keeps its pages and screenshots there.
 
 mod common;
 
@@ -410,6 +410,8 @@ async fn the_report_command_writes_the_page() {
     let clock = ManualClock::new(muscat(2025, 1, 1, 8, 0));
     let db = TestDb::fresh().await;
     build_data_set(&db, &clock).await;
+    // The command runs beside a running server on the same database.
+    let mut app = spawn_app_with(db.clone(), |_| {}, Arc::new(clock.clone())).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("balagh-2026.html");
     let out_text = out.display().to_string();
@@ -457,16 +459,18 @@ async fn the_report_command_writes_the_page() {
     let html = std::fs::read_to_string(&out).expect("the page");
     assert!(html.starts_with("<!DOCTYPE html>\n<html lang=\"en\" dir=\"ltr\">"));
     assert!(!html.contains("<article id=\"ar\""));
+    app.stop().await;
 }
 
-/// Runs the binary with `args`, expecting it to fail with a message holding `expected`
-/// (and no panic); returns the message.
+/// Runs the binary with `args`, expecting it to exit with `code` (2: a bad argument, 1: a
+/// failure) and a message holding `expected` (and no panic); returns the message.
 async fn fails_with<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
     args: &[S],
+    code: i32,
     expected: &str,
 ) -> String {
     let (status, _, stderr) = balagh(args).await;
-    assert!(!status.success(), "balagh {args:?} succeeded");
+    assert_eq!(status.code(), Some(code), "balagh {args:?}: {stderr}");
     assert!(stderr.contains(expected), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
@@ -492,11 +496,12 @@ async fn the_report_command_fails_clearly() {
 
     fails_with(
         &["report", "--year", "1999", "--out", &out],
+        2,
         "the year must be from 2000 to 2100, not 1999",
     )
     .await;
 
-    fails_with(&report(&missing, &out), "no database at").await;
+    fails_with(&report(&missing, &out), 1, "no database at").await;
     assert!(
         !dir.path().join("none.db").exists(),
         "no database is created"
@@ -505,6 +510,7 @@ async fn the_report_command_fails_clearly() {
     let unwritable = dir.path().join("no-such-folder").join("r.html");
     fails_with(
         &report(&missing, &unwritable.display().to_string()),
+        1,
         "cannot write the report to",
     )
     .await;
@@ -512,6 +518,7 @@ async fn the_report_command_fails_clearly() {
     // Nothing listens on port 1.
     let stderr = fails_with(
         &report("postgres://balagh:secret@127.0.0.1:1/balagh", &out),
+        1,
         "cannot open the database postgres://balagh@127.0.0.1:1/balagh",
     )
     .await;
@@ -575,6 +582,7 @@ async fn screenshot(chromium: &Path, page: &Path, work: &Path, name: &str) -> Ve
     if let Some(keep) = std::env::var_os("BALAGH_REPORT_SCREENSHOT_DIR") {
         std::fs::create_dir_all(&keep).expect("screenshot dir");
         std::fs::write(Path::new(&keep).join(format!("{name}.png")), &bytes).expect("keep");
+        std::fs::copy(page, Path::new(&keep).join(format!("{name}.html"))).expect("keep");
     }
     bytes
 }

@@ -74,7 +74,8 @@ caption { text-align: start; font-weight: bold; padding: 4px 0; }
 th, td { padding: 3px 6px; border-bottom: 1px solid var(--rule); text-align: start; vertical-align: top; }
 thead th { background: var(--band); font-weight: bold; border-bottom: 2px solid var(--rule); }
 tfoot th, tfoot td { font-weight: bold; border-top: 2px solid var(--rule); }
-td.num, th.num { text-align: end; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num, th.num { text-align: end; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
 .met { color: #2e6b1f; font-weight: bold; }
 .not-met { color: #a3361b; font-weight: bold; }
 .unknown { color: var(--muted); }
