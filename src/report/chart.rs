@@ -87,8 +87,8 @@ impl Canvas {
         );
     }
 
-    /// The legend on one line from the start, returning its height.
-    fn legend(&mut self, series: &[&Series], y: f64) -> f64 {
+    /// The legend on one line from the start, its text's baseline at `y`.
+    fn legend(&mut self, series: &[&Series], y: f64) {
         let mut x = 8.0;
         for s in series {
             self.swatch(x, y - 10.0, s);
@@ -96,7 +96,6 @@ impl Canvas {
             // No text measurement here: an average glyph is about 7 units wide.
             x += 18.0 + s.label.chars().count() as f64 * 7.0 + 22.0;
         }
-        24.0
     }
 
     fn swatch(&mut self, x: f64, y: f64, s: &Series) {

@@ -68,8 +68,8 @@ pub struct YearFigures {
 }
 
 impl YearFigures {
-    /// The figures of `year` from the facts of the tickets created in it (any order; facts
-    /// outside the year are ignored), standing at `now`.
+    /// The figures of `year` from the facts of the tickets created in it (as
+    /// `Store::ticket_facts` reads them for the year; any order), standing at `now`.
     pub fn compute(
         year: i32,
         facts: &[TicketFacts],
@@ -248,9 +248,14 @@ impl YearlyFigures {
         self.current.year
     }
 
-    /// Whether the year has not ended when the figures were computed.
+    /// Whether the year had begun but not ended when the figures were computed.
     pub fn is_in_progress(&self) -> bool {
-        self.current.as_of < self.current.to
+        self.current.from <= self.current.as_of && self.current.as_of < self.current.to
+    }
+
+    /// Whether the year had not begun when the figures were computed.
+    pub fn is_in_future(&self) -> bool {
+        self.current.as_of < self.current.from
     }
 }
 
@@ -465,8 +470,17 @@ mod tests {
             &KpiTargets::default(),
             &CatalogData::default_catalog().expect("catalog"),
         );
-        assert!(yearly.is_in_progress());
+        assert!(yearly.is_in_progress() && !yearly.is_in_future());
         assert_eq!(yearly.current.all.n_tickets, 0);
+        let ahead = YearFigures::compute(2027, &[], now, &calendar());
+        let yearly = YearlyFigures::assemble(
+            ahead,
+            YearFigures::compute(2026, &[], now, &calendar()),
+            now,
+            &KpiTargets::default(),
+            &CatalogData::default_catalog().expect("catalog"),
+        );
+        assert!(yearly.is_in_future() && !yearly.is_in_progress());
         assert!(yearly.top_categories.is_empty() && yearly.directorates.is_empty());
         assert_eq!(yearly.current.all.first_response_compliance_percent, None);
     }

@@ -211,14 +211,18 @@ impl<'a> Article<'a> {
             escape(&w.compared_with.replace("{year}", &self.previous_year())),
         );
         out.push_str("</header>\n");
-        if f.is_in_progress() {
+        let unfinished = if f.is_in_future() {
+            Some(w.not_begun)
+        } else if f.is_in_progress() {
+            Some(w.in_progress)
+        } else {
+            None
+        };
+        if let Some(notice) = unfinished {
             let _ = writeln!(
                 out,
                 "<p class=\"notice\">{}</p>",
-                escape(
-                    &w.in_progress
-                        .replace("{as_of}", &l.date_time(f.current.as_of))
-                )
+                escape(&notice.replace("{as_of}", &l.date_time(f.current.as_of)))
             );
         }
         if f.current.all.n_tickets == 0 {
@@ -348,11 +352,13 @@ impl<'a> Article<'a> {
                     lines.push(format!("الفئة الأكثر بلاغات: {name} ({n})."));
                 }
                 if !f.targets.is_empty() {
+                    // Counted nouns change form with the number in Arabic: the numbers
+                    // follow their labels instead.
                     lines.push(format!(
-                        "المستهدفات المتحققة على مستوى البلدية: {} من {} قابلة للقياس ({} مستهدفاً معتمداً).",
-                        l.count(met),
+                        "المستهدفات على مستوى البلدية: المعتمدة {}، القابلة للقياس {}، المتحققة {}.",
+                        l.count(f.targets.len() as u64),
                         l.count(known.len() as u64),
-                        l.count(f.targets.len() as u64)
+                        l.count(met)
                     ));
                 }
             }
