@@ -70,6 +70,9 @@ pub struct YearFigures {
 impl YearFigures {
     /// The figures of `year` from the facts of the tickets created in it (as
     /// `Store::ticket_facts` reads them for the year; any order), standing at `now`.
+    ///
+    /// The work is split over two threads: the year and its months on one, the groupings by
+    /// directorate and by category on the other (each pass reads every fact once).
     pub fn compute(
         year: i32,
         facts: &[TicketFacts],
@@ -78,22 +81,20 @@ impl YearFigures {
     ) -> YearFigures {
         let bounds = month_bounds(year);
         let as_of = bounds[12].min(now);
-        let mut buckets: [Vec<&TicketFacts>; 12] = Default::default();
-        let mut scores = [0; 5];
-        for t in facts {
-            if let Some(month) = month_of(&bounds, t.create_time) {
-                buckets[month].push(t);
-            }
-            if let Some(score) = t.satisfaction_score.filter(|s| (1..=5).contains(s)) {
-                scores[usize::from(score) - 1] += 1;
-            }
-        }
-        let months = std::array::from_fn(|m| {
-            KpiFigures::of(buckets[m].iter().copied(), bounds[m + 1].min(now), calendar)
+        let ((all, months, scores), (by_directorate, by_category)) = std::thread::scope(|scope| {
+            let groups = scope.spawn(|| {
+                (
+                    aggregate(facts, KpiGrouping::Directorate, as_of, calendar),
+                    aggregate(facts, KpiGrouping::Category, as_of, calendar),
+                )
+            });
+            let year_and_months = whole_and_months(facts, &bounds, as_of, now, calendar);
+            // A panic in the other thread is a bug in the aggregation: pass it on.
+            let groups = groups
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (year_and_months, groups)
         });
-        let all = aggregate(facts, KpiGrouping::None, as_of, calendar)
-            .remove(ALL_GROUP)
-            .unwrap_or_default();
         YearFigures {
             year,
             from: bounds[0],
@@ -102,10 +103,38 @@ impl YearFigures {
             all,
             months,
             scores,
-            by_directorate: aggregate(facts, KpiGrouping::Directorate, as_of, calendar),
-            by_category: aggregate(facts, KpiGrouping::Category, as_of, calendar),
+            by_directorate,
+            by_category,
         }
     }
+}
+
+/// The figures of the whole year (standing at `as_of`), of each month (standing at its end,
+/// or `now` if sooner), and the spread of satisfaction scores.
+fn whole_and_months(
+    facts: &[TicketFacts],
+    bounds: &[Timestamp; 13],
+    as_of: Timestamp,
+    now: Timestamp,
+    calendar: &BusinessCalendar,
+) -> (KpiFigures, [KpiFigures; 12], [u64; 5]) {
+    let mut buckets: [Vec<&TicketFacts>; 12] = Default::default();
+    let mut scores = [0; 5];
+    for t in facts {
+        if let Some(month) = month_of(bounds, t.create_time) {
+            buckets[month].push(t);
+        }
+        if let Some(score) = t.satisfaction_score.filter(|s| (1..=5).contains(s)) {
+            scores[usize::from(score) - 1] += 1;
+        }
+    }
+    let months = std::array::from_fn(|m| {
+        KpiFigures::of(buckets[m].iter().copied(), bounds[m + 1].min(now), calendar)
+    });
+    // Not grouped: the same figures `aggregate` gives for `KpiGrouping::None`, without a
+    // group key per ticket.
+    let all = KpiFigures::of(facts, as_of, calendar);
+    (all, months, scores)
 }
 
 /// What a directorate or a category is called, in both languages.
@@ -379,6 +408,11 @@ mod tests {
         let current = YearFigures::compute(2026, &facts, now, &calendar());
         let before = YearFigures::compute(2025, &previous, now, &calendar());
         assert_eq!(current.all.n_tickets, 4);
+        assert_eq!(
+            current.all,
+            aggregate(&facts, KpiGrouping::None, current.as_of, &calendar())[ALL_GROUP],
+            "the year's figures are the ungrouped KPIs"
+        );
         let counts: Vec<u64> = current.months.iter().map(|m| m.n_tickets).collect();
         assert_eq!(counts, [2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(

@@ -33,7 +33,7 @@ use anyhow::Context;
 
 use crate::config::{Config, ServeArgs};
 use crate::domain::Timestamp;
-use crate::sla::{SlaError, SlaRuntime};
+use crate::sla::{SlaConfig, SlaError, SlaRuntime};
 use crate::store::{Store, StoreError, open_store};
 use figures::{YearFigures, YearlyFigures, muscat_month_start};
 pub use locale::Lang;
@@ -93,6 +93,8 @@ pub enum ReportError {
     Store(#[from] StoreError),
     #[error("cannot bring the SLA projection up to date")]
     Sla(#[from] SlaError),
+    #[error("the computation was interrupted (the process is stopping)")]
+    Interrupted,
 }
 
 /// Which languages the page holds.
@@ -156,17 +158,46 @@ pub async fn generate(
         },
         store.catalog(),
     )?;
-    let (from, to) = year.previous_period();
-    let facts = store.ticket_facts(from, to).await?;
-    let previous = YearFigures::compute(year.get() - 1, &facts, now, &config.calendar);
-    drop(facts);
-    let (from, to) = year.period();
-    let facts = store.ticket_facts(from, to).await?;
-    let current = YearFigures::compute(year.get(), &facts, now, &config.calendar);
-    drop(facts);
+    let previous =
+        year_figures(store, &config, year.get() - 1, year.previous_period(), now).await?;
+    let current = year_figures(store, &config, year.get(), year.period(), now).await?;
     Ok(YearlyFigures::assemble(
         current, previous, now, &targets, &catalog,
     ))
+}
+
+/// One year's figures: its facts read once, computed off the async runtime, then dropped.
+async fn year_figures(
+    store: &Arc<dyn Store>,
+    config: &Arc<SlaConfig>,
+    year: i32,
+    (from, to): (Timestamp, Timestamp),
+    now: Timestamp,
+) -> Result<YearFigures, ReportError> {
+    let started = std::time::Instant::now();
+    let facts = store.ticket_facts(from, to).await?;
+    let read = started.elapsed();
+    let config = config.clone();
+    let (n_facts, figures) = tokio::task::spawn_blocking(move || {
+        (
+            facts.len(),
+            YearFigures::compute(year, &facts, now, &config.calendar),
+        )
+    })
+    .await
+    .map_err(|e| match e.try_into_panic() {
+        // A panic while computing is a bug: pass it on rather than report a half year.
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(_) => ReportError::Interrupted,
+    })?;
+    tracing::debug!(
+        year,
+        n_facts,
+        read_seconds = read.as_secs_f64(),
+        compute_seconds = (started.elapsed() - read).as_secs_f64(),
+        "report: a year's facts read and computed"
+    );
+    Ok(figures)
 }
 
 /// The whole page for `year`.
