@@ -1018,7 +1018,7 @@ impl<'a> Article<'a> {
         table(
             out,
             &self.id("directorate-targets-table"),
-            &format!("{} — {}", w.directorates_heading, w.target),
+            &w.directorate_targets.replace("{year}", &self.year()),
             &head,
             &rows,
             None,

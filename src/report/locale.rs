@@ -273,6 +273,7 @@ pub struct Words {
     pub categories_intro: &'static str,
     pub directorates_heading: &'static str,
     pub directorates_intro: &'static str,
+    pub directorate_targets: &'static str,
     pub notes_heading: &'static str,
     pub notes: &'static [&'static str],
     pub chart_same_as_table: &'static str,
@@ -371,6 +372,7 @@ pub static AR: Words = Words {
     categories_intro: "الفئات الأكثر بلاغات خلال العام، من بين {n} فئة.",
     directorates_heading: "مقارنة المديريات",
     directorates_intro: "كل مديرية وردت إليها بلاغات في أيٍّ من العامين، بحسب الإسناد الحالي.",
+    directorate_targets: "مستهدفات المديريات لعام {year}",
     notes_heading: "ملاحظات",
     notes: &[
         "الأوقات بساعات العمل الرسمية وفق تقويم البلدية؛ الوسيط والمئين التسعون بطريقة أقرب رتبة.",
@@ -472,6 +474,7 @@ pub static EN: Words = Words {
     categories_intro: "The categories with the most tickets in the year, of {n} with tickets.",
     directorates_heading: "Directorates compared",
     directorates_intro: "Every directorate with tickets in either year, by current assignment.",
+    directorate_targets: "Each directorate's targets for {year}",
     notes_heading: "Notes",
     notes: &[
         "Times are business hours on the municipality's calendar; medians and 90th percentiles are nearest-rank.",
