@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/balagh/v1/sync.proto",
         "proto/balagh/v1/reporting.proto",
         "proto/balagh/v1/quality.proto",
+        "proto/balagh/v1/satisfaction.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

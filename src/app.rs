@@ -27,22 +27,25 @@ use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::quality_service_server::QualityServiceServer;
 use crate::grpc::proto::reporting_service_server::ReportingServiceServer;
+use crate::grpc::proto::satisfaction_service_server::SatisfactionServiceServer;
 use crate::grpc::proto::sla_service_server::SlaServiceServer;
 use crate::grpc::proto::sync_service_server::SyncServiceServer;
 use crate::grpc::quality_service::QualityServiceImpl;
 use crate::grpc::reporting_service::ReportingServiceImpl;
+use crate::grpc::satisfaction_service::SatisfactionServiceImpl;
 use crate::grpc::sla_service::SlaServiceImpl;
 use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
 use crate::grpc::ticket_service::TicketServiceImpl;
 use crate::grpc::watch::ChangeFeed;
 use crate::grpc::watch::route::TicketServiceRoute;
+use crate::leader::LeaderSettings;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::sla::SlaRuntime;
-use crate::store::{Store, open_store};
+use crate::store::{LeaderRole, Store, open_store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The names health reports on: the server as a whole and each service.
-const SERVICE_NAMES: [&str; 7] = [
+const SERVICE_NAMES: [&str; 8] = [
     "",
     "balagh.v1.TicketService",
     "balagh.v1.CatalogService",
@@ -50,6 +53,7 @@ const SERVICE_NAMES: [&str; 7] = [
     "balagh.v1.SlaService",
     "balagh.v1.ReportingService",
     "balagh.v1.QualityService",
+    "balagh.v1.SatisfactionService",
 ];
 
 /// How often expired request ids and change-feed snapshots are dropped.
@@ -135,13 +139,20 @@ impl Application {
                 feed.clone(),
                 watch_settings,
                 metrics.watch_streams_open.clone(),
+                config.satisfaction,
             ),
             limits.max_message_bytes,
         );
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
-        let (sync_runtime, sync_task) =
-            start_sync(&config, store.clone(), clock.clone(), shutdown.clone()).await?;
+        let (sync_runtime, sync_task) = start_sync(
+            &config,
+            store.clone(),
+            clock.clone(),
+            &metrics,
+            shutdown.clone(),
+        )
+        .await?;
         let sync_service =
             SyncServiceServer::new(SyncServiceImpl::new(store.clone(), sync_runtime))
                 .max_decoding_message_size(limits.max_message_bytes);
@@ -152,10 +163,23 @@ impl Application {
                 .max_decoding_message_size(limits.max_message_bytes);
         let quality_service = QualityServiceServer::new(QualityServiceImpl::new(store.clone()))
             .max_decoding_message_size(limits.max_message_bytes);
+        let satisfaction_service = SatisfactionServiceServer::new(SatisfactionServiceImpl::new(
+            store.clone(),
+            clock.clone(),
+            config.satisfaction,
+        ))
+        .max_decoding_message_size(limits.max_message_bytes);
         let sla_task = if config.sla.enabled {
-            tokio::spawn(sla.clone().run_until_stopped(
-                Duration::from_secs(config.sla.sweep_interval_seconds.max(1)),
+            // One replica at a time sweeps: the one that leads the scheduler's role.
+            let interval = Duration::from_secs(config.sla.sweep_interval_seconds.max(1));
+            let sla = sla.clone();
+            tokio::spawn(crate::leader::run_as_leader(
+                store.clone(),
+                LeaderRole::EscalationScheduler,
+                LeaderSettings::default(),
+                metrics.leading(LeaderRole::EscalationScheduler),
                 shutdown.clone(),
+                move |stop| sla.clone().run_until_stopped(interval, stop),
             ))
         } else {
             tokio::spawn(async {})
@@ -229,6 +253,7 @@ impl Application {
             .add_service(sla_service)
             .add_service(reporting_service)
             .add_service(quality_service)
+            .add_service(satisfaction_service)
             .serve_with_incoming_shutdown(
                 // Nagle off on every accepted connection: without it each small response waits
                 // for the client's delayed ACK (about 40 ms). Server::tcp_nodelay does not
@@ -266,6 +291,7 @@ async fn start_sync(
     config: &Config,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Option<SyncRuntime>, tokio::task::JoinHandle<()>)> {
     use crate::config::PlatformMode;
@@ -326,12 +352,24 @@ async fn start_sync(
     let puller = Arc::new(crate::sync::pull::Puller::new(
         client,
         mapping,
-        store,
+        store.clone(),
         clock,
         config.pull.clone(),
     ));
+    // Every replica pushes (outbox leases keep each push on one of them); one at a time
+    // pulls: the one that leads the pull's role.
     let push_task = tokio::spawn(worker.clone().run_until_stopped(shutdown.clone()));
-    let pull_task = tokio::spawn(puller.clone().run_until_stopped(shutdown));
+    let pull_task = tokio::spawn({
+        let puller = puller.clone();
+        crate::leader::run_as_leader(
+            store,
+            LeaderRole::PlatformPull,
+            LeaderSettings::default(),
+            metrics.leading(LeaderRole::PlatformPull),
+            shutdown,
+            move |stop| puller.clone().run_until_stopped(stop),
+        )
+    });
     let task = tokio::spawn(async move {
         for (name, task) in [("push", push_task), ("pull", pull_task)] {
             if let Err(error) = task.await {

@@ -32,6 +32,30 @@ pub struct Config {
     /// How the sync worker reads the platform's change feed.
     pub pull: crate::sync::pull::PullSettings,
     pub sla: SlaSchedulerConfig,
+    /// The satisfaction survey policy, validated.
+    pub satisfaction: crate::domain::satisfaction::SurveyPolicy,
+}
+
+/// The satisfaction survey policy (see docs/satisfaction.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SatisfactionConfig {
+    /// Nobody is asked to rate another ticket within this many days after they were last
+    /// asked (on a call-back or on the national platform), 1 to 3650.
+    pub quiet_period_days: u32,
+    /// Call-backs without an answer after which the call-back list stops proposing a ticket,
+    /// 1 to 10.
+    pub max_call_attempts: u32,
+}
+
+impl Default for SatisfactionConfig {
+    fn default() -> Self {
+        let policy = crate::domain::satisfaction::SurveyPolicy::default();
+        Self {
+            quiet_period_days: policy.quiet_period_days(),
+            max_call_attempts: policy.max_call_attempts(),
+        }
+    }
 }
 
 /// The escalation scheduler.
@@ -202,6 +226,7 @@ pub struct FileConfig {
     pub store: StoreTuning,
     pub watch: WatchConfig,
     pub sla: SlaSchedulerConfig,
+    pub satisfaction: SatisfactionConfig,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -340,6 +365,11 @@ impl Config {
         if file.watch.retention_days < 7 {
             anyhow::bail!("watch.retention_days must be at least 7");
         }
+        let satisfaction = crate::domain::satisfaction::SurveyPolicy::new(
+            file.satisfaction.quiet_period_days,
+            file.satisfaction.max_call_attempts,
+        )
+        .map_err(|v| anyhow::anyhow!("{v}"))?;
         Ok(Self {
             listen,
             admin_listen,
@@ -355,6 +385,7 @@ impl Config {
             platform: platform_mode(args)?,
             pull: crate::sync::pull::PullSettings::default(),
             sla: file.sla,
+            satisfaction,
         })
     }
 
@@ -376,6 +407,7 @@ impl Config {
                 enabled: false,
                 ..SlaSchedulerConfig::default()
             },
+            satisfaction: crate::domain::satisfaction::SurveyPolicy::default(),
         }
     }
 }
@@ -384,4 +416,42 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_of_the_operations_guide_is_accepted() {
+        let guide = include_str!("../docs/operations.md");
+        let example = guide
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml example in docs/operations.md");
+        let file: FileConfig = toml::from_str(example).expect("the example parses");
+        assert_eq!(file.satisfaction.quiet_period_days, 90);
+        assert_eq!(file.satisfaction.max_call_attempts, 3);
+    }
+
+    #[test]
+    fn the_satisfaction_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("balagh.toml");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        std::fs::write(&path, "[satisfaction]\nquiet_period_days = 30\n").expect("write");
+        let config = Config::resolve(&args).expect("valid");
+        assert_eq!(config.satisfaction.quiet_period_days(), 30);
+        assert_eq!(config.satisfaction.max_call_attempts(), 3);
+        std::fs::write(&path, "[satisfaction]\nquiet_period_days = 0\n").expect("write");
+        let error = Config::resolve(&args).expect_err("a quiet period of 0 days");
+        assert!(
+            format!("{error:#}").contains("satisfaction.quiet_period_days"),
+            "{error:#}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod kpi_targets;
+pub mod leader;
 pub mod metrics;
 pub mod platform;
 pub mod quality;

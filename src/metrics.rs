@@ -23,6 +23,11 @@ pub struct RpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
 }
@@ -50,6 +55,8 @@ pub struct Metrics {
     /// Changes of the platform's feed taken in so far, and seconds since a page was applied.
     pub platform_pulled_changes: Gauge,
     pub platform_last_pull_age_seconds: Gauge,
+    /// 1 for each role this replica leads now (see `crate::leader`), 0 otherwise.
+    pub leader: Family<RoleLabels, Gauge>,
     registry: Arc<Registry>,
 }
 
@@ -75,6 +82,7 @@ impl Metrics {
         let outbox_oldest_pending_seconds = Gauge::default();
         let platform_pulled_changes = Gauge::default();
         let platform_last_pull_age_seconds = Gauge::default();
+        let leader = Family::<RoleLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("balagh");
         registry.register(
             "grpc_requests",
@@ -131,6 +139,11 @@ impl Metrics {
             "Seconds since a page of the national platform's feed was last applied (-1: never)",
             platform_last_pull_age_seconds.clone(),
         );
+        registry.register(
+            "leader",
+            "1 when this replica plays the role (escalation_scheduler, platform_pull), else 0",
+            leader.clone(),
+        );
         Self {
             grpc_requests,
             grpc_duration,
@@ -143,6 +156,7 @@ impl Metrics {
             outbox_oldest_pending_seconds,
             platform_pulled_changes,
             platform_last_pull_age_seconds,
+            leader,
             registry: Arc::new(registry),
         }
     }
@@ -154,6 +168,15 @@ impl Metrics {
             tracing::warn!(error = %error, "encoding metrics failed");
         }
         text
+    }
+
+    /// The gauge saying whether this replica leads `role`.
+    pub fn leading(&self, role: crate::store::LeaderRole) -> Gauge {
+        self.leader
+            .get_or_create(&RoleLabels {
+                role: role.as_str(),
+            })
+            .clone()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Staff quality reviews end to end over gRPC: the rubric managed over the API, the sample of
 //! an employee's settled tickets proposed for review (only theirs, only unreviewed, the same
-//! for the same seed), recording reviews, and every refusal, none of which writes anything.
+//! for the same seed), recording reviews, and every refusal, none of which writes anything;
+//! the reviews' scores in the KPIs.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use balagh::domain::{ManualClock, Timestamp};
 use balagh::grpc::proto;
 use balagh::grpc::proto::quality_service_client::QualityServiceClient;
+use balagh::grpc::proto::reporting_service_client::ReportingServiceClient;
 use balagh::grpc::proto::sla_service_client::SlaServiceClient;
 use common::{TestApp, TestDb, create, expect_error, pothole_report, spawn_app_with};
 use tonic::Code;
@@ -520,5 +522,78 @@ async fn the_rubric_is_configurable_with_an_etag_and_audited() {
         changes.iter().map(|c| c.version).collect::<Vec<_>>(),
         [2, 1]
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn quality_scores_count_in_the_kpis_per_reviewed_employee_and_per_group() {
+    let (mut app, clock) = spawn().await;
+    let ids = four_tickets(&mut app, &clock).await;
+    // emp-b: 62.5 (ticket 0) and 100 (ticket 3); emp-a: 0 (ticket 1) and 100 (ticket 0,
+    // which emp-a handled before emp-b holds it now).
+    for (ticket, employee, values) in [
+        (0, "emp-b", [4, 3, 5, 2]),
+        (3, "emp-b", [5, 5, 5, 5]),
+        (1, "emp-a", [1, 1, 1, 1]),
+        (0, "emp-a", [5, 5, 5, 5]),
+    ] {
+        quality(&app)
+            .record_quality_review(review(&ids[ticket], employee, values))
+            .await
+            .expect("review");
+    }
+    let mut reporting = ReportingServiceClient::new(app.channel.clone());
+    let figures = |group_by: proto::KpiGrouping| {
+        let request = proto::GetKpisRequest {
+            query: Some(proto::KpiQuery {
+                from: Some(ts(SUNDAY_8 - HOUR)),
+                to: Some(ts(SUNDAY_8 + 24 * HOUR)),
+                group_by: group_by.into(),
+                ..Default::default()
+            }),
+        };
+        let mut reporting = reporting.clone();
+        async move {
+            let rows = reporting.get_kpis(request).await.unwrap().into_inner().rows;
+            rows.into_iter()
+                .map(|row| {
+                    let f = row.figures.unwrap();
+                    (
+                        row.group,
+                        f.ticket_count,
+                        f.quality_review_count,
+                        f.quality_score_average,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        figures(proto::KpiGrouping::Employee).await,
+        [
+            ("emp-a".to_owned(), 2, 2, Some(50.0)),
+            ("emp-b".to_owned(), 2, 2, Some(81.25)),
+        ],
+        "by the reviewed employee, whoever holds the ticket now"
+    );
+    assert_eq!(
+        figures(proto::KpiGrouping::Directorate).await,
+        [("roads".to_owned(), 4, 4, Some(65.625))]
+    );
+    let csv = reporting
+        .export_kpis_csv(proto::ExportKpisCsvRequest {
+            query: Some(proto::KpiQuery {
+                from: Some(ts(SUNDAY_8 - HOUR)),
+                to: Some(ts(SUNDAY_8 + 24 * HOUR)),
+                group_by: proto::KpiGrouping::None.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .csv;
+    // 65.625 to two decimals, rounded half to even.
+    assert!(csv.lines().nth(1).unwrap().ends_with(",4,65.62"), "{csv}");
     app.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Several `balagh serve` processes on one PostgreSQL database, as in production: reference
-//! numbers stay unique and gap-free, and a watch stream on one replica sees the writes made on
-//! another, in order, with no gap.
+//! numbers stay unique and gap-free, a watch stream on one replica sees the writes made on
+//! another, in order, with no gap, and the escalation scheduler runs on one replica at a time,
+//! moving to another within seconds when its replica is killed.
 //!
 //! Needs `BALAGH_TEST_DATABASE_URL`; without it the tests say they were left out and pass.
 
@@ -26,6 +27,27 @@ struct Replica {
 
 impl Replica {
     fn start(database_url: &str) -> Self {
+        Self::spawn(database_url, "warn", Stdio::inherit())
+    }
+
+    /// A replica whose log lines (its leadership ones included) come through the receiver.
+    fn start_logging(database_url: &str) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let mut replica = Self::spawn(database_url, "warn,balagh::leader=info", Stdio::piped());
+        let stderr = replica.child.stderr.take().expect("stderr");
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                eprintln!("replica: {line}");
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        (replica, received)
+    }
+
+    fn spawn(database_url: &str, rust_log: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_balagh"))
             .args([
                 "serve",
@@ -36,9 +58,10 @@ impl Replica {
                 "--database-url",
                 database_url,
             ])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start balagh");
         let mut line = String::new();
@@ -162,4 +185,55 @@ async fn a_watch_on_one_replica_sees_another_replicas_writes_in_order() {
     // No gap: every event of the log is there (each create appends exactly one event).
     let first = cursors[0];
     assert_eq!(cursors, (first..first + 80).collect::<Vec<_>>());
+}
+
+/// Waits up to `within` for a log line holding every one of `words`.
+fn wait_for_line(
+    log: &std::sync::mpsc::Receiver<String>,
+    words: &[&str],
+    within: Duration,
+) -> Option<String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if words.iter().all(|w| line.contains(w)) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_replica_at_a_time_leads_the_scheduler_and_another_takes_over_when_it_is_killed() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let took = ["took the role", "escalation_scheduler"];
+    let (mut a, a_log) = Replica::start_logging(&database.url);
+    assert!(
+        wait_for_line(&a_log, &took, Duration::from_secs(20)).is_some(),
+        "the first replica leads the scheduler"
+    );
+    let (b, b_log) = Replica::start_logging(&database.url);
+    // B serves, and for several of its tries (every 2 s) does not take the role A holds.
+    b.client().await;
+    assert_eq!(
+        wait_for_line(&b_log, &took, Duration::from_secs(5)),
+        None,
+        "a second leader while the first one lives"
+    );
+    // SIGKILL: no goodbye. PostgreSQL ends A's session and with it the lock.
+    a.child.kill().expect("kill A");
+    a.child.wait().expect("reap A");
+    assert!(
+        wait_for_line(&b_log, &took, Duration::from_secs(20)).is_some(),
+        "B takes the role once A is dead"
+    );
+    // B still serves, and creates work as before.
+    b.client()
+        .await
+        .create_ticket(pothole_report())
+        .await
+        .expect("create on B");
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use balagh::domain::{ManualClock, Timestamp};
 use balagh::grpc::proto;
 use balagh::grpc::proto::catalog_service_client::CatalogServiceClient;
+use balagh::grpc::proto::quality_service_client::QualityServiceClient;
 use balagh::grpc::proto::reporting_service_client::ReportingServiceClient;
 use balagh::grpc::proto::sla_service_client::SlaServiceClient;
 use balagh::report::{Languages, ReportArgs, ReportYear, write_report};
@@ -56,7 +57,7 @@ fn ticket(ticket_type: proto::TicketType, category: &str) -> proto::CreateTicket
 /// |---|---|---|---|---|
 /// | P1 | Sun 5 Jan 2025 08:00 | report, pothole, roads | 30 min, met | 1 h, met |
 /// | P2 | Sun 5 Jan 2025 08:00 | complaint, pothole, roads | 2 h, late | 5 h, met |
-/// | A | Sun 4 Jan 2026 08:00 | report, pothole, roads | 30 min, met | 2 h, met; rated 5 |
+/// | A | Sun 4 Jan 2026 08:00 | report, pothole, roads | 30 min, met | 2 h, met; rated 5; quality 75 |
 /// | B | Sun 4 Jan 2026 08:00 | report, pothole, roads | 2 h, late | 3 h, met; rated 2 |
 /// | C | Sun 4 Jan 2026 08:00 | complaint, pavements, parks (line 2) | 30 min, met | Mon 10:00: 9 h, late |
 /// | D | Sun 1 Mar 2026 08:00 | inquiry, general_inquiry, contact centre | comment at 10 min, met | 20 min, met; rated 4 |
@@ -115,7 +116,16 @@ async fn build_data_set(db: &Arc<TestDb>, clock: &ManualClock) {
     let a = create(&mut app, ticket(Report, "pothole")).await.id;
     let b = create(&mut app, ticket(Report, "pothole")).await.id;
     let c = create(&mut app, ticket(Complaint, "pavements")).await.id;
-    assign(&mut app, &a, "roads", First).await;
+    app.tickets
+        .assign_ticket(proto::AssignTicketRequest {
+            ticket_id: a.clone(),
+            directorate: "roads".into(),
+            assignee: "emp-017".into(),
+            support_line: First.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("assign");
     assign(&mut app, &b, "roads", First).await;
     assign(&mut app, &c, "parks", Second).await;
     clock.set(later(t, 30));
@@ -124,6 +134,24 @@ async fn build_data_set(db: &Arc<TestDb>, clock: &ManualClock) {
     clock.set(later(t, 120));
     start_work(&mut app, &b).await;
     resolve(&mut app, &a).await;
+    // A supervisor reviews emp-017's handling of A: 4 of 5 on every criterion, 75 of 100.
+    let criterion = |code: &str| proto::CriterionScore {
+        criterion: code.into(),
+        score: 4,
+        ..Default::default()
+    };
+    QualityServiceClient::new(app.channel.clone())
+        .record_quality_review(proto::RecordQualityReviewRequest {
+            ticket_id: a.clone(),
+            employee_id: "emp-017".into(),
+            scores: ["accuracy", "completeness", "courtesy", "timeliness"]
+                .map(criterion)
+                .to_vec(),
+            note: String::new(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("quality review");
     clock.set(later(t, 180));
     resolve(&mut app, &b).await;
     // Monday 10:00: seven business hours on Sunday and two on Monday.
@@ -312,6 +340,14 @@ async fn the_yearly_report_holds_the_hand_computed_figures() {
     assert_eq!(
         row(&html, "en-kpi-table", "Backlog"),
         ["1", "0", "—", "—", "", "—"]
+    );
+    assert_eq!(
+        row(&html, "en-kpi-table", "Staff quality reviews"),
+        ["1", "0", "—", "—", "", "—"]
+    );
+    assert_eq!(
+        row(&html, "en-kpi-table", "Staff quality score (of 100)"),
+        ["75.0", "—", "—", "—", "", "—"]
     );
 
     // Satisfaction per month: ratings, average, satisfied, response rate.

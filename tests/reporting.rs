@@ -322,17 +322,17 @@ async fn kpis_of_a_fixed_week_match_the_hand_computed_figures() {
          escalation_count,backlog,backlog_under_1_day,backlog_1_to_3_days,backlog_3_to_10_days,\
          backlog_over_10_days,resolved_count,first_contact_resolution_percent,reopen_percent,\
          transfer_percent,rejection_percent,rated_count,satisfaction_average,satisfied_percent,\
-         rating_response_percent"
+         rating_response_percent,quality_review_count,quality_score_average"
     );
     assert_eq!(
         lines[1],
         "parks,3,2,1,0,0,1.00,1.00,9.00,9.00,100.00,0.00,0,0,0,0,0,0,1,0.00,0.00,33.33,33.33,\
-         1,4.00,100.00,100.00"
+         1,4.00,100.00,100.00,0,"
     );
     assert_eq!(
         lines[2],
         "roads,4,3,1,0,0,0.50,3.00,2.00,5.00,50.00,75.00,1,1,0,0,1,0,3,66.67,33.33,0.00,0.00,\
-         2,3.50,50.00,66.67"
+         2,3.50,50.00,66.67,0,"
     );
     let mut app = app;
     app.stop().await;
@@ -399,10 +399,10 @@ async fn a_year_is_shown_beside_the_year_before() {
     assert_eq!(lines.len(), 2, "{csv}");
     let header: Vec<&str> = lines[0].split(',').collect();
     let cells: Vec<&str> = lines[1].split(',').collect();
-    assert_eq!(header.len(), 53);
-    assert_eq!(cells.len(), 53);
-    assert_eq!(header[27], "previous_year_ticket_count");
-    assert_eq!((cells[0], cells[1], cells[27]), ("all", "7", "1"));
+    assert_eq!(header.len(), 57);
+    assert_eq!(cells.len(), 57);
+    assert_eq!(header[29], "previous_year_ticket_count");
+    assert_eq!((cells[0], cells[1], cells[29]), ("all", "7", "1"));
     app.stop().await;
 }
 

@@ -17,7 +17,8 @@
 //! Architecture invariant: this module is pure; [`TicketFacts::derive`] depends only on its
 //! arguments, so replaying a ticket always yields the same facts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -181,31 +182,86 @@ impl TicketFacts {
     /// Whether the ticket was open at `at`: created before it and not settled by then.
     /// (A ticket settled, reopened and settled again counts from its last settling.)
     pub fn is_open_at(&self, at: Timestamp) -> bool {
+        self.view().is_open_at(at)
+    }
+
+    /// The facts borrowed, as the KPI counts read them.
+    pub fn view(&self) -> FactsView<'_> {
+        FactsView {
+            create_time: self.create_time,
+            ticket_type: self.ticket_type,
+            channel: self.channel,
+            category: self.category.as_str(),
+            directorate: self.directorate.as_ref().map(Code::as_str),
+            outlet: self.outlet.as_ref().map(Code::as_str),
+            wilayat: self.wilayat.as_ref().map(Code::as_str),
+            support_line: self.support_line,
+            assignee: self.assignee.as_ref().map(EmployeeId::as_str),
+            first_response_seconds: self.first_response_seconds,
+            resolution_seconds: self.resolution_seconds,
+            first_response_met: self.first_response_met,
+            resolution_met: self.resolution_met,
+            n_escalations: self.n_escalations,
+            reopened: self.reopened,
+            transferred: self.transferred,
+            rejected: self.rejected,
+            resolved_at_line_1: self.resolved_at_line_1,
+            satisfaction_score: self.satisfaction_score,
+            resolve_time: self.resolve_time,
+            settle_time: self.settle_time,
+        }
+    }
+}
+
+/// What the KPI counts read of one ticket's facts: [`TicketFacts`] less its id and status,
+/// with its text borrowed, so a store counts a row without copying it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FactsView<'a> {
+    pub create_time: Timestamp,
+    pub ticket_type: TicketType,
+    pub channel: Channel,
+    pub category: &'a str,
+    pub directorate: Option<&'a str>,
+    pub outlet: Option<&'a str>,
+    pub wilayat: Option<&'a str>,
+    pub support_line: Option<SupportLine>,
+    pub assignee: Option<&'a str>,
+    pub first_response_seconds: Option<i64>,
+    pub resolution_seconds: Option<i64>,
+    pub first_response_met: Option<bool>,
+    pub resolution_met: Option<bool>,
+    pub n_escalations: u32,
+    pub reopened: bool,
+    pub transferred: bool,
+    pub rejected: bool,
+    pub resolved_at_line_1: bool,
+    pub satisfaction_score: Option<u8>,
+    pub resolve_time: Option<Timestamp>,
+    pub settle_time: Option<Timestamp>,
+}
+
+impl<'a> FactsView<'a> {
+    /// Whether the ticket was open at `at`: created before it and not settled by then.
+    pub fn is_open_at(&self, at: Timestamp) -> bool {
         self.create_time < at && self.settle_time.is_none_or(|t| t > at)
     }
 
-    fn group_key(&self, grouping: KpiGrouping) -> String {
-        fn code(c: &Option<Code>) -> String {
-            c.as_ref()
-                .map(|c| c.as_str().to_owned())
-                .unwrap_or_default()
-        }
+    /// The key of the ticket's group.
+    pub fn group_key(&self, grouping: KpiGrouping) -> &'a str {
         match grouping {
-            KpiGrouping::None => ALL_GROUP.to_owned(),
-            KpiGrouping::Directorate => code(&self.directorate),
-            KpiGrouping::Outlet => code(&self.outlet),
-            KpiGrouping::Category => self.category.as_str().to_owned(),
-            KpiGrouping::Channel => self.channel.as_str().to_owned(),
-            KpiGrouping::Wilayat => code(&self.wilayat),
-            KpiGrouping::SupportLine => self
-                .support_line
-                .map(|l| format!("line_{}", l.number()))
-                .unwrap_or_default(),
-            KpiGrouping::Employee => self
-                .assignee
-                .as_ref()
-                .map(|e| e.as_str().to_owned())
-                .unwrap_or_default(),
+            KpiGrouping::None => ALL_GROUP,
+            KpiGrouping::Directorate => self.directorate.unwrap_or_default(),
+            KpiGrouping::Outlet => self.outlet.unwrap_or_default(),
+            KpiGrouping::Category => self.category,
+            KpiGrouping::Channel => self.channel.as_str(),
+            KpiGrouping::Wilayat => self.wilayat.unwrap_or_default(),
+            KpiGrouping::SupportLine => match self.support_line {
+                None => "",
+                Some(SupportLine::First) => "line_1",
+                Some(SupportLine::Second) => "line_2",
+                Some(SupportLine::Third) => "line_3",
+            },
+            KpiGrouping::Employee => self.assignee.unwrap_or_default(),
         }
     }
 }
@@ -262,6 +318,10 @@ pub struct KpiFigures {
     pub satisfied_percent: Option<f64>,
     /// Rated tickets per resolved ticket.
     pub rating_response_percent: Option<f64>,
+    /// Staff quality reviews of the group's tickets (grouped by employee: of the employee's
+    /// handling), and their average overall score (0 to 100).
+    pub n_quality_reviews: u64,
+    pub quality_score_average: Option<f64>,
 }
 
 /// The `p`th nearest-rank percentile of sorted values.
@@ -290,67 +350,276 @@ impl KpiFigures {
         as_of: Timestamp,
         calendar: &BusinessCalendar,
     ) -> KpiFigures {
-        let mut f = KpiFigures::default();
-        let mut first_responses = Vec::new();
-        let mut resolutions = Vec::new();
-        let (mut fr_known, mut fr_met, mut res_known, mut res_met) = (0, 0, 0, 0);
-        let (mut fcr, mut reopened, mut transferred, mut rejected) = (0, 0, 0, 0);
-        let (mut score_sum, mut satisfied) = (0u64, 0);
+        let mut acc = KpiAccumulator::default();
         for t in facts {
-            f.n_tickets += 1;
-            match t.ticket_type {
-                TicketType::Report => f.n_reports += 1,
-                TicketType::Complaint => f.n_complaints += 1,
-                TicketType::Suggestion => f.n_suggestions += 1,
-                TicketType::Inquiry => f.n_inquiries += 1,
-            }
-            first_responses.extend(t.first_response_seconds);
-            resolutions.extend(t.resolution_seconds);
-            if let Some(met) = t.first_response_met {
-                fr_known += 1;
-                fr_met += u64::from(met);
-            }
-            if let Some(met) = t.resolution_met {
-                res_known += 1;
-                res_met += u64::from(met);
-            }
-            f.n_escalations += u64::from(t.n_escalations);
-            if t.is_open_at(as_of) {
-                f.backlog += 1;
-                let days =
-                    calendar.business_seconds_between(t.create_time, as_of) / WORKING_DAY_SECONDS;
-                let bucket = AGEING_BOUNDS_DAYS.iter().filter(|b| days >= **b).count();
-                f.ageing[bucket] += 1;
-            }
-            if t.resolve_time.is_some() {
-                f.n_resolved += 1;
-                fcr += u64::from(t.resolved_at_line_1);
-                reopened += u64::from(t.reopened);
-            }
-            transferred += u64::from(t.transferred);
-            rejected += u64::from(t.rejected);
-            if let Some(score) = t.satisfaction_score {
-                f.n_rated += 1;
-                score_sum += u64::from(score);
-                satisfied += u64::from(score >= SATISFIED_SCORE);
+            acc.add(&t.view(), as_of, calendar);
+        }
+        acc.finish()
+    }
+}
+
+/// The figures of a group being counted, one ticket at a time: what [`KpiFigures`] is made
+/// of before the rates and percentiles. Accumulators of parts of a group (for example the
+/// halves of a period counted on two threads) [`merge`](Self::merge) into the accumulator
+/// of the whole, with the same result as counting the whole at once.
+#[derive(Debug, Clone, Default)]
+pub struct KpiAccumulator {
+    counts: KpiFigures,
+    first_responses: Vec<i64>,
+    resolutions: Vec<i64>,
+    fr_known: u64,
+    fr_met: u64,
+    res_known: u64,
+    res_met: u64,
+    fcr: u64,
+    reopened: u64,
+    transferred: u64,
+    rejected: u64,
+    score_sum: u64,
+    satisfied: u64,
+    review_score_sum: f64,
+}
+
+impl KpiAccumulator {
+    /// Counts one ticket, with the backlog as it stands at `as_of`.
+    pub fn add(&mut self, t: &FactsView<'_>, as_of: Timestamp, calendar: &BusinessCalendar) {
+        let f = &mut self.counts;
+        f.n_tickets += 1;
+        match t.ticket_type {
+            TicketType::Report => f.n_reports += 1,
+            TicketType::Complaint => f.n_complaints += 1,
+            TicketType::Suggestion => f.n_suggestions += 1,
+            TicketType::Inquiry => f.n_inquiries += 1,
+        }
+        self.first_responses.extend(t.first_response_seconds);
+        self.resolutions.extend(t.resolution_seconds);
+        if let Some(met) = t.first_response_met {
+            self.fr_known += 1;
+            self.fr_met += u64::from(met);
+        }
+        if let Some(met) = t.resolution_met {
+            self.res_known += 1;
+            self.res_met += u64::from(met);
+        }
+        f.n_escalations += u64::from(t.n_escalations);
+        if t.is_open_at(as_of) {
+            f.backlog += 1;
+            let days =
+                calendar.business_seconds_between(t.create_time, as_of) / WORKING_DAY_SECONDS;
+            let bucket = AGEING_BOUNDS_DAYS.iter().filter(|b| days >= **b).count();
+            f.ageing[bucket] += 1;
+        }
+        if t.resolve_time.is_some() {
+            f.n_resolved += 1;
+            self.fcr += u64::from(t.resolved_at_line_1);
+            self.reopened += u64::from(t.reopened);
+        }
+        self.transferred += u64::from(t.transferred);
+        self.rejected += u64::from(t.rejected);
+        if let Some(score) = t.satisfaction_score {
+            f.n_rated += 1;
+            self.score_sum += u64::from(score);
+            self.satisfied += u64::from(score >= SATISFIED_SCORE);
+        }
+    }
+
+    /// Counts a staff quality review with its overall score (0 to 100).
+    pub fn add_review(&mut self, weighted_score: f64) {
+        self.counts.n_quality_reviews += 1;
+        self.review_score_sum += weighted_score;
+    }
+
+    /// Adds the tickets `other` counted.
+    pub fn merge(&mut self, other: KpiAccumulator) {
+        let (f, o) = (&mut self.counts, &other.counts);
+        f.n_tickets += o.n_tickets;
+        f.n_reports += o.n_reports;
+        f.n_complaints += o.n_complaints;
+        f.n_suggestions += o.n_suggestions;
+        f.n_inquiries += o.n_inquiries;
+        f.n_escalations += o.n_escalations;
+        f.backlog += o.backlog;
+        for (mine, theirs) in f.ageing.iter_mut().zip(o.ageing) {
+            *mine += theirs;
+        }
+        f.n_resolved += o.n_resolved;
+        f.n_rated += o.n_rated;
+        f.n_quality_reviews += o.n_quality_reviews;
+        self.review_score_sum += other.review_score_sum;
+        self.first_responses.extend(other.first_responses);
+        self.resolutions.extend(other.resolutions);
+        self.fr_known += other.fr_known;
+        self.fr_met += other.fr_met;
+        self.res_known += other.res_known;
+        self.res_met += other.res_met;
+        self.fcr += other.fcr;
+        self.reopened += other.reopened;
+        self.transferred += other.transferred;
+        self.rejected += other.rejected;
+        self.score_sum += other.score_sum;
+        self.satisfied += other.satisfied;
+    }
+
+    /// The figures: rates, percentiles and averages of what was counted.
+    pub fn finish(mut self) -> KpiFigures {
+        self.first_responses.sort_unstable();
+        self.resolutions.sort_unstable();
+        let mut f = self.counts;
+        f.first_response_hours_median = hours(percentile(&self.first_responses, 50));
+        f.first_response_hours_p90 = hours(percentile(&self.first_responses, 90));
+        f.resolution_hours_median = hours(percentile(&self.resolutions, 50));
+        f.resolution_hours_p90 = hours(percentile(&self.resolutions, 90));
+        f.first_response_compliance_percent = percent(self.fr_met, self.fr_known);
+        f.resolution_compliance_percent = percent(self.res_met, self.res_known);
+        f.first_contact_resolution_percent = percent(self.fcr, f.n_resolved);
+        f.reopen_percent = percent(self.reopened, f.n_resolved);
+        f.transfer_percent = percent(self.transferred, f.n_tickets);
+        f.rejection_percent = percent(self.rejected, f.n_tickets);
+        f.satisfaction_average = (f.n_rated > 0).then(|| self.score_sum as f64 / f.n_rated as f64);
+        f.satisfied_percent = percent(self.satisfied, f.n_rated);
+        f.rating_response_percent = percent(f.n_rated, f.n_resolved);
+        f.quality_score_average =
+            (f.n_quality_reviews > 0).then(|| self.review_score_sum / f.n_quality_reviews as f64);
+        f
+    }
+}
+
+/// Accumulators per group key, filled one ticket at a time: see [`aggregate`].
+#[derive(Debug, Clone)]
+pub struct KpiGroups {
+    grouping: KpiGrouping,
+    as_of: Timestamp,
+    groups: HashMap<String, KpiAccumulator>,
+}
+
+impl KpiGroups {
+    pub fn new(grouping: KpiGrouping, as_of: Timestamp) -> Self {
+        Self {
+            grouping,
+            as_of,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Counts one ticket in its group.
+    pub fn add(&mut self, t: &FactsView<'_>, calendar: &BusinessCalendar) {
+        let as_of = self.as_of;
+        self.group(t.group_key(self.grouping))
+            .add(t, as_of, calendar);
+    }
+
+    /// Counts a quality review of `reviewed`'s handling of the ticket `t`: in the ticket's
+    /// group, or in the reviewed employee's when grouped by employee.
+    pub fn add_review(&mut self, t: &FactsView<'_>, reviewed: &str, weighted_score: f64) {
+        let key = match self.grouping {
+            KpiGrouping::Employee => reviewed,
+            grouping => t.group_key(grouping),
+        };
+        self.group(key).add_review(weighted_score);
+    }
+
+    /// The accumulator of the group `key`: a group's key is copied once, when its first
+    /// ticket is counted, not per ticket.
+    fn group(&mut self, key: &str) -> &mut KpiAccumulator {
+        if !self.groups.contains_key(key) {
+            self.groups
+                .insert(key.to_owned(), KpiAccumulator::default());
+        }
+        self.groups
+            .get_mut(key)
+            .expect("the group was inserted above")
+    }
+
+    /// Adds the groups `other` counted (over the same grouping and `as_of`).
+    pub fn merge(&mut self, other: KpiGroups) {
+        debug_assert_eq!(self.grouping, other.grouping);
+        for (key, acc) in other.groups {
+            match self.groups.get_mut(&key) {
+                Some(mine) => mine.merge(acc),
+                None => {
+                    self.groups.insert(key, acc);
+                }
             }
         }
-        first_responses.sort_unstable();
-        resolutions.sort_unstable();
-        f.first_response_hours_median = hours(percentile(&first_responses, 50));
-        f.first_response_hours_p90 = hours(percentile(&first_responses, 90));
-        f.resolution_hours_median = hours(percentile(&resolutions, 50));
-        f.resolution_hours_p90 = hours(percentile(&resolutions, 90));
-        f.first_response_compliance_percent = percent(fr_met, fr_known);
-        f.resolution_compliance_percent = percent(res_met, res_known);
-        f.first_contact_resolution_percent = percent(fcr, f.n_resolved);
-        f.reopen_percent = percent(reopened, f.n_resolved);
-        f.transfer_percent = percent(transferred, f.n_tickets);
-        f.rejection_percent = percent(rejected, f.n_tickets);
-        f.satisfaction_average = (f.n_rated > 0).then(|| score_sum as f64 / f.n_rated as f64);
-        f.satisfied_percent = percent(satisfied, f.n_rated);
-        f.rating_response_percent = percent(f.n_rated, f.n_resolved);
-        f
+    }
+
+    /// The figures per group key, in key order.
+    pub fn finish(self) -> BTreeMap<String, KpiFigures> {
+        self.groups
+            .into_iter()
+            .map(|(key, acc)| (key, acc.finish()))
+            .collect()
+    }
+}
+
+/// One pass over the facts of a period, counting several groupings at once: what a KPI
+/// query (one grouping) and the yearly report (several) read the facts through. A store
+/// reads a long period in parts at once, each into a [`KpiTally::empty_like`] of the tally,
+/// and [`merge`](KpiTally::merge)s them: the facts are never all held in memory.
+#[derive(Debug, Clone)]
+pub struct KpiTally {
+    sets: Vec<KpiGroups>,
+    calendar: Arc<BusinessCalendar>,
+}
+
+impl KpiTally {
+    /// A tally of `groupings` (in this order), with backlogs as they stand at `as_of`.
+    pub fn new(
+        groupings: &[KpiGrouping],
+        as_of: Timestamp,
+        calendar: Arc<BusinessCalendar>,
+    ) -> Self {
+        Self {
+            sets: groupings
+                .iter()
+                .map(|g| KpiGroups::new(*g, as_of))
+                .collect(),
+            calendar,
+        }
+    }
+
+    /// A tally of the same groupings that has counted nothing yet.
+    pub fn empty_like(&self) -> Self {
+        Self {
+            sets: self
+                .sets
+                .iter()
+                .map(|s| KpiGroups::new(s.grouping, s.as_of))
+                .collect(),
+            calendar: self.calendar.clone(),
+        }
+    }
+
+    /// Counts one ticket in every grouping.
+    pub fn add(&mut self, t: &TicketFacts) {
+        self.add_view(&t.view());
+    }
+
+    /// Counts one ticket, as a store reads it, in every grouping.
+    pub fn add_view(&mut self, t: &FactsView<'_>) {
+        for set in &mut self.sets {
+            set.add(t, &self.calendar);
+        }
+    }
+
+    /// Counts a staff quality review of the ticket `t` in every grouping (see
+    /// [`KpiGroups::add_review`]).
+    pub fn add_review(&mut self, t: &FactsView<'_>, reviewed: &str, weighted_score: f64) {
+        for set in &mut self.sets {
+            set.add_review(t, reviewed, weighted_score);
+        }
+    }
+
+    /// Adds what `other`, a tally of the same groupings, counted.
+    pub fn merge(&mut self, other: KpiTally) {
+        for (mine, theirs) in self.sets.iter_mut().zip(other.sets) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// The figures per group of each grouping, in the order the groupings were given.
+    pub fn finish(self) -> Vec<BTreeMap<String, KpiFigures>> {
+        self.sets.into_iter().map(KpiGroups::finish).collect()
     }
 }
 
@@ -363,14 +632,11 @@ pub fn aggregate(
     as_of: Timestamp,
     calendar: &BusinessCalendar,
 ) -> BTreeMap<String, KpiFigures> {
-    let mut groups: BTreeMap<String, Vec<&TicketFacts>> = BTreeMap::new();
+    let mut groups = KpiGroups::new(grouping, as_of);
     for t in facts {
-        groups.entry(t.group_key(grouping)).or_default().push(t);
+        groups.add(&t.view(), calendar);
     }
-    groups
-        .into_iter()
-        .map(|(key, members)| (key, KpiFigures::of(members, as_of, calendar)))
-        .collect()
+    groups.finish()
 }
 
 /// The same wall-clock time in Muscat one calendar year earlier (29 February becomes the
@@ -766,6 +1032,23 @@ mod tests {
             [""],
             "nobody assigned"
         );
+
+        // Counted in two parts (at every cut) and merged: the same figures as at once, for
+        // several groupings counted in one pass.
+        let groupings = [KpiGrouping::Directorate, KpiGrouping::None];
+        let calendar = Arc::new(calendar());
+        for cut in 0..=facts.len() {
+            let whole = KpiTally::new(&groupings, as_of, calendar.clone());
+            let (mut first, mut second) = (whole.empty_like(), whole.empty_like());
+            facts[..cut].iter().for_each(|t| first.add(t));
+            facts[cut..].iter().for_each(|t| second.add(t));
+            first.merge(second);
+            assert_eq!(
+                first.finish(),
+                [groups.clone(), all.clone()],
+                "cut after {cut} tickets"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub enum TargetKpi {
     SatisfactionAverage,
     SatisfiedPercent,
     RatingResponsePercent,
+    QualityScoreAverage,
 }
 
 /// Whether the actual must reach the target from below or stay under it.
@@ -43,7 +44,7 @@ pub enum Direction {
 }
 
 impl TargetKpi {
-    pub const ALL: [TargetKpi; 10] = [
+    pub const ALL: [TargetKpi; 11] = [
         TargetKpi::FirstResponseCompliancePercent,
         TargetKpi::ResolutionCompliancePercent,
         TargetKpi::FirstResponseHoursMedian,
@@ -54,6 +55,7 @@ impl TargetKpi {
         TargetKpi::SatisfactionAverage,
         TargetKpi::SatisfiedPercent,
         TargetKpi::RatingResponsePercent,
+        TargetKpi::QualityScoreAverage,
     ];
 
     /// The name used in the targets document and the API: the KPI field's name.
@@ -69,6 +71,7 @@ impl TargetKpi {
             TargetKpi::SatisfactionAverage => "satisfaction_average",
             TargetKpi::SatisfiedPercent => "satisfied_percent",
             TargetKpi::RatingResponsePercent => "rating_response_percent",
+            TargetKpi::QualityScoreAverage => "quality_score_average",
         }
     }
 
@@ -110,6 +113,7 @@ impl TargetKpi {
             TargetKpi::SatisfactionAverage => f.satisfaction_average,
             TargetKpi::SatisfiedPercent => f.satisfied_percent,
             TargetKpi::RatingResponsePercent => f.rating_response_percent,
+            TargetKpi::QualityScoreAverage => f.quality_score_average,
         }
     }
 }

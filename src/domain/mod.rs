@@ -10,6 +10,7 @@ pub mod kpi;
 pub mod kpi_targets;
 pub mod lifecycle;
 pub mod quality;
+pub mod satisfaction;
 pub mod sla;
 pub mod sync;
 pub mod text;

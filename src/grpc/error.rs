@@ -12,6 +12,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::FieldViolation;
 use crate::domain::lifecycle::LifecycleError;
+use crate::domain::satisfaction::SurveyRefusal;
 use crate::domain::ticket::etag_of;
 use crate::store::StoreError;
 
@@ -112,6 +113,56 @@ impl From<LifecycleError> for Status {
     }
 }
 
+/// An instant as RFC 3339 in UTC, for error metadata.
+fn rfc3339(t: crate::domain::Timestamp) -> String {
+    chrono::DateTime::from_timestamp_micros(t.as_micros())
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+impl From<SurveyRefusal> for Status {
+    fn from(refusal: SurveyRefusal) -> Self {
+        match refusal {
+            SurveyRefusal::AskedRecently {
+                last_ask_time,
+                last_channel,
+                ask_again_time,
+            } => status(
+                Code::FailedPrecondition,
+                "BENEFICIARY_ASKED_RECENTLY",
+                format!(
+                    "the beneficiary was asked about another ticket within the quiet period; \
+                     they may be asked again from {}",
+                    rfc3339(ask_again_time)
+                ),
+                HashMap::from([
+                    ("ask_again_time".to_owned(), rfc3339(ask_again_time)),
+                    ("last_ask_time".to_owned(), rfc3339(last_ask_time)),
+                    (
+                        "last_ask_channel".to_owned(),
+                        last_channel.as_str().to_owned(),
+                    ),
+                ]),
+                &[],
+            ),
+            SurveyRefusal::Anonymous => status(
+                Code::FailedPrecondition,
+                "BENEFICIARY_ANONYMOUS",
+                "the ticket was filed anonymously: there is nobody to call back",
+                HashMap::new(),
+                &[],
+            ),
+            SurveyRefusal::NoPhone => status(
+                Code::FailedPrecondition,
+                "BENEFICIARY_HAS_NO_PHONE",
+                "the ticket's reporter gave no phone number to call back",
+                HashMap::new(),
+                &[],
+            ),
+        }
+    }
+}
+
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
         match error {
@@ -151,6 +202,7 @@ impl From<StoreError> for Status {
                 HashMap::new(),
                 &[],
             ),
+            StoreError::Survey(refusal) => refusal.into(),
             StoreError::RequestIdReused => status(
                 Code::InvalidArgument,
                 "REQUEST_ID_REUSED",

@@ -15,7 +15,7 @@ use super::convert::{EnumInput, Violations, timestamp_from_proto, timestamp_to_p
 use super::error::{invalid_argument, prefixed};
 use super::proto::{self, reporting_service_server::ReportingService};
 use super::request::{parse_setting_etag, request_key, write_context};
-use crate::domain::kpi::{KpiFigures, KpiGrouping, a_year_before, aggregate};
+use crate::domain::kpi::{KpiFigures, KpiGrouping, KpiTally, a_year_before};
 use crate::domain::kpi_targets::{KpiTargetSpec, KpiTargets, KpiTargetsSpec};
 use crate::domain::{FieldViolation, Timestamp};
 use crate::sla::SlaRuntime;
@@ -148,20 +148,16 @@ impl ReportingServiceImpl {
         query: KpiQuery,
     ) -> Result<(Table, Option<(Timestamp, Timestamp)>), Status> {
         self.sla.follow().await?;
-        let config = self.sla.config();
+        let calendar = Arc::new(self.sla.config().calendar.clone());
         let now = self.sla.now();
         let figures = |from: Timestamp, to: Timestamp| {
             let store = self.store.clone();
-            let config = config.clone();
+            let calendar = calendar.clone();
             async move {
-                let facts = store.ticket_facts(from, to).await?;
                 // The backlog stands at the end of the period, or now if that is sooner.
-                Ok::<_, Status>(aggregate(
-                    &facts,
-                    query.grouping,
-                    to.min(now),
-                    &config.calendar,
-                ))
+                let tally = KpiTally::new(&[query.grouping], to.min(now), calendar);
+                let tally = store.tally_ticket_facts(from, to, tally).await?;
+                Ok::<_, Status>(tally.finish().pop().unwrap_or_default())
             }
         };
         let current = figures(query.from, query.to).await?;
@@ -215,11 +211,13 @@ fn figures_to_proto(f: &KpiFigures) -> proto::KpiFigures {
         satisfaction_average: f.satisfaction_average,
         satisfied_percent: f.satisfied_percent,
         rating_response_percent: f.rating_response_percent,
+        quality_review_count: n(f.n_quality_reviews),
+        quality_score_average: f.quality_score_average,
     }
 }
 
 /// The CSV columns of a figures block, in order.
-const CSV_COLUMNS: [&str; 26] = [
+const CSV_COLUMNS: [&str; 28] = [
     "ticket_count",
     "report_count",
     "complaint_count",
@@ -246,6 +244,8 @@ const CSV_COLUMNS: [&str; 26] = [
     "satisfaction_average",
     "satisfied_percent",
     "rating_response_percent",
+    "quality_review_count",
+    "quality_score_average",
 ];
 
 /// The cells of a figures block, in [`CSV_COLUMNS`] order: counts as integers, other figures
@@ -280,6 +280,8 @@ fn csv_cells(f: &KpiFigures) -> Vec<String> {
         real(f.satisfaction_average),
         real(f.satisfied_percent),
         real(f.rating_response_percent),
+        count(f.n_quality_reviews),
+        real(f.quality_score_average),
     ]
 }
 

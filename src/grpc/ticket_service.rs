@@ -19,6 +19,7 @@ use super::watch::{
 };
 use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
+use crate::domain::satisfaction::SurveyPolicy;
 use crate::domain::sla::EscalationTarget;
 use crate::domain::text::search_words;
 use crate::domain::ticket::{
@@ -44,6 +45,7 @@ pub struct TicketServiceImpl {
     feed: Arc<ChangeFeed>,
     watch_settings: WatchSettings,
     streams_open: prometheus_client::metrics::gauge::Gauge,
+    survey_policy: SurveyPolicy,
 }
 
 impl TicketServiceImpl {
@@ -53,6 +55,7 @@ impl TicketServiceImpl {
         feed: Arc<ChangeFeed>,
         watch_settings: WatchSettings,
         streams_open: prometheus_client::metrics::gauge::Gauge,
+        survey_policy: SurveyPolicy,
     ) -> Self {
         Self {
             store,
@@ -60,6 +63,7 @@ impl TicketServiceImpl {
             feed,
             watch_settings,
             streams_open,
+            survey_policy,
         }
     }
 
@@ -740,21 +744,46 @@ impl TicketService for TicketServiceImpl {
         }))
     }
 
+    /// A call-back's rating: parsed as every lifecycle request, but written with its survey
+    /// ledger entry and under the survey policy (`Store::rate_on_call_back`).
     async fn rate_ticket(
         &self,
         request: Request<proto::RateTicketRequest>,
     ) -> Result<Response<proto::RateTicketResponse>, Status> {
         let now = self.sla.now();
+        let message = request.get_ref();
+        let mut v = Violations::default();
+        let id = v.take(TicketId::parse("ticket_id", &message.ticket_id));
+        let version = v.take(parse_etag("etag", &message.etag));
+        let key = v.take(request_key(
+            proto::RateTicketRequest::OPERATION,
+            &message.request_id,
+            message,
+            |m| m.request_id.clear(),
+        ));
+        let comment = (!message.comment.is_empty()).then_some(message.comment.as_str());
+        let satisfaction = v.take_many(Satisfaction::parse(
+            "",
+            i64::from(message.score),
+            comment,
+            now,
+        ));
+        let (id, version, key, satisfaction) = v
+            .finish(|| Some((id?, version?, key?, satisfaction?)))
+            .map_err(invalid_argument)?;
+        let ctx = write_context(&request, key);
         let (ticket, event) = self
-            .act(request, |r, v| {
-                let comment = (!r.comment.is_empty()).then_some(r.comment.as_str());
-                let satisfaction =
-                    v.take_many(Satisfaction::parse("", i64::from(r.score), comment, now));
-                Some(Action::Rate {
-                    satisfaction: satisfaction?,
-                })
-            })
+            .store
+            .rate_on_call_back(ctx, id, version, satisfaction, self.survey_policy)
             .await?;
+        tracing::info!(
+            ticket_id = %ticket.id,
+            reference = %ticket.reference,
+            operation = proto::RateTicketRequest::OPERATION,
+            status = %ticket.status,
+            cursor = event.cursor,
+            "ticket rated on a call-back"
+        );
         Ok(Response::new(proto::RateTicketResponse {
             ticket: Some(ticket_to_proto(&ticket)),
             event: Some(event_to_proto(&event)),

@@ -1,22 +1,34 @@
-//! The figures of the yearly report, computed in memory from one year's ticket facts and the
-//! year before's: the year's KPIs, per Muscat month, per directorate and per category, the
-//! spread of satisfaction scores, and the KPI targets beside the actuals.
+//! The figures of the yearly report: the year's KPIs, per Muscat month, per directorate and
+//! per category, and the KPI targets beside the actuals; the year before's the same way.
 //!
-//! Nothing here reads the store or the clock: the facts, the moment the figures stand at and
-//! the calendar are handed in, so a test can compute a year by hand. Every figure is the
-//! domain's ([`KpiFigures::of`], [`aggregate`]); this module only buckets the facts (by month)
-//! and names the groups.
+//! A year is counted one Muscat month at a time, each month in a [`KpiTally`] of the
+//! [`GROUPINGS`] (the store counts a month's facts into it as it reads them: each fact is
+//! read once and a year's facts are never all in memory). The months' tallies, merged, are
+//! the year's: exact, since a tally keeps the durations behind the medians and p90s until it
+//! finishes. Every figure is the domain's ([`crate::domain::kpi`]); this module only cuts the
+//! year into months and names the groups.
+//!
+//! Nothing here reads the store or the clock: the tallies (or the facts), the moment the
+//! figures stand at and the calendar are handed in, so a test can compute a year by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::domain::Timestamp;
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::catalog::CatalogData;
-use crate::domain::kpi::{ALL_GROUP, KpiFigures, KpiGrouping, TicketFacts, aggregate};
+use crate::domain::kpi::{ALL_GROUP, KpiFigures, KpiGrouping, KpiTally, TicketFacts};
 use crate::domain::kpi_targets::{KpiTargets, TargetKpi, TargetResult};
 
 /// The categories the report ranks.
 pub const TOP_CATEGORIES: usize = 10;
+
+/// What each month is counted by, in this order: the whole, per directorate, per category.
+pub const GROUPINGS: [KpiGrouping; 3] = [
+    KpiGrouping::None,
+    KpiGrouping::Directorate,
+    KpiGrouping::Category,
+];
 
 /// 1 `month` (1 to 12) of `year`, 00:00 in Muscat. `None` only for years chrono cannot hold.
 pub fn muscat_month_start(year: i32, month: u32) -> Option<Timestamp> {
@@ -40,6 +52,23 @@ fn month_bounds(year: i32) -> [Timestamp; 13] {
     })
 }
 
+/// The Muscat months of `year`, January first, each as `[from, to)`.
+pub fn months_of(year: i32) -> [(Timestamp, Timestamp); 12] {
+    let bounds = month_bounds(year);
+    std::array::from_fn(|m| (bounds[m], bounds[m + 1]))
+}
+
+/// Where a year's figures stand: the year's end, or `now` if sooner.
+pub fn year_as_of(year: i32, now: Timestamp) -> Timestamp {
+    month_bounds(year)[12].min(now)
+}
+
+/// An empty tally of one month of a year whose figures stand at `as_of` (see
+/// [`year_as_of`]).
+pub fn month_tally(as_of: Timestamp, calendar: Arc<BusinessCalendar>) -> KpiTally {
+    KpiTally::new(&GROUPINGS, as_of, calendar)
+}
+
 /// The Muscat month (0 for January) a moment falls in, given the year's [`month_bounds`];
 /// `None` outside the year.
 fn month_of(bounds: &[Timestamp; 13], t: Timestamp) -> Option<usize> {
@@ -59,82 +88,68 @@ pub struct YearFigures {
     /// Where the backlog stands: the end of the year, or the moment of the report if sooner.
     pub as_of: Timestamp,
     pub all: KpiFigures,
-    /// January to December; a month's backlog stands at its end (or at `as_of` if sooner).
+    /// January to December. Their backlogs stand at `as_of` too (the page shows none).
     pub months: [KpiFigures; 12],
-    /// Rated tickets by their latest score, 1 to 5.
-    pub scores: [u64; 5],
     pub by_directorate: BTreeMap<String, KpiFigures>,
     pub by_category: BTreeMap<String, KpiFigures>,
 }
 
 impl YearFigures {
-    /// The figures of `year` from the facts of the tickets created in it (as
-    /// `Store::ticket_facts` reads them for the year; any order), standing at `now`.
-    ///
-    /// The work is split over two threads: the year and its months on one, the groupings by
-    /// directorate and by category on the other (each pass reads every fact once).
-    pub fn compute(
-        year: i32,
-        facts: &[TicketFacts],
-        now: Timestamp,
-        calendar: &BusinessCalendar,
-    ) -> YearFigures {
+    /// The figures of `year` from its months' tallies (January first), each counted into a
+    /// [`month_tally`] at `as_of`.
+    pub fn from_months(year: i32, as_of: Timestamp, months: Vec<KpiTally>) -> YearFigures {
         let bounds = month_bounds(year);
-        let as_of = bounds[12].min(now);
-        let ((all, months, scores), (by_directorate, by_category)) = std::thread::scope(|scope| {
-            let groups = scope.spawn(|| {
-                (
-                    aggregate(facts, KpiGrouping::Directorate, as_of, calendar),
-                    aggregate(facts, KpiGrouping::Category, as_of, calendar),
-                )
-            });
-            let year_and_months = whole_and_months(facts, &bounds, as_of, now, calendar);
-            // A panic in the other thread is a bug in the aggregation: pass it on.
-            let groups = groups
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (year_and_months, groups)
-        });
+        let mut month_figures: Vec<KpiFigures> = Vec::with_capacity(12);
+        let mut whole: Option<KpiTally> = None;
+        for tally in months {
+            let mut sets = tally.clone().finish();
+            month_figures.push(
+                sets.first_mut()
+                    .and_then(|all| all.remove(ALL_GROUP))
+                    .unwrap_or_default(),
+            );
+            match &mut whole {
+                Some(whole) => whole.merge(tally),
+                None => whole = Some(tally),
+            }
+        }
+        month_figures.resize_with(12, KpiFigures::default);
+        let mut sets = whole.map(KpiTally::finish).unwrap_or_default().into_iter();
+        let mut next = || sets.next().unwrap_or_default();
+        let all = next().remove(ALL_GROUP).unwrap_or_default();
+        let (by_directorate, by_category) = (next(), next());
         YearFigures {
             year,
             from: bounds[0],
             to: bounds[12],
             as_of,
             all,
-            months,
-            scores,
+            months: std::array::from_fn(|m| std::mem::take(&mut month_figures[m])),
             by_directorate,
             by_category,
         }
     }
-}
 
-/// The figures of the whole year (standing at `as_of`), of each month (standing at its end,
-/// or `now` if sooner), and the spread of satisfaction scores.
-fn whole_and_months(
-    facts: &[TicketFacts],
-    bounds: &[Timestamp; 13],
-    as_of: Timestamp,
-    now: Timestamp,
-    calendar: &BusinessCalendar,
-) -> (KpiFigures, [KpiFigures; 12], [u64; 5]) {
-    let mut buckets: [Vec<&TicketFacts>; 12] = Default::default();
-    let mut scores = [0; 5];
-    for t in facts {
-        if let Some(month) = month_of(bounds, t.create_time) {
-            buckets[month].push(t);
+    /// The same from facts held in memory (as `Store::ticket_facts` reads them for the
+    /// year, in any order), standing at `now`: each fact counted in its month's tally.
+    pub fn compute(
+        year: i32,
+        facts: &[TicketFacts],
+        now: Timestamp,
+        calendar: Arc<BusinessCalendar>,
+    ) -> YearFigures {
+        let bounds = month_bounds(year);
+        let as_of = year_as_of(year, now);
+        let mut months: Vec<KpiTally> = (0..12)
+            .map(|_| month_tally(as_of, calendar.clone()))
+            .collect();
+        for t in facts {
+            if let Some(month) = month_of(&bounds, t.create_time) {
+                months[month].add(t);
+            }
         }
-        if let Some(score) = t.satisfaction_score.filter(|s| (1..=5).contains(s)) {
-            scores[usize::from(score) - 1] += 1;
-        }
+        YearFigures::from_months(year, as_of, months)
     }
-    let months = std::array::from_fn(|m| {
-        KpiFigures::of(buckets[m].iter().copied(), bounds[m + 1].min(now), calendar)
-    });
-    // Not grouped: the same figures `aggregate` gives for `KpiGrouping::None`, without a
-    // group key per ticket.
-    let all = KpiFigures::of(facts, as_of, calendar);
-    (all, months, scores)
 }
 
 /// What a directorate or a category is called, in both languages.
@@ -308,13 +323,14 @@ mod tests {
     use super::*;
     use crate::domain::calendar::{CalendarSpec, DayHoursSpec};
     use crate::domain::catalog::CatalogData;
+    use crate::domain::kpi::aggregate;
     use crate::domain::kpi_targets::{KpiTargetSpec, KpiTargetsSpec};
     use crate::domain::ticket::{Channel, Status, SupportLine, TicketType};
     use crate::domain::values::{Code, TicketId};
 
     const HOUR: i64 = 3_600_000_000;
 
-    fn calendar() -> BusinessCalendar {
+    fn calendar() -> Arc<BusinessCalendar> {
         let week = ["sunday", "monday", "tuesday", "wednesday", "thursday"]
             .into_iter()
             .map(|day| DayHoursSpec {
@@ -322,13 +338,15 @@ mod tests {
                 hours: vec!["08:00-15:00".to_owned()],
             })
             .collect();
-        BusinessCalendar::parse(CalendarSpec {
-            week,
-            seasons: Vec::new(),
-            recurring_holidays: Vec::new(),
-            holidays: Vec::new(),
-        })
-        .expect("valid calendar")
+        Arc::new(
+            BusinessCalendar::parse(CalendarSpec {
+                week,
+                seasons: Vec::new(),
+                recurring_holidays: Vec::new(),
+                holidays: Vec::new(),
+            })
+            .expect("valid calendar"),
+        )
     }
 
     fn code(text: &str) -> Code {
@@ -405,14 +423,24 @@ mod tests {
         facts[2].resolution_met = None;
         let previous = vec![fact(month(2025, 1), Some("roads"), "waste")];
         let now = month(2027, 2);
-        let current = YearFigures::compute(2026, &facts, now, &calendar());
-        let before = YearFigures::compute(2025, &previous, now, &calendar());
+        let current = YearFigures::compute(2026, &facts, now, calendar());
+        let before = YearFigures::compute(2025, &previous, now, calendar());
         assert_eq!(current.all.n_tickets, 4);
+        // The months' tallies merged are the year's KPIs, as a KPI query counts them.
+        let as_of = current.as_of;
         assert_eq!(
             current.all,
-            aggregate(&facts, KpiGrouping::None, current.as_of, &calendar())[ALL_GROUP],
-            "the year's figures are the ungrouped KPIs"
+            aggregate(&facts, KpiGrouping::None, as_of, &calendar())[ALL_GROUP]
         );
+        assert_eq!(
+            current.by_directorate,
+            aggregate(&facts, KpiGrouping::Directorate, as_of, &calendar())
+        );
+        assert_eq!(
+            current.by_category,
+            aggregate(&facts, KpiGrouping::Category, as_of, &calendar())
+        );
+        assert_eq!(current.all.satisfaction_average, Some(3.5));
         let counts: Vec<u64> = current.months.iter().map(|m| m.n_tickets).collect();
         assert_eq!(counts, [2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(
@@ -422,7 +450,6 @@ mod tests {
         assert_eq!(current.months[1].first_response_compliance_percent, None);
         assert_eq!(current.months[2].backlog, 1);
         assert_eq!(current.all.backlog, 1);
-        assert_eq!(current.scores, [0, 1, 0, 0, 1]);
         assert_eq!(current.as_of, month(2027, 1), "the year is over");
 
         let catalog = CatalogData::default_catalog().expect("catalog");
@@ -495,8 +522,8 @@ mod tests {
     #[test]
     fn report_figures_of_an_empty_year_in_progress() {
         let now = month(2026, 6);
-        let current = YearFigures::compute(2026, &[], now, &calendar());
-        let before = YearFigures::compute(2025, &[], now, &calendar());
+        let current = YearFigures::compute(2026, &[], now, calendar());
+        let before = YearFigures::compute(2025, &[], now, calendar());
         let yearly = YearlyFigures::assemble(
             current,
             before,
@@ -506,10 +533,10 @@ mod tests {
         );
         assert!(yearly.is_in_progress() && !yearly.is_in_future());
         assert_eq!(yearly.current.all.n_tickets, 0);
-        let ahead = YearFigures::compute(2027, &[], now, &calendar());
+        let ahead = YearFigures::compute(2027, &[], now, calendar());
         let yearly = YearlyFigures::assemble(
             ahead,
-            YearFigures::compute(2026, &[], now, &calendar()),
+            YearFigures::compute(2026, &[], now, calendar()),
             now,
             &KpiTargets::default(),
             &CatalogData::default_catalog().expect("catalog"),

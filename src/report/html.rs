@@ -400,13 +400,8 @@ impl<'a> Article<'a> {
                     row.push(Cell::Num(l.figure_change(Unit::of(*kpi), a, b)));
                 }
                 Figure::Other(_, unit, value) => {
-                    let show = |x| match unit {
-                        Unit::Hours => l.hours(x),
-                        Unit::Score => l.score(x),
-                        Unit::Percent => l.percent(x),
-                    };
-                    row.push(Cell::Num(show(value(now))));
-                    row.push(Cell::Num(show(value(before))));
+                    row.push(Cell::Num(l.value(*unit, value(now))));
+                    row.push(Cell::Num(l.value(*unit, value(before))));
                     row.push(Cell::Num(l.figure_change(*unit, value(now), value(before))));
                 }
             }
@@ -650,11 +645,10 @@ impl<'a> Article<'a> {
             w.satisfaction_heading,
             w.satisfaction_intro,
         );
-        let number = self.number_style();
-        // The spread of scores, 5 first, beside the year before's.
-        let scores = HorizontalBars {
-            id: &self.id("scores-chart"),
-            title: &format!("{} — {}", w.satisfaction_heading, w.score),
+        // Each directorate's average rating, beside the year before's.
+        let by_directorate = HorizontalBars {
+            id: &self.id("satisfaction-directorates-chart"),
+            title: &format!("{} {}", w.satisfaction_by_directorate, self.year()),
             desc: w.chart_same_as_table,
             series: vec![
                 Series {
@@ -668,27 +662,29 @@ impl<'a> Article<'a> {
                     faded: true,
                 },
             ],
-            rows: (1..=5u64)
-                .rev()
-                .map(|s| {
-                    let i = s as usize - 1;
+            rows: f
+                .directorates
+                .iter()
+                .filter(|d| d.current.n_rated > 0 || d.previous.n_rated > 0)
+                .map(|d| {
                     (
-                        format!("{} {}", w.score, l.count(s)),
+                        self.group_name(&d.name),
                         vec![
-                            Some(f.current.scores[i] as f64),
-                            Some(f.previous.scores[i] as f64),
+                            d.current.satisfaction_average,
+                            d.previous.satisfaction_average,
                         ],
                     )
                 })
                 .collect(),
-            max: None,
+            max: Some(5.0),
         };
+        let number = |x: f64| l.decimal(x, 2);
         let style = Style {
             rtl: l.is_rtl(),
             number: &number,
             no_data: w.no_data,
         };
-        let svg = chart::horizontal_bars(&scores, &style);
+        let svg = chart::horizontal_bars(&by_directorate, &style);
         let head = vec![
             w.figure.to_owned(),
             self.year(),
@@ -1119,7 +1115,7 @@ impl Figure {
     }
 }
 
-const KPI_ROWS: [Figure; 22] = [
+const KPI_ROWS: [Figure; 24] = [
     Figure::Count(|w| w.tickets, |f| f.n_tickets),
     Figure::Count(|w| w.types[0], |f| f.n_reports),
     Figure::Count(|w| w.types[1], |f| f.n_complaints),
@@ -1146,6 +1142,8 @@ const KPI_ROWS: [Figure; 22] = [
     Figure::Kpi(TargetKpi::SatisfactionAverage),
     Figure::Kpi(TargetKpi::SatisfiedPercent),
     Figure::Kpi(TargetKpi::RatingResponsePercent),
+    Figure::Count(|w| w.quality_reviews, |f| f.n_quality_reviews),
+    Figure::Kpi(TargetKpi::QualityScoreAverage),
 ];
 
 #[cfg(test)]

@@ -128,15 +128,24 @@ impl Lang {
         x.map_or(DASH.to_owned(), |x| self.decimal(x, 2))
     }
 
+    /// A staff quality score on 0 to 100, one decimal; absent: a dash.
+    pub fn quality(self, x: Option<f64>) -> String {
+        x.map_or(DASH.to_owned(), |x| self.decimal(x, 1))
+    }
+
+    /// A figure in its unit.
+    pub fn value(self, unit: Unit, x: Option<f64>) -> String {
+        match unit {
+            Unit::Percent => self.percent(x),
+            Unit::Hours => self.hours(x),
+            Unit::Score => self.score(x),
+            Unit::Quality => self.quality(x),
+        }
+    }
+
     /// A KPI's value in its unit.
     pub fn kpi_value(self, kpi: TargetKpi, x: Option<f64>) -> String {
-        match kpi {
-            TargetKpi::FirstResponseHoursMedian
-            | TargetKpi::ResolutionHoursMedian
-            | TargetKpi::ResolutionHoursP90 => self.hours(x),
-            TargetKpi::SatisfactionAverage => self.score(x),
-            _ => self.percent(x),
-        }
+        self.value(Unit::of(kpi), x)
     }
 
     /// A signed number: `+5.2` / `؜+٥٫٢`, `−3.0` / `؜−٣٫٠`.
@@ -182,6 +191,7 @@ impl Lang {
             Unit::Percent => format!("{} {}", self.signed(now - before, 1), words.points_unit),
             Unit::Hours => format!("{} {}", self.signed(now - before, 1), words.hours_unit),
             Unit::Score => self.signed(now - before, 2),
+            Unit::Quality => self.signed(now - before, 1),
         }
     }
 
@@ -211,22 +221,33 @@ impl Lang {
     }
 }
 
-/// What a figure's change is measured in.
+/// What a figure is measured in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Percent,
+    /// Business hours.
     Hours,
+    /// A satisfaction average, 1 to 5.
     Score,
+    /// A staff quality score, 0 to 100.
+    Quality,
 }
 
 impl Unit {
+    /// No catch-all: a new KPI must choose its unit.
     pub fn of(kpi: TargetKpi) -> Unit {
         match kpi {
             TargetKpi::FirstResponseHoursMedian
             | TargetKpi::ResolutionHoursMedian
             | TargetKpi::ResolutionHoursP90 => Unit::Hours,
             TargetKpi::SatisfactionAverage => Unit::Score,
-            _ => Unit::Percent,
+            TargetKpi::QualityScoreAverage => Unit::Quality,
+            TargetKpi::FirstResponseCompliancePercent
+            | TargetKpi::ResolutionCompliancePercent
+            | TargetKpi::FirstContactResolutionPercent
+            | TargetKpi::ReopenPercent
+            | TargetKpi::SatisfiedPercent
+            | TargetKpi::RatingResponsePercent => Unit::Percent,
         }
     }
 }
@@ -322,6 +343,9 @@ pub struct Words {
     pub satisfaction_average: &'static str,
     pub satisfied_share: &'static str,
     pub rating_response_rate: &'static str,
+    pub quality_reviews: &'static str,
+    pub quality_score: &'static str,
+    pub satisfaction_by_directorate: &'static str,
 }
 
 impl Words {
@@ -346,6 +370,7 @@ impl Words {
             TargetKpi::SatisfactionAverage => self.satisfaction_average,
             TargetKpi::SatisfiedPercent => self.satisfied_share,
             TargetKpi::RatingResponsePercent => self.rating_response_rate,
+            TargetKpi::QualityScoreAverage => self.quality_score,
         }
     }
 }
@@ -367,7 +392,7 @@ pub static AR: Words = Words {
     sla_heading: "الالتزام بمستوى الخدمة شهرياً",
     sla_intro: "نسبة الردود الأولى ونسبة الحلول التي تمت ضمن الوقت المستهدف، من بين ما عُرفت نتيجته.",
     satisfaction_heading: "رضا المستفيدين",
-    satisfaction_intro: "تقييمات المستفيدين من ١ إلى ٥ بعد حل البلاغ؛ الراضون من قيّموا بـ ٤ أو ٥.",
+    satisfaction_intro: "تقييمات المستفيدين من ١ إلى ٥ بعد تسوية البلاغ؛ الراضون من قيّموا بـ ٤ أو ٥.",
     categories_heading: "أكثر عشر فئات",
     categories_intro: "الفئات الأكثر بلاغات خلال العام، من بين {n} فئة.",
     directorates_heading: "مقارنة المديريات",
@@ -450,6 +475,9 @@ pub static AR: Words = Words {
     satisfaction_average: "متوسط الرضا (من ٥)",
     satisfied_share: "نسبة الراضين",
     rating_response_rate: "نسبة الاستجابة للتقييم",
+    quality_reviews: "مراجعات جودة العمل",
+    quality_score: "متوسط درجة جودة العمل (من ١٠٠)",
+    satisfaction_by_directorate: "متوسط الرضا حسب المديرية (من ٥)",
 };
 
 pub static EN: Words = Words {
@@ -541,6 +569,9 @@ pub static EN: Words = Words {
     satisfaction_average: "Satisfaction (of 5)",
     satisfied_share: "Satisfied",
     rating_response_rate: "Rating response rate",
+    quality_reviews: "Staff quality reviews",
+    quality_score: "Staff quality score (of 100)",
+    satisfaction_by_directorate: "Satisfaction by directorate (of 5)",
 };
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! How it fits together:
 //! - [`generate`] opens nothing itself: given a store and the SLA runtime, it brings the SLA
 //!   projection up to date (as `ReportingService` does before it reads, so every change
-//!   committed before the call is counted), reads the year's ticket facts **once** and the
-//!   year before's once, and computes every figure from them in memory
-//!   ([`figures::YearFigures::compute`]); one year's facts are dropped before the other's
-//!   are read, so at most one year is in memory.
+//!   committed before the call is counted), then counts each Muscat month of the year and of
+//!   the year before with `Store::tally_ticket_facts` (each fact read once, counted as it is
+//!   read, never all in memory) and merges the months into the years
+//!   ([`figures::YearFigures::from_months`]).
 //! - [`html::render`] turns the figures into the page; [`chart`] draws its SVG charts and
 //!   [`locale`] writes its words and numbers. The figures know nothing of HTML and the page
 //!   reads nothing from the store.
@@ -33,9 +33,10 @@ use anyhow::Context;
 
 use crate::config::{Config, ServeArgs};
 use crate::domain::Timestamp;
-use crate::sla::{SlaConfig, SlaError, SlaRuntime};
+use crate::domain::calendar::BusinessCalendar;
+use crate::sla::{SlaError, SlaRuntime};
 use crate::store::{Store, StoreError, open_store};
-use figures::{YearFigures, YearlyFigures, muscat_month_start};
+use figures::{YearFigures, YearlyFigures, month_tally, months_of, year_as_of};
 pub use locale::Lang;
 
 /// The years a report can be made for (the same bounds as a KPI query's year).
@@ -57,18 +58,6 @@ impl ReportYear {
 
     pub fn get(self) -> i32 {
         self.0
-    }
-
-    /// 1 January 00:00 in Muscat of this year and of the next.
-    fn period(self) -> (Timestamp, Timestamp) {
-        let start = |year| muscat_month_start(year, 1).unwrap_or(Timestamp::from_micros(0));
-        (start(self.0), start(self.0 + 1))
-    }
-
-    /// The year before's period.
-    fn previous_period(self) -> (Timestamp, Timestamp) {
-        let start = |year| muscat_month_start(year, 1).unwrap_or(Timestamp::from_micros(0));
-        (start(self.0 - 1), start(self.0))
     }
 }
 
@@ -141,14 +130,14 @@ pub struct ReportArgs {
 }
 
 /// The report's figures of `year` as the store holds them now: the projection is brought up
-/// to date first, then each year's facts are read once.
+/// to date first, then each year's facts are counted as they are read, once.
 pub async fn generate(
     store: &Arc<dyn Store>,
     sla: &SlaRuntime,
     year: ReportYear,
 ) -> Result<YearlyFigures, ReportError> {
     sla.follow().await?;
-    let config = sla.config();
+    let calendar = Arc::new(sla.config().calendar.clone());
     let now = sla.now();
     let (targets, catalog) = tokio::try_join!(
         async {
@@ -158,44 +147,44 @@ pub async fn generate(
         },
         store.catalog(),
     )?;
-    let previous =
-        year_figures(store, &config, year.get() - 1, year.previous_period(), now).await?;
-    let current = year_figures(store, &config, year.get(), year.period(), now).await?;
+    let previous = year_figures(store, &calendar, year.get() - 1, now).await?;
+    let current = year_figures(store, &calendar, year.get(), now).await?;
     Ok(YearlyFigures::assemble(
         current, previous, now, &targets, &catalog,
     ))
 }
 
-/// One year's figures: its facts read once, computed off the async runtime, then dropped.
+/// One year's figures: each Muscat month's facts counted into its tally as the store reads
+/// them (one read of each fact), the tallies merged into the year's.
 async fn year_figures(
     store: &Arc<dyn Store>,
-    config: &Arc<SlaConfig>,
+    calendar: &Arc<BusinessCalendar>,
     year: i32,
-    (from, to): (Timestamp, Timestamp),
     now: Timestamp,
 ) -> Result<YearFigures, ReportError> {
     let started = std::time::Instant::now();
-    let facts = store.ticket_facts(from, to).await?;
+    let as_of = year_as_of(year, now);
+    let mut months = Vec::with_capacity(12);
+    for (from, to) in months_of(year) {
+        let tally = month_tally(as_of, calendar.clone());
+        months.push(store.tally_ticket_facts(from, to, tally).await?);
+    }
     let read = started.elapsed();
-    let config = config.clone();
-    let (n_facts, figures) = tokio::task::spawn_blocking(move || {
-        (
-            facts.len(),
-            YearFigures::compute(year, &facts, now, &config.calendar),
-        )
-    })
-    .await
-    .map_err(|e| match e.try_into_panic() {
-        // A panic while computing is a bug: pass it on rather than report a half year.
-        Ok(panic) => std::panic::resume_unwind(panic),
-        Err(_) => ReportError::Interrupted,
-    })?;
+    // Sorting the durations of a busy year takes a while: off the async runtime.
+    let figures =
+        tokio::task::spawn_blocking(move || YearFigures::from_months(year, as_of, months))
+            .await
+            .map_err(|e| match e.try_into_panic() {
+                // A panic while computing is a bug: pass it on rather than report a half year.
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => ReportError::Interrupted,
+            })?;
     tracing::debug!(
         year,
-        n_facts,
+        n_tickets = figures.all.n_tickets,
         read_seconds = read.as_secs_f64(),
-        compute_seconds = (started.elapsed() - read).as_secs_f64(),
-        "report: a year's facts read and computed"
+        finish_seconds = (started.elapsed() - read).as_secs_f64(),
+        "report: a year's facts counted"
     );
     Ok(figures)
 }
@@ -376,12 +365,10 @@ mod tests {
         assert!("2101".parse::<ReportYear>().is_err());
         let message = "twenty".parse::<ReportYear>().expect_err("not a year");
         assert!(message.contains("not a year"), "{message}");
-        let (from, to) = ReportYear::parse(2026).expect("year").period();
-        assert_eq!((from.muscat_year(), to.muscat_year()), (2026, 2027));
-        assert_eq!(
-            ReportYear::parse(2026).expect("year").previous_period().1,
-            from
-        );
+        let months = months_of(2026);
+        assert_eq!(months[0].0.muscat_year(), 2026);
+        assert_eq!(months[11].1.muscat_year(), 2027);
+        assert_eq!(months_of(2025)[11].1, months[0].0, "the years meet");
     }
 
     #[test]

@@ -170,18 +170,18 @@ pub(crate) fn sla_row(
 
 /// The stored columns of a `ticket_facts` row, as both backends read them (flags as
 /// booleans, whatever the backend keeps them as).
-pub(crate) struct FactsColumns {
-    pub ticket_id: String,
+pub(crate) struct FactsColumns<S = String> {
+    pub ticket_id: S,
     pub create_time: i64,
-    pub ticket_type: String,
-    pub channel: String,
-    pub category: String,
-    pub directorate: Option<String>,
-    pub outlet: Option<String>,
-    pub wilayat: Option<String>,
+    pub ticket_type: S,
+    pub channel: S,
+    pub category: S,
+    pub directorate: Option<S>,
+    pub outlet: Option<S>,
+    pub wilayat: Option<S>,
     pub support_line: Option<i64>,
-    pub assignee: Option<String>,
-    pub status: String,
+    pub assignee: Option<S>,
+    pub status: S,
     pub first_response_seconds: Option<i64>,
     pub resolution_seconds: Option<i64>,
     pub first_response_met: Option<bool>,
@@ -226,60 +226,98 @@ impl FactsColumns {
             settle_time: facts.settle_time.map(Timestamp::as_micros),
         }
     }
+}
 
+fn corrupt_facts(what: &str, v: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("ticket facts {what}: {v}"))
+}
+
+impl<S: AsRef<str>> FactsColumns<S> {
     /// The facts these columns hold; stored values that do not parse are corrupt data.
     pub(crate) fn into_facts(self) -> Result<crate::domain::kpi::TicketFacts, StoreError> {
-        use crate::domain::ticket::{Channel, TicketType};
         use crate::domain::values::EmployeeId;
-        let corrupt = |what: &str, v: &dyn std::fmt::Display| {
-            StoreError::Corrupt(format!("ticket facts {what}: {v}"))
-        };
-        let code = |what: &str, c: Option<String>| {
-            c.map(|c| Code::parse(what, &c).map_err(|v| corrupt(what, &v)))
+        let code = |what: &str, c: &Option<S>| {
+            c.as_ref()
+                .map(|c| Code::parse(what, c.as_ref()).map_err(|v| corrupt_facts(what, &v)))
                 .transpose()
         };
+        let view = self.view()?;
         Ok(crate::domain::kpi::TicketFacts {
-            ticket_id: TicketId::parse("ticket_id", &self.ticket_id)
-                .map_err(|v| corrupt("ticket id", &v))?,
+            ticket_id: TicketId::parse("ticket_id", self.ticket_id.as_ref())
+                .map_err(|v| corrupt_facts("ticket id", &v))?,
+            create_time: view.create_time,
+            ticket_type: view.ticket_type,
+            channel: view.channel,
+            category: Code::parse("category", view.category)
+                .map_err(|v| corrupt_facts("category", &v))?,
+            directorate: code("directorate", &self.directorate)?,
+            outlet: code("outlet", &self.outlet)?,
+            wilayat: code("wilayat", &self.wilayat)?,
+            support_line: view.support_line,
+            assignee: view
+                .assignee
+                .map(|a| {
+                    EmployeeId::parse("assignee", a).map_err(|v| corrupt_facts("assignee", &v))
+                })
+                .transpose()?,
+            status: Status::from_str_opt(self.status.as_ref())
+                .ok_or_else(|| corrupt_facts("status", &self.status.as_ref()))?,
+            first_response_seconds: view.first_response_seconds,
+            resolution_seconds: view.resolution_seconds,
+            first_response_met: view.first_response_met,
+            resolution_met: view.resolution_met,
+            n_escalations: view.n_escalations,
+            reopened: view.reopened,
+            transferred: view.transferred,
+            rejected: view.rejected,
+            resolved_at_line_1: view.resolved_at_line_1,
+            satisfaction_score: view.satisfaction_score,
+            resolve_time: view.resolve_time,
+            settle_time: view.settle_time,
+        })
+    }
+
+    /// What the KPI counts read of these columns, borrowed: the codes are taken as stored
+    /// (they were checked when written), the enums and numbers are checked.
+    pub(crate) fn view(&self) -> Result<crate::domain::kpi::FactsView<'_>, StoreError> {
+        use crate::domain::ticket::{Channel, TicketType};
+        fn text<S: AsRef<str>>(c: &Option<S>) -> Option<&str> {
+            c.as_ref().map(AsRef::as_ref)
+        }
+        Ok(crate::domain::kpi::FactsView {
             create_time: Timestamp::from_micros(self.create_time),
-            ticket_type: TicketType::from_str_opt(&self.ticket_type)
-                .ok_or_else(|| corrupt("type", &self.ticket_type))?,
-            channel: Channel::from_str_opt(&self.channel)
-                .ok_or_else(|| corrupt("channel", &self.channel))?,
-            category: Code::parse("category", &self.category)
-                .map_err(|v| corrupt("category", &v))?,
-            directorate: code("directorate", self.directorate)?,
-            outlet: code("outlet", self.outlet)?,
-            wilayat: code("wilayat", self.wilayat)?,
+            ticket_type: TicketType::from_str_opt(self.ticket_type.as_ref())
+                .ok_or_else(|| corrupt_facts("type", &self.ticket_type.as_ref()))?,
+            channel: Channel::from_str_opt(self.channel.as_ref())
+                .ok_or_else(|| corrupt_facts("channel", &self.channel.as_ref()))?,
+            category: self.category.as_ref(),
+            directorate: text(&self.directorate),
+            outlet: text(&self.outlet),
+            wilayat: text(&self.wilayat),
             support_line: self
                 .support_line
                 .map(|n| {
                     u8::try_from(n)
-                        .map_err(|e| corrupt("support line", &e))
+                        .map_err(|e| corrupt_facts("support line", &e))
                         .and_then(|n| {
-                            SupportLine::try_from(n).map_err(|e| corrupt("support line", &e))
+                            SupportLine::try_from(n).map_err(|e| corrupt_facts("support line", &e))
                         })
                 })
                 .transpose()?,
-            assignee: self
-                .assignee
-                .map(|a| EmployeeId::parse("assignee", &a).map_err(|v| corrupt("assignee", &v)))
-                .transpose()?,
-            status: Status::from_str_opt(&self.status)
-                .ok_or_else(|| corrupt("status", &self.status))?,
+            assignee: text(&self.assignee),
             first_response_seconds: self.first_response_seconds,
             resolution_seconds: self.resolution_seconds,
             first_response_met: self.first_response_met,
             resolution_met: self.resolution_met,
             n_escalations: u32::try_from(self.n_escalations)
-                .map_err(|e| corrupt("escalations", &e))?,
+                .map_err(|e| corrupt_facts("escalations", &e))?,
             reopened: self.reopened,
             transferred: self.transferred,
             rejected: self.rejected,
             resolved_at_line_1: self.resolved_at_line_1,
             satisfaction_score: self
                 .satisfaction_score
-                .map(|s| u8::try_from(s).map_err(|e| corrupt("satisfaction", &e)))
+                .map(|s| u8::try_from(s).map_err(|e| corrupt_facts("satisfaction", &e)))
                 .transpose()?,
             resolve_time: self.resolve_time.map(Timestamp::from_micros),
             settle_time: self.settle_time.map(Timestamp::from_micros),

@@ -9,11 +9,15 @@
 //!   unique and written with the ticket.
 //! - Each change runs in its own savepoint: one the registry refuses (an unknown category, a
 //!   move the lifecycle forbids with no fallback) is recorded as refused and rolled back alone.
+//! - A citizen's rating counts as asked by the platform: the survey ledger records it in the
+//!   change's savepoint, also when the ticket no longer takes a rating and the rating is kept
+//!   as a comment instead (the citizen was asked all the same).
 
 use async_trait::async_trait;
 
 use super::{InboundChange, InboundOutcome, StoreError};
 use crate::domain::lifecycle::{Action, LifecycleError};
+use crate::domain::satisfaction::{SurveyChannel, SurveyOutcome};
 use crate::domain::ticket::{NewTicket, Ticket};
 use crate::domain::values::TicketId;
 
@@ -41,8 +45,17 @@ pub(super) trait InboundTx: Send {
         new: NewTicket,
     ) -> Result<Ticket, StoreError>;
 
-    /// Applies a lifecycle action to the ticket, as any other action.
-    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<(), StoreError>;
+    /// Applies a lifecycle action to the ticket, as any other action; the ticket after it.
+    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<Ticket, StoreError>;
+
+    /// Records in the survey ledger that the ticket's beneficiary was asked, at the
+    /// transaction's time.
+    async fn record_survey_request(
+        &mut self,
+        ticket: &Ticket,
+        channel: SurveyChannel,
+        outcome: SurveyOutcome,
+    ) -> Result<(), StoreError>;
 
     /// Records what became of a change.
     async fn record(
@@ -132,24 +145,39 @@ async fn apply_one<T: InboundTx + ?Sized>(
     }
     let acted = match &change.action {
         None => InboundOutcome::Nothing,
-        Some(action) => match tx.act(ticket_id, action.clone()).await {
-            Ok(()) => InboundOutcome::Applied { ticket_id },
-            Err(StoreError::Lifecycle(refused @ LifecycleError::NotAllowed { .. })) => {
-                match &change.fallback {
-                    Some(fallback) => {
-                        tx.act(ticket_id, fallback.clone()).await?;
-                        InboundOutcome::AppliedFallback {
-                            ticket_id,
-                            refused: refused.to_string(),
+        Some(action) => {
+            let (acted, ticket) = match tx.act(ticket_id, action.clone()).await {
+                Ok(ticket) => (InboundOutcome::Applied { ticket_id }, Some(ticket)),
+                Err(StoreError::Lifecycle(refused @ LifecycleError::NotAllowed { .. })) => {
+                    match &change.fallback {
+                        Some(fallback) => {
+                            let ticket = tx.act(ticket_id, fallback.clone()).await?;
+                            let acted = InboundOutcome::AppliedFallback {
+                                ticket_id,
+                                refused: refused.to_string(),
+                            };
+                            (acted, Some(ticket))
+                        }
+                        None => {
+                            let acted = InboundOutcome::Refused {
+                                reason: refused.to_string(),
+                            };
+                            (acted, None)
                         }
                     }
-                    None => InboundOutcome::Refused {
-                        reason: refused.to_string(),
-                    },
                 }
+                Err(other) => return Err(other),
+            };
+            if let (Action::Rate { .. }, Some(ticket)) = (action, ticket) {
+                tx.record_survey_request(
+                    &ticket,
+                    SurveyChannel::NationalPlatform,
+                    SurveyOutcome::Rated,
+                )
+                .await?;
             }
-            Err(other) => return Err(other),
-        },
+            acted
+        }
     };
     Ok(created.unwrap_or(acted))
 }

@@ -8,6 +8,10 @@
 //! - Catalog references (category, wilayat, directorate, outlet, the original of a merge) are
 //!   checked inside the writing transaction, so no ticket ever points at nothing.
 //! - SQL is never built from input: values are always bound.
+//! - A rating (a call-back's or the national platform's) and its survey ledger entry commit
+//!   together; a call-back the survey policy refuses writes nothing. The check and the write
+//!   share the transaction, and write transactions are serialised (one writer on SQLite, the
+//!   advisory lock on PostgreSQL), so two agents never both pass the check for one beneficiary.
 //!
 //! [`SqliteStore`] is the embedded implementation; a PostgreSQL one implements the same trait.
 
@@ -20,15 +24,95 @@ use async_trait::async_trait;
 
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
-use crate::domain::kpi::TicketFacts;
+use crate::domain::kpi::{KpiTally, TicketFacts};
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
 use crate::domain::quality::{NewQualityReview, QualityReview};
+use crate::domain::satisfaction::{
+    CallBackCandidate, CallBackQuery, CallBackRefusal, SurveyPolicy, SurveyRefusal, SurveyRequest,
+    UnratedCallBack,
+};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy};
-use crate::domain::ticket::{Channel, NewTicket, Priority, Ticket, TicketPatch};
+use crate::domain::ticket::{Channel, NewTicket, Priority, Satisfaction, Ticket, TicketPatch};
 use crate::domain::values::{EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
 pub use postgres::{PostgresStore, PostgresStoreOptions};
+
+/// A part of the service one replica at a time plays on a shared database (see
+/// `crate::leader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaderRole {
+    /// The SLA escalation sweep.
+    EscalationScheduler,
+    /// The pull of the national platform's change feed, and the reconcile sweep.
+    PlatformPull,
+}
+
+impl LeaderRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaderRole::EscalationScheduler => "escalation_scheduler",
+            LeaderRole::PlatformPull => "platform_pull",
+        }
+    }
+
+    /// The PostgreSQL advisory lock key of the role: "balagh" in ASCII, then the role's
+    /// number (distinct from the write lock's key).
+    pub fn lock_key(self) -> i64 {
+        let role = match self {
+            LeaderRole::EscalationScheduler => 1,
+            LeaderRole::PlatformPull => 2,
+        };
+        (0x62_61_6c_61_67_68 << 8) | role
+    }
+}
+
+/// A role held by this replica until it is released or lost.
+#[async_trait]
+pub trait LeaderLease: Send {
+    /// Whether this replica still holds the role. On PostgreSQL the role is a session
+    /// advisory lock: held as long as the session that took it is alive, and released by the
+    /// server when the session ends, also when the process is killed.
+    async fn still_held(&mut self) -> bool;
+
+    /// Gives the role up.
+    async fn release(self: Box<Self>);
+}
+
+/// The lease of a store only one process uses (SQLite): the role is always held.
+pub(crate) struct SoleLease;
+
+#[async_trait]
+impl LeaderLease for SoleLease {
+    async fn still_held(&mut self) -> bool {
+        true
+    }
+
+    async fn release(self: Box<Self>) {}
+}
+
+/// How many parts of a period [`Store::tally_ticket_facts`] reads at once: one per core of
+/// the 2-core machines balagh is sized for.
+pub const KPI_READ_PARTS: i64 = 2;
+
+/// `[from, to)` cut into [`KPI_READ_PARTS`] consecutive parts of (nearly) equal length.
+pub(crate) fn kpi_read_parts(from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Timestamp)> {
+    let (start, end) = (from.as_micros(), to.as_micros().max(from.as_micros()));
+    let step = (end - start) / KPI_READ_PARTS;
+    (0..KPI_READ_PARTS)
+        .map(|i| {
+            let part_end = if i + 1 == KPI_READ_PARTS {
+                end
+            } else {
+                start + step * (i + 1)
+            };
+            (
+                Timestamp::from_micros(start + step * i),
+                Timestamp::from_micros(part_end),
+            )
+        })
+        .collect()
+}
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 /// Opens the store a database URL names: `postgres://` or `postgresql://` for PostgreSQL,
@@ -352,6 +436,9 @@ pub enum StoreError {
     /// The employee was already reviewed on this ticket (one review per ticket and employee).
     #[error("the employee was already reviewed on this ticket")]
     QualityReviewExists,
+    /// The survey policy refuses a call-back (see [`crate::domain::satisfaction`]).
+    #[error(transparent)]
+    Survey(#[from] SurveyRefusal),
     #[error("the request id was already used with another request")]
     RequestIdReused,
     #[error("the snapshot would hold more than {max} tickets")]
@@ -367,6 +454,15 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
+}
+
+impl From<CallBackRefusal> for StoreError {
+    fn from(refusal: CallBackRefusal) -> Self {
+        match refusal {
+            CallBackRefusal::Lifecycle(error) => StoreError::Lifecycle(error),
+            CallBackRefusal::Survey(refusal) => StoreError::Survey(refusal),
+        }
+    }
 }
 
 /// The storage every backend implements, with the same behaviour (see the conformance tests).
@@ -587,6 +683,18 @@ pub trait Store: Send + Sync + 'static {
         to: Timestamp,
     ) -> Result<Vec<TicketFacts>, StoreError>;
 
+    /// Takes `role` for this replica when no other replica holds it (`None` when one does).
+    async fn try_lead(&self, role: LeaderRole) -> Result<Option<Box<dyn LeaderLease>>, StoreError>;
+
+    /// Counts the KPI facts of the tickets created in `[from, to)` into `tally` as they are
+    /// read, in [`KPI_READ_PARTS`] parts of the period read at once.
+    async fn tally_ticket_facts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        tally: KpiTally,
+    ) -> Result<KpiTally, StoreError>;
+
     /// Tickets whose next SLA alert is due at `now`, soonest first.
     async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError>;
 
@@ -628,6 +736,56 @@ pub trait Store: Send + Sync + 'static {
         n: u32,
         seed: u64,
     ) -> Result<Vec<Ticket>, StoreError>;
+
+    /// Records a rating given on a contact-centre call-back: the rating itself (as
+    /// [`Store::apply_action`] with [`Action::Rate`] would) and the call-back in the survey
+    /// ledger, in one transaction. Refused, writing nothing, as [`check_call_back`] decides:
+    /// a ticket that is not settled ([`StoreError::Lifecycle`]), a beneficiary asked about
+    /// another ticket within the policy's quiet period ([`StoreError::Survey`]). The ledger
+    /// entry carries the commit's time.
+    ///
+    /// [`Store::apply_action`] with [`Action::Rate`] records a rating without a ledger entry;
+    /// the gRPC API never does that: call-back ratings come here, the national platform's
+    /// through [`Store::apply_platform_changes`], which writes the entry with the rating.
+    ///
+    /// [`check_call_back`]: crate::domain::satisfaction::check_call_back
+    async fn rate_on_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        satisfaction: Satisfaction,
+        policy: SurveyPolicy,
+    ) -> Result<(Ticket, TicketEvent), StoreError>;
+
+    /// Records a contact-centre call-back that brought no rating (the beneficiary declined, or
+    /// nobody answered) in the survey ledger, at the commit's time. Refused, writing nothing,
+    /// for a ticket that is not settled, an anonymous ticket, one without a phone, and a
+    /// beneficiary asked about another ticket within the quiet period.
+    async fn record_unrated_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        outcome: UnratedCallBack,
+        policy: SurveyPolicy,
+    ) -> Result<SurveyRequest, StoreError>;
+
+    /// The survey ledger's entries about one ticket, oldest first, at most `limit`; `None`
+    /// when the ticket does not exist.
+    async fn list_survey_requests(
+        &self,
+        id: TicketId,
+        limit: u32,
+    ) -> Result<Option<Vec<SurveyRequest>>, StoreError>;
+
+    /// The contact centre's call-back list, as
+    /// [`choose_call_backs`](crate::domain::satisfaction::choose_call_backs) makes it from
+    /// the settled, unrated tickets with a phone of the query's period and the ledger entries
+    /// of their beneficiaries.
+    async fn call_back_candidates(
+        &self,
+        query: &CallBackQuery,
+    ) -> Result<Vec<CallBackCandidate>, StoreError>;
 
     /// Forgets request ids recorded before `before`; returns how many.
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError>;

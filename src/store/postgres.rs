@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -36,20 +36,26 @@ use super::common::{
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, ListedQualityReview, ListedTicket,
-    OutboxEntry, OutboxStatus, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
-    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
-    WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
+    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PullState,
+    PushOutcome, QualityReviewQuery, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot, Store,
+    StoreError, StoredSetting, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
-use crate::domain::kpi::TicketFacts;
+use crate::domain::kpi::{KpiTally, TicketFacts};
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
 use crate::domain::quality::{self, NewQualityReview, QualityReview};
+use crate::domain::satisfaction::{
+    self, BeneficiaryKey, CallBackCandidate, CallBackQuery, LastAsk, LedgerEntry, SurveyChannel,
+    SurveyOutcome, SurveyPolicy, SurveyRequest, UnratedCallBack,
+};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
-use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
+use crate::domain::ticket::{
+    Assignment, NewTicket, Priority, Satisfaction, Status, Ticket, TicketPatch,
+};
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{Clock, Timestamp};
 
@@ -113,6 +119,36 @@ async fn listen_for_commits(
     }
 }
 
+/// A role held as a session advisory lock on a connection of its own.
+struct PgLease {
+    conn: PgConnection,
+    key: i64,
+}
+
+/// How long a lease's liveness check may take before the role counts as lost.
+const LEASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[async_trait]
+impl LeaderLease for PgLease {
+    async fn still_held(&mut self) -> bool {
+        // The lock is the session's: the session answering means the lock is still ours.
+        let check = sqlx::query("SELECT 1").execute(&mut self.conn);
+        matches!(
+            tokio::time::timeout(LEASE_CHECK_TIMEOUT, check).await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn release(mut self: Box<Self>) {
+        let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut self.conn);
+        tokio::time::timeout(LEASE_CHECK_TIMEOUT, unlock).await.ok();
+        // Closing the session releases the lock in any case.
+        self.conn.close().await.ok();
+    }
+}
+
 /// The advisory lock every write transaction holds until it commits ("balagh" in ASCII).
 const WRITE_LOCK_KEY: i64 = 0x62_61_6c_61_67_68;
 
@@ -156,6 +192,8 @@ struct Job {
 
 /// The SQLite implementation of [`Store`].
 pub struct PostgresStore {
+    /// How to open a session outside the pools (a leader's lease).
+    connect: PgConnectOptions,
     sync_policy: Arc<SyncPolicy>,
     readers: PgPool,
     commits: watch::Receiver<u64>,
@@ -212,6 +250,7 @@ impl PostgresStore {
             stop_writer.clone(),
         ));
         Ok(Self {
+            connect,
             sync_policy: Arc::new(options.sync_policy),
             readers,
             commits,
@@ -864,6 +903,126 @@ async fn apply_action_tx(
     Ok((next, event))
 }
 
+/// Adds an entry to the survey ledger: the ticket's beneficiary was asked at `now`.
+async fn insert_survey_request(
+    conn: &mut PgConnection,
+    ticket: &Ticket,
+    channel: SurveyChannel,
+    outcome: SurveyOutcome,
+    actor: &str,
+    now: Timestamp,
+) -> Result<SurveyRequest, StoreError> {
+    let beneficiary = BeneficiaryKey::of(&ticket.reporter);
+    sqlx::query(
+        "INSERT INTO survey_requests
+             (ticket_id, beneficiary_hash, ask_time, channel, outcome, actor)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6)",
+    )
+    .bind(ticket.id.to_string())
+    .bind(beneficiary.as_ref().map(|k| k.as_bytes().as_slice()))
+    .bind(now.as_micros())
+    .bind(channel.as_str())
+    .bind(outcome.as_str())
+    .bind(actor)
+    .execute(&mut *conn)
+    .await?;
+    Ok(SurveyRequest {
+        ticket_id: ticket.id,
+        ask_time: now,
+        channel,
+        outcome,
+        actor: actor.to_owned(),
+    })
+}
+
+/// The latest time the ticket's beneficiary was asked about another ticket after `since`.
+async fn last_ask_elsewhere(
+    conn: &mut PgConnection,
+    ticket: &Ticket,
+    since: Timestamp,
+) -> Result<LastAsk, StoreError> {
+    let Some(key) = BeneficiaryKey::of(&ticket.reporter) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT ask_time, channel FROM survey_requests
+         WHERE beneficiary_hash = $1 AND ask_time > $2 AND ticket_id <> $3::uuid
+         ORDER BY ask_time DESC LIMIT 1",
+    )
+    .bind(key.as_bytes().as_slice())
+    .bind(since.as_micros())
+    .bind(ticket.id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let channel: String = row.try_get("channel")?;
+    let channel = SurveyChannel::from_str_opt(&channel)
+        .ok_or_else(|| StoreError::Corrupt(format!("survey channel {channel}")))?;
+    Ok(Some((
+        Timestamp::from_micros(row.try_get("ask_time")?),
+        channel,
+    )))
+}
+
+async fn rate_on_call_back_tx(
+    conn: &mut PgConnection,
+    author: Author,
+    id: TicketId,
+    expected_version: Option<i64>,
+    satisfaction: Satisfaction,
+    policy: SurveyPolicy,
+    now: Timestamp,
+) -> Result<(Ticket, TicketEvent), StoreError> {
+    let (_, current) = load_ticket(conn, id).await?;
+    check_version(&current, expected_version)?;
+    let last = last_ask_elsewhere(conn, &current, policy.quiet_since(now)).await?;
+    satisfaction::check_call_back(&current, true, last, &policy)?;
+    let actor = author.actor.clone();
+    let (ticket, event) = apply_action_tx(
+        conn,
+        author,
+        id,
+        expected_version,
+        Action::Rate { satisfaction },
+        now,
+    )
+    .await?;
+    insert_survey_request(
+        conn,
+        &ticket,
+        SurveyChannel::CallBack,
+        SurveyOutcome::Rated,
+        &actor,
+        now,
+    )
+    .await?;
+    Ok((ticket, event))
+}
+
+async fn record_unrated_call_back_tx(
+    conn: &mut PgConnection,
+    actor: String,
+    id: TicketId,
+    outcome: UnratedCallBack,
+    policy: SurveyPolicy,
+    now: Timestamp,
+) -> Result<SurveyRequest, StoreError> {
+    let (_, ticket) = load_ticket(conn, id).await?;
+    let last = last_ask_elsewhere(conn, &ticket, policy.quiet_since(now)).await?;
+    satisfaction::check_call_back(&ticket, false, last, &policy)?;
+    insert_survey_request(
+        conn,
+        &ticket,
+        SurveyChannel::CallBack,
+        outcome.into(),
+        &actor,
+        now,
+    )
+    .await
+}
+
 /// The inbound rules' statements on the writer's connection.
 struct PgInbound<'c> {
     conn: &'c mut PgConnection,
@@ -934,13 +1093,31 @@ impl InboundTx for PgInbound<'_> {
         Ok(ticket)
     }
 
-    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<(), StoreError> {
+    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<Ticket, StoreError> {
         apply_action_tx(
             self.conn,
             self.author.clone(),
             ticket_id,
             None,
             action,
+            self.now,
+        )
+        .await
+        .map(|(ticket, _)| ticket)
+    }
+
+    async fn record_survey_request(
+        &mut self,
+        ticket: &Ticket,
+        channel: SurveyChannel,
+        outcome: SurveyOutcome,
+    ) -> Result<(), StoreError> {
+        insert_survey_request(
+            self.conn,
+            ticket,
+            channel,
+            outcome,
+            &self.author.actor,
             self.now,
         )
         .await
@@ -1021,6 +1198,43 @@ async fn record_push_outcome_tx(
         }
     };
     Ok(done.rows_affected() == 1)
+}
+
+/// A SELECT of survey ledger rows (the ticket id as text) followed by the given clauses,
+/// assembled from literals at compile time.
+macro_rules! select_ledger_rows {
+    ($clauses:literal) => {
+        concat!(
+            "SELECT seq, ticket_id::text AS ticket_id, beneficiary_hash, ask_time, channel, ",
+            "outcome, actor FROM survey_requests ",
+            $clauses
+        )
+    };
+}
+
+fn ledger_entry_from_row(row: &PgRow) -> Result<LedgerEntry, StoreError> {
+    let ticket_id: String = row.try_get("ticket_id")?;
+    let beneficiary: Option<Vec<u8>> = row.try_get("beneficiary_hash")?;
+    let channel: String = row.try_get("channel")?;
+    let outcome: String = row.try_get("outcome")?;
+    Ok(LedgerEntry {
+        beneficiary: beneficiary
+            .map(|bytes| {
+                BeneficiaryKey::from_bytes(&bytes)
+                    .ok_or_else(|| StoreError::Corrupt("a beneficiary hash is not 32 bytes".into()))
+            })
+            .transpose()?,
+        request: SurveyRequest {
+            ticket_id: TicketId::parse("ticket_id", &ticket_id)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ask_time: Timestamp::from_micros(row.try_get("ask_time")?),
+            channel: SurveyChannel::from_str_opt(&channel)
+                .ok_or_else(|| StoreError::Corrupt(format!("survey channel {channel}")))?,
+            outcome: SurveyOutcome::from_str_opt(&outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("survey outcome {outcome}")))?,
+            actor: row.try_get("actor")?,
+        },
+    })
 }
 
 fn outbox_from_row(row: &PgRow) -> Result<OutboxEntry, StoreError> {
@@ -1991,6 +2205,87 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn try_lead(&self, role: LeaderRole) -> Result<Option<Box<dyn LeaderLease>>, StoreError> {
+        // A session of its own, outside the pools: the lock lives as long as this session.
+        let mut conn = PgConnection::connect_with(&self.connect).await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(role.lock_key())
+            .fetch_one(&mut conn)
+            .await?;
+        if !taken {
+            conn.close().await.ok();
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgLease {
+            conn,
+            key: role.lock_key(),
+        })))
+    }
+
+    async fn tally_ticket_facts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        tally: KpiTally,
+    ) -> Result<KpiTally, StoreError> {
+        // Each part on a task of its own, so the parts are decoded and counted on all cores.
+        let parts = super::kpi_read_parts(from, to)
+            .into_iter()
+            .map(|(from, to)| {
+                let mut part = tally.empty_like();
+                let readers = self.readers.clone();
+                tokio::spawn(async move {
+                    let mut rows = sqlx::query(
+                        "SELECT ticket_id::text AS ticket_id, create_time, ticket_type, channel,
+                     category, directorate, outlet, wilayat, support_line, assignee, status,
+                     first_response_seconds, resolution_seconds, first_response_met,
+                     resolution_met, n_escalations, reopened, transferred, rejected,
+                     resolved_at_line_1, satisfaction_score, resolve_time, settle_time
+                     FROM ticket_facts WHERE create_time >= $1 AND create_time < $2",
+                    )
+                    .bind(from.as_micros())
+                    .bind(to.as_micros())
+                    .fetch(&readers);
+                    while let Some(row) = rows.try_next().await? {
+                        part.add_view(&facts_columns_from_pg(&row)?.view()?);
+                    }
+                    drop(rows);
+                    // The quality reviews of those tickets.
+                    let reviews = sqlx::query(
+                        "SELECT f.ticket_id::text AS ticket_id, f.create_time, f.ticket_type,
+                         f.channel, f.category, f.directorate, f.outlet, f.wilayat,
+                         f.support_line, f.assignee, f.status, f.first_response_seconds,
+                         f.resolution_seconds, f.first_response_met, f.resolution_met,
+                         f.n_escalations, f.reopened, f.transferred, f.rejected,
+                         f.resolved_at_line_1, f.satisfaction_score, f.resolve_time,
+                         f.settle_time, q.employee_id, q.weighted_score
+                         FROM quality_reviews q JOIN ticket_facts f ON f.ticket_id = q.ticket_id
+                         WHERE f.create_time >= $1 AND f.create_time < $2",
+                    )
+                    .bind(from.as_micros())
+                    .bind(to.as_micros())
+                    .fetch_all(&readers)
+                    .await?;
+                    for row in &reviews {
+                        let columns = facts_columns_from_pg(row)?;
+                        let reviewed: &str = row.try_get("employee_id")?;
+                        part.add_review(&columns.view()?, reviewed, row.try_get("weighted_score")?);
+                    }
+                    Ok::<_, StoreError>(part)
+                })
+            })
+            .collect::<Vec<_>>();
+        let mut tally = tally;
+        for part in futures::future::join_all(parts).await {
+            match part {
+                Ok(part) => tally.merge(part?),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => return Err(StoreError::ShuttingDown),
+            }
+        }
+        Ok(tally)
+    }
+
     async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError> {
         let rows = sqlx::query(select_sla_rows!(
             "WHERE next_alert_time IS NOT NULL
@@ -2174,6 +2469,117 @@ impl Store for PostgresStore {
         Ok(quality::choose_sample(seed, settled, n as usize))
     }
 
+    async fn rate_on_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        satisfaction: Satisfaction,
+        policy: SurveyPolicy,
+    ) -> Result<(Ticket, TicketEvent), StoreError> {
+        let author = self.author(ctx.actor);
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(rate_on_call_back_tx(
+                conn,
+                author,
+                id,
+                expected_version,
+                satisfaction,
+                policy,
+                now,
+            ))
+        })
+        .await
+    }
+
+    async fn record_unrated_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        outcome: UnratedCallBack,
+        policy: SurveyPolicy,
+    ) -> Result<SurveyRequest, StoreError> {
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(record_unrated_call_back_tx(
+                conn, ctx.actor, id, outcome, policy, now,
+            ))
+        })
+        .await
+    }
+
+    async fn list_survey_requests(
+        &self,
+        id: TicketId,
+        limit: u32,
+    ) -> Result<Option<Vec<SurveyRequest>>, StoreError> {
+        let exists = sqlx::query("SELECT 1 FROM tickets WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let rows = sqlx::query(select_ledger_rows!(
+            "WHERE ticket_id = $1::uuid ORDER BY seq LIMIT $2"
+        ))
+        .bind(id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| ledger_entry_from_row(row).map(|e| e.request))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    async fn call_back_candidates(
+        &self,
+        query: &CallBackQuery,
+    ) -> Result<Vec<CallBackCandidate>, StoreError> {
+        // A ticket settled at or after `settled_from` was last updated at or after it: the
+        // update time narrows the scan (tickets_update_time), the settle time decides.
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body::text FROM tickets
+             WHERE update_time >= $1 AND status IN ('resolved', 'closed')
+               AND ($2::text IS NULL OR directorate = $2)
+               AND body ->> 'satisfaction' IS NULL
+               AND body -> 'reporter' ->> 'phone' IS NOT NULL",
+        )
+        .bind(query.settled_from.as_micros())
+        .bind(query.directorate.as_ref().map(|d| d.as_str().to_owned()))
+        .fetch_all(&self.readers)
+        .await?;
+        let mut tickets = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let ticket: Ticket = from_json(&body, "ticket")?;
+            if satisfaction::may_be_called_about(&ticket) {
+                tickets.push(ticket);
+            }
+        }
+        let mut keys: Vec<Vec<u8>> = tickets
+            .iter()
+            .filter_map(|t| BeneficiaryKey::of(&t.reporter))
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let ids: Vec<String> = tickets.iter().map(|t| t.id.to_string()).collect();
+        let rows = sqlx::query(select_ledger_rows!(
+            "WHERE (beneficiary_hash = ANY($1) AND ask_time > $2) OR ticket_id = ANY($3::uuid[])"
+        ))
+        .bind(keys)
+        .bind(query.policy.quiet_since(query.now).as_micros())
+        .bind(ids)
+        .fetch_all(&self.readers)
+        .await?;
+        let ledger = rows
+            .iter()
+            .map(ledger_entry_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(satisfaction::choose_call_backs(tickets, &ledger, query))
+    }
+
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.submit(None, move |conn, _now| {
             Box::pin(async move {
@@ -2255,7 +2661,8 @@ async fn save_facts(conn: &mut PgConnection, c: FactsColumns) -> Result<(), Stor
     Ok(())
 }
 
-fn facts_columns_from_pg(row: &PgRow) -> Result<FactsColumns, StoreError> {
+/// A `ticket_facts` row, its text borrowed from the row.
+fn facts_columns_from_pg(row: &PgRow) -> Result<FactsColumns<&str>, StoreError> {
     Ok(FactsColumns {
         ticket_id: row.try_get("ticket_id")?,
         create_time: row.try_get("create_time")?,

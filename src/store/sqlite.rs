@@ -45,20 +45,26 @@ use super::common::{
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, ListedQualityReview, ListedTicket,
-    OutboxEntry, OutboxStatus, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
-    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
-    WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
+    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PullState,
+    PushOutcome, QualityReviewQuery, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot, Store,
+    StoreError, StoredSetting, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
-use crate::domain::kpi::TicketFacts;
+use crate::domain::kpi::{KpiTally, TicketFacts};
 use crate::domain::lifecycle::{
     Action, EventRecord, TicketEvent, apply_action, apply_patch, created_event,
 };
 use crate::domain::quality::{self, NewQualityReview, QualityReview};
+use crate::domain::satisfaction::{
+    self, BeneficiaryKey, CallBackCandidate, CallBackQuery, LastAsk, LedgerEntry, SurveyChannel,
+    SurveyOutcome, SurveyPolicy, SurveyRequest, UnratedCallBack,
+};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
-use crate::domain::ticket::{Assignment, NewTicket, Priority, Status, Ticket, TicketPatch};
+use crate::domain::ticket::{
+    Assignment, NewTicket, Priority, Satisfaction, Status, Ticket, TicketPatch,
+};
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{Clock, Timestamp};
 
@@ -574,31 +580,85 @@ fn save_facts(conn: &Connection, c: &FactsColumns) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn facts_columns(row: &Row<'_>) -> Result<FactsColumns, StoreError> {
+/// Counts the facts of the tickets created in `[from, to)`, and their quality reviews, into
+/// `tally`.
+fn tally_facts(
+    conn: &Connection,
+    from: Timestamp,
+    to: Timestamp,
+    mut tally: KpiTally,
+) -> Result<KpiTally, StoreError> {
+    // Columns by position, in FACTS_COLUMNS order: a name lookup per column and row costs
+    // more than the rest of the read.
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {FACTS_COLUMNS} FROM ticket_facts WHERE create_time >= ?1 AND create_time < ?2"
+    ))?;
+    let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
+    while let Some(row) = rows.next()? {
+        tally.add_view(&facts_columns_at(row)?.view()?);
+    }
+    // The quality reviews of those tickets: few, so the reviews are the outer loop (a CROSS
+    // JOIN keeps them there) and the facts are looked up by ticket.
+    let columns: Vec<String> = FACTS_COLUMNS
+        .split(',')
+        .map(|c| format!("f.{}", c.trim()))
+        .collect();
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {}, q.employee_id, q.weighted_score
+         FROM quality_reviews q CROSS JOIN ticket_facts f ON f.ticket_id = q.ticket_id
+         WHERE f.create_time >= ?1 AND f.create_time < ?2",
+        columns.join(", ")
+    ))?;
+    let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
+    while let Some(row) = rows.next()? {
+        let columns = facts_columns_at(row)?;
+        let reviewed = row.get_ref(23)?.as_str().map_err(rusqlite::Error::from)?;
+        tally.add_review(&columns.view()?, reviewed, row.get(24)?);
+    }
+    Ok(tally)
+}
+
+/// The columns of `ticket_facts` in the order [`facts_columns_at`] reads them.
+const FACTS_COLUMNS: &str = "ticket_id, create_time, ticket_type, channel, category, directorate,
+    outlet, wilayat, support_line, assignee, status, first_response_seconds, resolution_seconds,
+    first_response_met, resolution_met, n_escalations, reopened, transferred, rejected,
+    resolved_at_line_1, satisfaction_score, resolve_time, settle_time";
+
+/// A row of `SELECT {FACTS_COLUMNS}`, its text borrowed from the row.
+fn facts_columns_at<'r>(row: &'r Row<'_>) -> Result<FactsColumns<&'r str>, StoreError> {
+    let text = |i: usize| -> Result<&'r str, StoreError> {
+        Ok(row.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?)
+    };
+    let optional_text = |i: usize| -> Result<Option<&'r str>, StoreError> {
+        Ok(row
+            .get_ref(i)?
+            .as_str_or_null()
+            .map_err(rusqlite::Error::from)?)
+    };
     Ok(FactsColumns {
-        ticket_id: row.get("ticket_id")?,
-        create_time: row.get("create_time")?,
-        ticket_type: row.get("ticket_type")?,
-        channel: row.get("channel")?,
-        category: row.get("category")?,
-        directorate: row.get("directorate")?,
-        outlet: row.get("outlet")?,
-        wilayat: row.get("wilayat")?,
-        support_line: row.get("support_line")?,
-        assignee: row.get("assignee")?,
-        status: row.get("status")?,
-        first_response_seconds: row.get("first_response_seconds")?,
-        resolution_seconds: row.get("resolution_seconds")?,
-        first_response_met: row.get("first_response_met")?,
-        resolution_met: row.get("resolution_met")?,
-        n_escalations: row.get("n_escalations")?,
-        reopened: row.get("reopened")?,
-        transferred: row.get("transferred")?,
-        rejected: row.get("rejected")?,
-        resolved_at_line_1: row.get("resolved_at_line_1")?,
-        satisfaction_score: row.get("satisfaction_score")?,
-        resolve_time: row.get("resolve_time")?,
-        settle_time: row.get("settle_time")?,
+        ticket_id: text(0)?,
+        create_time: row.get(1)?,
+        ticket_type: text(2)?,
+        channel: text(3)?,
+        category: text(4)?,
+        directorate: optional_text(5)?,
+        outlet: optional_text(6)?,
+        wilayat: optional_text(7)?,
+        support_line: row.get(8)?,
+        assignee: optional_text(9)?,
+        status: text(10)?,
+        first_response_seconds: row.get(11)?,
+        resolution_seconds: row.get(12)?,
+        first_response_met: row.get(13)?,
+        resolution_met: row.get(14)?,
+        n_escalations: row.get(15)?,
+        reopened: row.get(16)?,
+        transferred: row.get(17)?,
+        rejected: row.get(18)?,
+        resolved_at_line_1: row.get(19)?,
+        satisfaction_score: row.get(20)?,
+        resolve_time: row.get(21)?,
+        settle_time: row.get(22)?,
     })
 }
 
@@ -1164,13 +1224,30 @@ impl InboundTx for SqliteInbound<'_> {
         Ok(ticket)
     }
 
-    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<(), StoreError> {
+    async fn act(&mut self, ticket_id: TicketId, action: Action) -> Result<Ticket, StoreError> {
         apply_action_tx(
             self.conn.0,
             self.author.clone(),
             ticket_id,
             None,
             action,
+            self.now,
+        )
+        .map(|(ticket, _)| ticket)
+    }
+
+    async fn record_survey_request(
+        &mut self,
+        ticket: &Ticket,
+        channel: SurveyChannel,
+        outcome: SurveyOutcome,
+    ) -> Result<(), StoreError> {
+        insert_survey_request(
+            self.conn.0,
+            ticket,
+            channel,
+            outcome,
+            &self.author.actor,
             self.now,
         )
         .map(drop)
@@ -1354,6 +1431,203 @@ fn record_quality_review_tx(
         to_json(&review)?
     ])?;
     Ok(review)
+}
+
+/// Adds an entry to the survey ledger: the ticket's beneficiary was asked at `now`.
+fn insert_survey_request(
+    conn: &Connection,
+    ticket: &Ticket,
+    channel: SurveyChannel,
+    outcome: SurveyOutcome,
+    actor: &str,
+    now: Timestamp,
+) -> Result<SurveyRequest, StoreError> {
+    let beneficiary = BeneficiaryKey::of(&ticket.reporter);
+    conn.prepare_cached(
+        "INSERT INTO survey_requests
+             (ticket_id, beneficiary_hash, ask_time, channel, outcome, actor)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        ticket.id.to_string(),
+        beneficiary.as_ref().map(|k| k.as_bytes().as_slice()),
+        now.as_micros(),
+        channel.as_str(),
+        outcome.as_str(),
+        actor
+    ])?;
+    Ok(SurveyRequest {
+        ticket_id: ticket.id,
+        ask_time: now,
+        channel,
+        outcome,
+        actor: actor.to_owned(),
+    })
+}
+
+/// The latest time the ticket's beneficiary was asked about another ticket after `since`.
+fn last_ask_elsewhere(
+    conn: &Connection,
+    ticket: &Ticket,
+    since: Timestamp,
+) -> Result<LastAsk, StoreError> {
+    let Some(key) = BeneficiaryKey::of(&ticket.reporter) else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT ask_time, channel FROM survey_requests
+         WHERE beneficiary_hash = ? AND ask_time > ? AND ticket_id <> ?
+         ORDER BY ask_time DESC LIMIT 1",
+    )?;
+    let mut rows = statement.query(params![
+        key.as_bytes().as_slice(),
+        since.as_micros(),
+        ticket.id.to_string()
+    ])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let channel = text(row, "channel")?;
+    let channel = SurveyChannel::from_str_opt(channel)
+        .ok_or_else(|| StoreError::Corrupt(format!("survey channel {channel}")))?;
+    Ok(Some((
+        Timestamp::from_micros(row.get("ask_time")?),
+        channel,
+    )))
+}
+
+fn rate_on_call_back_tx(
+    conn: &Connection,
+    author: Author,
+    id: TicketId,
+    expected_version: Option<i64>,
+    satisfaction: Satisfaction,
+    policy: SurveyPolicy,
+    now: Timestamp,
+) -> Result<(Ticket, TicketEvent), StoreError> {
+    let (_, current) = load_ticket(conn, id)?;
+    check_version(&current, expected_version)?;
+    let last = last_ask_elsewhere(conn, &current, policy.quiet_since(now))?;
+    satisfaction::check_call_back(&current, true, last, &policy)?;
+    let actor = author.actor.clone();
+    let (ticket, event) = apply_action_tx(
+        conn,
+        author,
+        id,
+        expected_version,
+        Action::Rate { satisfaction },
+        now,
+    )?;
+    insert_survey_request(
+        conn,
+        &ticket,
+        SurveyChannel::CallBack,
+        SurveyOutcome::Rated,
+        &actor,
+        now,
+    )?;
+    Ok((ticket, event))
+}
+
+fn record_unrated_call_back_tx(
+    conn: &Connection,
+    actor: &str,
+    id: TicketId,
+    outcome: UnratedCallBack,
+    policy: SurveyPolicy,
+    now: Timestamp,
+) -> Result<SurveyRequest, StoreError> {
+    let (_, ticket) = load_ticket(conn, id)?;
+    let last = last_ask_elsewhere(conn, &ticket, policy.quiet_since(now))?;
+    satisfaction::check_call_back(&ticket, false, last, &policy)?;
+    insert_survey_request(
+        conn,
+        &ticket,
+        SurveyChannel::CallBack,
+        outcome.into(),
+        actor,
+        now,
+    )
+}
+
+/// The columns [`ledger_entry_from_row`] reads.
+const LEDGER_COLUMNS: &str = "seq, ticket_id, beneficiary_hash, ask_time, channel, outcome, actor";
+
+fn ledger_entry_from_row(row: &Row<'_>) -> Result<LedgerEntry, StoreError> {
+    let channel = text(row, "channel")?;
+    let outcome = text(row, "outcome")?;
+    let beneficiary: Option<Vec<u8>> = row.get("beneficiary_hash")?;
+    Ok(LedgerEntry {
+        beneficiary: beneficiary
+            .map(|bytes| {
+                BeneficiaryKey::from_bytes(&bytes)
+                    .ok_or_else(|| StoreError::Corrupt("a beneficiary hash is not 32 bytes".into()))
+            })
+            .transpose()?,
+        request: SurveyRequest {
+            ticket_id: TicketId::parse("ticket_id", text(row, "ticket_id")?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ask_time: Timestamp::from_micros(row.get("ask_time")?),
+            channel: SurveyChannel::from_str_opt(channel)
+                .ok_or_else(|| StoreError::Corrupt(format!("survey channel {channel}")))?,
+            outcome: SurveyOutcome::from_str_opt(outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("survey outcome {outcome}")))?,
+            actor: row.get("actor")?,
+        },
+    })
+}
+
+/// The call-back list (see [`Store::call_back_candidates`]).
+fn call_back_candidates_read(
+    conn: &Connection,
+    query: &CallBackQuery,
+) -> Result<Vec<CallBackCandidate>, StoreError> {
+    // A ticket settled at or after `settled_from` was last updated at or after it: the update
+    // time narrows the scan, the settle time decides. Without statistics (the store runs no
+    // ANALYZE) SQLite would take the status index and walk every settled ticket there ever
+    // was; the window's tickets are few beside them.
+    let tickets: Vec<Ticket> = collect(
+        conn,
+        "SELECT body FROM tickets INDEXED BY tickets_update_time
+         WHERE update_time >= ?1 AND status IN ('resolved', 'closed')
+           AND (?2 IS NULL OR directorate = ?2)
+           AND json_extract(body, '$.satisfaction') IS NULL
+           AND json_extract(body, '$.reporter.phone') IS NOT NULL",
+        params![
+            query.settled_from.as_micros(),
+            query.directorate.as_ref().map(Code::as_str)
+        ],
+        ticket_from_row,
+    )?
+    .into_iter()
+    .filter(satisfaction::may_be_called_about)
+    .collect();
+    let quiet_since = query.policy.quiet_since(query.now).as_micros();
+    let mut ledger = std::collections::BTreeMap::new();
+    let mut keys = std::collections::HashSet::new();
+    let mut by_key = conn.prepare_cached(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM survey_requests
+         WHERE beneficiary_hash = ? AND ask_time > ?"
+    ))?;
+    let mut by_ticket = conn.prepare_cached(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM survey_requests WHERE ticket_id = ?"
+    ))?;
+    for ticket in &tickets {
+        if let Some(key) = BeneficiaryKey::of(&ticket.reporter)
+            && keys.insert(key)
+        {
+            let mut rows = by_key.query(params![key.as_bytes().as_slice(), quiet_since])?;
+            while let Some(row) = rows.next()? {
+                ledger.insert(row.get::<_, i64>("seq")?, ledger_entry_from_row(row)?);
+            }
+        }
+        let mut rows = by_ticket.query([ticket.id.to_string()])?;
+        while let Some(row) = rows.next()? {
+            ledger.insert(row.get::<_, i64>("seq")?, ledger_entry_from_row(row)?);
+        }
+    }
+    let ledger: Vec<LedgerEntry> = ledger.into_values().collect();
+    Ok(satisfaction::choose_call_backs(tickets, &ledger, query))
 }
 
 fn ticket_from_row(row: &Row<'_>) -> Result<Ticket, StoreError> {
@@ -2295,18 +2569,46 @@ impl Store for SqliteStore {
         to: Timestamp,
     ) -> Result<Vec<TicketFacts>, StoreError> {
         self.read_blocking(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT * FROM ticket_facts WHERE create_time >= ?1 AND create_time < ?2
-                 ORDER BY create_time, ticket_id",
-            )?;
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {FACTS_COLUMNS} FROM ticket_facts
+                 WHERE create_time >= ?1 AND create_time < ?2 ORDER BY create_time, ticket_id"
+            ))?;
             let mut rows = statement.query(params![from.as_micros(), to.as_micros()])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
-                out.push(facts_columns(row)?.into_facts()?);
+                out.push(facts_columns_at(row)?.into_facts()?);
             }
             Ok(out)
         })
         .await
+    }
+
+    async fn try_lead(
+        &self,
+        _role: LeaderRole,
+    ) -> Result<Option<Box<dyn LeaderLease>>, StoreError> {
+        // A SQLite file is served by one process: it plays every role.
+        Ok(Some(Box::new(super::SoleLease)))
+    }
+
+    async fn tally_ticket_facts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        tally: KpiTally,
+    ) -> Result<KpiTally, StoreError> {
+        let parts = super::kpi_read_parts(from, to)
+            .into_iter()
+            .map(|(from, to)| {
+                let part = tally.empty_like();
+                self.read_blocking(move |conn| tally_facts(conn, from, to, part))
+            })
+            .collect::<Vec<_>>();
+        let mut tally = tally;
+        for part in futures::future::try_join_all(parts).await? {
+            tally.merge(part);
+        }
+        Ok(tally)
     }
 
     async fn sla_alerts_due(&self, now: Timestamp, limit: u32) -> Result<Vec<SlaRow>, StoreError> {
@@ -2424,6 +2726,77 @@ impl Store for SqliteStore {
             Ok(quality::choose_sample(seed, settled, n as usize))
         })
         .await
+    }
+
+    async fn rate_on_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        expected_version: Option<i64>,
+        satisfaction: Satisfaction,
+        policy: SurveyPolicy,
+    ) -> Result<(Ticket, TicketEvent), StoreError> {
+        let author = self.author(ctx.actor);
+        self.submit(ctx.request, move |conn, now| {
+            rate_on_call_back_tx(
+                conn,
+                author,
+                id,
+                expected_version,
+                satisfaction,
+                policy,
+                now,
+            )
+        })
+        .await
+    }
+
+    async fn record_unrated_call_back(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        outcome: UnratedCallBack,
+        policy: SurveyPolicy,
+    ) -> Result<SurveyRequest, StoreError> {
+        self.submit(ctx.request, move |conn, now| {
+            record_unrated_call_back_tx(conn, &ctx.actor, id, outcome, policy, now)
+        })
+        .await
+    }
+
+    async fn list_survey_requests(
+        &self,
+        id: TicketId,
+        limit: u32,
+    ) -> Result<Option<Vec<SurveyRequest>>, StoreError> {
+        self.read(move |conn| {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM tickets WHERE id = ?")?
+                .exists([id.to_string()])?;
+            if !exists {
+                return Ok(None);
+            }
+            let entries = collect(
+                conn,
+                &format!(
+                    "SELECT {LEDGER_COLUMNS} FROM survey_requests
+                     WHERE ticket_id = ? ORDER BY seq LIMIT ?"
+                ),
+                params![id.to_string(), i64::from(limit)],
+                ledger_entry_from_row,
+            )?;
+            Ok(Some(entries.into_iter().map(|e| e.request).collect()))
+        })
+        .await
+    }
+
+    async fn call_back_candidates(
+        &self,
+        query: &CallBackQuery,
+    ) -> Result<Vec<CallBackCandidate>, StoreError> {
+        let query = query.clone();
+        self.read_blocking(move |conn| call_back_candidates_read(conn, &query))
+            .await
     }
 
     async fn purge_request_records(&self, before: Timestamp) -> Result<u64, StoreError> {

@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use balagh::domain::calendar::BusinessCalendar;
+use balagh::domain::kpi::{KpiGrouping, KpiTally, aggregate};
 use balagh::domain::lifecycle::Action;
 use balagh::domain::sync::OutboxState;
 use balagh::domain::ticket::{
@@ -1164,6 +1166,42 @@ pub async fn ticket_facts_are_replaced_per_ticket_and_read_by_creation_period(h:
         read(0, 1000).await.unwrap(),
         [full(0, 100), full(1, 200), bare(2, 300)]
     );
+
+    // Counted as read, in parts of the period: the same figures as the facts aggregated at
+    // once, for every grouping of the tally, and the period's bounds kept across the parts
+    // ([100, 300) is read as [100, 200) and [200, 300)).
+    let calendar = Arc::new(BusinessCalendar::muscat_default());
+    let as_of = Timestamp::from_micros(1000);
+    let groupings = [
+        KpiGrouping::None,
+        KpiGrouping::Directorate,
+        KpiGrouping::Channel,
+    ];
+    for (from, to) in [
+        (0, 1000),
+        (100, 300),
+        (101, 300),
+        (0, 101),
+        (300, 301),
+        (301, 1000),
+    ] {
+        let facts = read(from, to).await.unwrap();
+        let tally = KpiTally::new(&groupings, as_of, calendar.clone());
+        let tallied = store
+            .tally_ticket_facts(
+                Timestamp::from_micros(from),
+                Timestamp::from_micros(to),
+                tally,
+            )
+            .await
+            .unwrap()
+            .finish();
+        let expected: Vec<_> = groupings
+            .iter()
+            .map(|g| aggregate(&facts, *g, as_of, &calendar))
+            .collect();
+        assert_eq!(tallied, expected, "[{from}, {to})");
+    }
 }
 
 fn assign_to(employee: &str) -> Action {
@@ -1396,6 +1434,577 @@ pub async fn quality_reviews_need_a_handler_come_once_and_leave_the_sample(
     assert!(in_future.is_empty());
 }
 
+const DAY: i64 = 86_400_000_000;
+
+/// A pothole report from a beneficiary reached at `phone` (and `civil_id`), or by e-mail only
+/// when `phone` is `None`.
+fn reported_by(phone: Option<&str>, civil_id: Option<&str>) -> NewTicket {
+    use balagh::domain::values::{CivilId, Email};
+    NewTicket {
+        reporter: Reporter::identified(
+            "reporter",
+            "Citizen".into(),
+            phone.map(|p| PhoneNumber::parse("phone", p).unwrap()),
+            phone
+                .is_none()
+                .then(|| Email::parse("email", "citizen@example.om").unwrap()),
+            civil_id.map(|c| CivilId::parse("civil_id", c).unwrap()),
+        )
+        .unwrap(),
+        ..new_ticket("pothole")
+    }
+}
+
+fn anonymous_suggestion() -> NewTicket {
+    NewTicket {
+        ticket_type: TicketType::Suggestion,
+        reporter: Reporter::anonymous(),
+        ..new_ticket("pothole")
+    }
+}
+
+/// Creates and resolves a ticket; its id.
+async fn settled_ticket(
+    store: &Arc<dyn Store>,
+    new: NewTicket,
+) -> balagh::domain::values::TicketId {
+    let ticket = store.create_ticket(ctx(), new).await.unwrap();
+    store
+        .apply_action(ctx(), ticket.id, None, resolve_action())
+        .await
+        .unwrap();
+    ticket.id
+}
+
+fn rating(score: i64, clock: &ManualClock) -> balagh::domain::ticket::Satisfaction {
+    balagh::domain::ticket::Satisfaction::parse(
+        "rating",
+        score,
+        None,
+        Timestamp::from_micros(clock_now(clock)),
+    )
+    .unwrap()
+}
+
+fn outcomes_of(
+    requests: &[balagh::domain::satisfaction::SurveyRequest],
+) -> Vec<(
+    balagh::domain::satisfaction::SurveyChannel,
+    balagh::domain::satisfaction::SurveyOutcome,
+)> {
+    requests.iter().map(|r| (r.channel, r.outcome)).collect()
+}
+
+pub async fn call_backs_follow_the_survey_policy_and_a_refusal_writes_nothing(
+    h: Harness,
+    clock: ManualClock,
+) {
+    use balagh::domain::lifecycle::LifecycleError;
+    use balagh::domain::satisfaction::{
+        SurveyChannel as Ch, SurveyOutcome as Out, SurveyPolicy, SurveyRefusal, UnratedCallBack,
+    };
+    let store = h.store.clone();
+    let policy = SurveyPolicy::new(90, 3).unwrap();
+    let first = settled_ticket(&store, reported_by(Some("99100001"), None)).await;
+    // The same beneficiary, the phone written another way.
+    let second = settled_ticket(&store, reported_by(Some("+968 9910 0001"), None)).await;
+    let open = store
+        .create_ticket(ctx(), reported_by(Some("99100002"), None))
+        .await
+        .unwrap()
+        .id;
+    let anonymous = settled_ticket(&store, anonymous_suggestion()).await;
+    let by_mail = settled_ticket(&store, reported_by(None, None)).await;
+
+    // A ticket that is not settled takes no call-back.
+    let refused = store
+        .record_unrated_call_back(ctx(), open, UnratedCallBack::NoAnswer, policy)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Lifecycle(LifecycleError::NotAllowed { .. }))
+        ),
+        "{refused:?}"
+    );
+    // Nobody to call.
+    assert!(matches!(
+        store
+            .record_unrated_call_back(ctx(), anonymous, UnratedCallBack::Declined, policy)
+            .await,
+        Err(StoreError::Survey(SurveyRefusal::Anonymous))
+    ));
+    assert!(matches!(
+        store
+            .record_unrated_call_back(ctx(), by_mail, UnratedCallBack::NoAnswer, policy)
+            .await,
+        Err(StoreError::Survey(SurveyRefusal::NoPhone))
+    ));
+
+    // No answer, twice: asking again about the same ticket is allowed.
+    let asked_at = clock_now(&clock);
+    let attempt = store
+        .record_unrated_call_back(ctx(), first, UnratedCallBack::NoAnswer, policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            attempt.ticket_id,
+            attempt.ask_time.as_micros(),
+            attempt.actor.as_str()
+        ),
+        (first, asked_at, "tester")
+    );
+    clock.advance_micros(DAY);
+    let last_asked_at = clock_now(&clock);
+    store
+        .record_unrated_call_back(ctx(), first, UnratedCallBack::NoAnswer, policy)
+        .await
+        .unwrap();
+
+    // Another ticket of the same beneficiary: refused, with the time they may be asked again,
+    // and nothing written (neither the rating nor a ledger entry).
+    let before = store.get_ticket(second).await.unwrap().unwrap();
+    for refused in [
+        store
+            .rate_on_call_back(ctx(), second, None, rating(4, &clock), policy)
+            .await
+            .map(drop),
+        store
+            .record_unrated_call_back(ctx(), second, UnratedCallBack::Declined, policy)
+            .await
+            .map(drop),
+    ] {
+        match refused {
+            Err(StoreError::Survey(SurveyRefusal::AskedRecently {
+                last_ask_time,
+                last_channel,
+                ask_again_time,
+            })) => {
+                assert_eq!(last_ask_time.as_micros(), last_asked_at);
+                assert_eq!(last_channel, Ch::CallBack);
+                assert_eq!(ask_again_time.as_micros(), last_asked_at + 90 * DAY);
+            }
+            other => panic!("expected BENEFICIARY_ASKED_RECENTLY, got {other:?}"),
+        }
+    }
+    assert_eq!(store.get_ticket(second).await.unwrap().unwrap(), before);
+    assert_eq!(
+        store.list_survey_requests(second, 100).await.unwrap(),
+        Some(vec![])
+    );
+
+    // The beneficiary answers on a third call and rates: rating and ledger entry together.
+    let (rated, event) = store
+        .rate_on_call_back(ctx(), first, None, rating(5, &clock), policy)
+        .await
+        .unwrap();
+    assert_eq!(rated.satisfaction.map(|s| s.score()), Some(5));
+    assert_eq!(
+        event.record.kind,
+        balagh::domain::lifecycle::EventKind::Rated
+    );
+    let ledger = store
+        .list_survey_requests(first, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outcomes_of(&ledger),
+        [
+            (Ch::CallBack, Out::NoAnswer),
+            (Ch::CallBack, Out::NoAnswer),
+            (Ch::CallBack, Out::Rated)
+        ]
+    );
+    // A stale etag refuses the rating before anything is written.
+    assert!(matches!(
+        store
+            .rate_on_call_back(ctx(), first, Some(1), rating(3, &clock), policy)
+            .await,
+        Err(StoreError::EtagMismatch { .. })
+    ));
+    assert_eq!(
+        store
+            .list_survey_requests(first, 100)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // A rating of an anonymous ticket is taken (the beneficiary called in); no policy applies.
+    store
+        .rate_on_call_back(ctx(), anonymous, None, rating(4, &clock), policy)
+        .await
+        .unwrap();
+
+    // Once the quiet period after the last ask is over, the other ticket may be asked about.
+    clock.set(Timestamp::from_micros(last_asked_at + 90 * DAY));
+    let (rated, _) = store
+        .rate_on_call_back(ctx(), second, None, rating(3, &clock), policy)
+        .await
+        .unwrap();
+    assert_eq!(rated.satisfaction.map(|s| s.score()), Some(3));
+
+    // An unknown ticket.
+    let unknown = balagh::domain::values::TicketId::new_v7();
+    assert!(matches!(
+        store
+            .record_unrated_call_back(ctx(), unknown, UnratedCallBack::NoAnswer, policy)
+            .await,
+        Err(StoreError::TicketNotFound)
+    ));
+    assert_eq!(
+        store.list_survey_requests(unknown, 100).await.unwrap(),
+        None
+    );
+
+    // The ledger is durable.
+    let store = (h.reopen)(clock.clone()).await;
+    assert_eq!(
+        outcomes_of(
+            &store
+                .list_survey_requests(second, 100)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        [(Ch::CallBack, Out::Rated)]
+    );
+}
+
+pub async fn a_call_back_attempt_with_a_request_id_is_recorded_once(
+    h: Harness,
+    clock: ManualClock,
+) {
+    use balagh::domain::satisfaction::{SurveyPolicy, UnratedCallBack};
+    let store = h.store.clone();
+    let policy = SurveyPolicy::default();
+    let ticket = settled_ticket(&store, reported_by(Some("99100003"), None)).await;
+    let first = store
+        .record_unrated_call_back(
+            ctx_with("attempt-1", 1),
+            ticket,
+            UnratedCallBack::NoAnswer,
+            policy,
+        )
+        .await
+        .unwrap();
+    clock.advance_micros(DAY);
+    let again = store
+        .record_unrated_call_back(
+            ctx_with("attempt-1", 1),
+            ticket,
+            UnratedCallBack::NoAnswer,
+            policy,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, first, "the retry gets the first answer");
+    assert!(matches!(
+        store
+            .record_unrated_call_back(
+                ctx_with("attempt-1", 2),
+                ticket,
+                UnratedCallBack::Declined,
+                policy
+            )
+            .await,
+        Err(StoreError::RequestIdReused)
+    ));
+    assert_eq!(
+        store
+            .list_survey_requests(ticket, 100)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub async fn the_call_back_list_proposes_each_beneficiary_once_when_they_may_be_asked(
+    h: Harness,
+    clock: ManualClock,
+) {
+    use balagh::domain::satisfaction::{CallBackQuery, SurveyPolicy, UnratedCallBack};
+    let store = h.store.clone();
+    let policy = SurveyPolicy::new(30, 2).unwrap();
+    let query = |clock: &ManualClock, directorate: Option<&str>| CallBackQuery {
+        directorate: directorate.map(|d| Code::parse("directorate", d).unwrap()),
+        settled_from: Timestamp::from_micros(clock_now(clock) - 20 * DAY),
+        now: Timestamp::from_micros(clock_now(clock)),
+        policy,
+        limit: 50,
+    };
+    let listed = |candidates: Vec<balagh::domain::satisfaction::CallBackCandidate>| {
+        candidates
+            .into_iter()
+            .map(|c| c.ticket.id)
+            .collect::<Vec<_>>()
+    };
+    // Settled a month ago: out of the 20-day window.
+    let too_old = settled_ticket(&store, reported_by(Some("99100010"), None)).await;
+    clock.advance_micros(30 * DAY);
+    let salim_older = settled_ticket(&store, reported_by(Some("99100011"), Some("1234567"))).await;
+    clock.advance_micros(DAY);
+    // Salim again, by civil ID with another phone: the same beneficiary.
+    let salim_newer = settled_ticket(&store, reported_by(Some("99100012"), Some("1234567"))).await;
+    clock.advance_micros(DAY);
+    let aisha = settled_ticket(&store, reported_by(Some("99100013"), None)).await;
+    let anonymous = settled_ticket(&store, anonymous_suggestion()).await;
+    let by_mail = settled_ticket(&store, reported_by(None, None)).await;
+    let mut waste = reported_by(Some("99100014"), None);
+    waste.category = Code::parse("category", "waste_collection").unwrap();
+    let khalid = settled_ticket(&store, waste).await;
+    let rated = settled_ticket(&store, reported_by(Some("99100015"), None)).await;
+    store
+        .apply_action(
+            ctx(),
+            rated,
+            None,
+            Action::Rate {
+                satisfaction: rating(4, &clock),
+            },
+        )
+        .await
+        .unwrap();
+    let still_open = store
+        .create_ticket(ctx(), reported_by(Some("99100016"), None))
+        .await
+        .unwrap()
+        .id;
+    clock.advance_micros(DAY);
+
+    let all = store
+        .call_back_candidates(&query(&clock, None))
+        .await
+        .unwrap();
+    assert_eq!(listed(all.clone()), [khalid, aisha, salim_newer]);
+    assert!(all.iter().all(|c| c.n_previous_attempts == 0));
+    for left_out in [too_old, salim_older, anonymous, by_mail, rated, still_open] {
+        assert!(!listed(all.clone()).contains(&left_out));
+    }
+    assert_eq!(
+        listed(
+            store
+                .call_back_candidates(&query(&clock, Some("roads")))
+                .await
+                .unwrap()
+        ),
+        [aisha, salim_newer]
+    );
+    assert_eq!(
+        listed(
+            store
+                .call_back_candidates(&CallBackQuery {
+                    limit: 1,
+                    ..query(&clock, None)
+                })
+                .await
+                .unwrap()
+        ),
+        [khalid]
+    );
+
+    // Aisha does not answer: not again today, again tomorrow, then no more after two tries.
+    store
+        .record_unrated_call_back(ctx(), aisha, UnratedCallBack::NoAnswer, policy)
+        .await
+        .unwrap();
+    // Salim declines: neither of his tickets comes back within the quiet period.
+    store
+        .record_unrated_call_back(ctx(), salim_newer, UnratedCallBack::Declined, policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(
+            store
+                .call_back_candidates(&query(&clock, None))
+                .await
+                .unwrap()
+        ),
+        [khalid]
+    );
+    clock.advance_micros(DAY);
+    let tomorrow = store
+        .call_back_candidates(&query(&clock, None))
+        .await
+        .unwrap();
+    assert_eq!(listed(tomorrow.clone()), [khalid, aisha]);
+    assert_eq!(tomorrow[1].n_previous_attempts, 1);
+    store
+        .record_unrated_call_back(ctx(), aisha, UnratedCallBack::NoAnswer, policy)
+        .await
+        .unwrap();
+    clock.advance_micros(DAY);
+    assert_eq!(
+        listed(
+            store
+                .call_back_candidates(&query(&clock, None))
+                .await
+                .unwrap()
+        ),
+        [khalid]
+    );
+
+    // After the quiet period Salim may be asked again: about his older ticket, since he
+    // declined the newer one. (Both are still in a window long enough.)
+    clock.advance_micros(30 * DAY);
+    let later = store
+        .call_back_candidates(&CallBackQuery {
+            settled_from: Timestamp::from_micros(clock_now(&clock) - 60 * DAY),
+            ..query(&clock, Some("roads"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed(later), [salim_older]);
+}
+
+pub async fn a_platform_rating_counts_as_asked_with_the_rating(h: Harness, clock: ManualClock) {
+    use balagh::domain::satisfaction::{
+        CallBackQuery, SurveyChannel as Ch, SurveyOutcome as Out, SurveyPolicy, SurveyRefusal,
+    };
+    use balagh::store::InboundOutcome as O;
+    let store = h.store.clone();
+    let policy = SurveyPolicy::default();
+    let filed = NewTicket {
+        channel: Channel::NationalPlatform,
+        ..reported_by(Some("99100020"), None)
+    };
+    let outcomes = store
+        .apply_platform_changes(
+            "national-platform",
+            vec![platform_change("ch-1", "CASE-1", 1, Some(filed), None)],
+            Some("cursor-1"),
+        )
+        .await
+        .unwrap();
+    let O::Created { ticket_id, .. } = outcomes[0].clone() else {
+        panic!("{outcomes:?}");
+    };
+    store
+        .apply_action(ctx(), ticket_id, None, resolve_action())
+        .await
+        .unwrap();
+    let local = settled_ticket(&store, reported_by(Some("99100020"), None)).await;
+    clock.advance_micros(DAY);
+    let taken_in_at = clock_now(&clock);
+    let outcomes = store
+        .apply_platform_changes(
+            "national-platform",
+            vec![platform_change(
+                "ch-2",
+                "CASE-1",
+                2,
+                None,
+                Some(Action::Rate {
+                    satisfaction: rating(2, &clock),
+                }),
+            )],
+            Some("cursor-2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [O::Applied { ticket_id }]);
+    let ledger = store
+        .list_survey_requests(ticket_id, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcomes_of(&ledger), [(Ch::NationalPlatform, Out::Rated)]);
+    assert_eq!(ledger[0].ask_time.as_micros(), taken_in_at);
+    assert_eq!(ledger[0].actor, "national-platform");
+
+    // The beneficiary's local ticket is not proposed, and a call-back about it is refused.
+    let candidates = store
+        .call_back_candidates(&CallBackQuery {
+            directorate: None,
+            settled_from: Timestamp::from_micros(clock_now(&clock) - 30 * DAY),
+            now: Timestamp::from_micros(clock_now(&clock)),
+            policy,
+            limit: 50,
+        })
+        .await
+        .unwrap();
+    assert!(candidates.is_empty(), "{candidates:?}");
+    assert!(matches!(
+        store
+            .rate_on_call_back(ctx(), local, None, rating(5, &clock), policy)
+            .await,
+        Err(StoreError::Survey(SurveyRefusal::AskedRecently {
+            last_channel: Ch::NationalPlatform,
+            ..
+        }))
+    ));
+
+    // A rating that arrives when the ticket no longer takes one is kept as a comment; the
+    // citizen was asked all the same. A refused change writes no ledger entry.
+    store
+        .apply_action(
+            ctx(),
+            ticket_id,
+            None,
+            Action::Reopen {
+                reason: "عاد العطل".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let outcomes = store
+        .apply_platform_changes(
+            "national-platform",
+            vec![
+                InboundChange {
+                    fallback: Some(comment(
+                        "Rating from the national platform: 1/5",
+                        balagh::domain::ticket::Visibility::Internal,
+                    )),
+                    ..platform_change(
+                        "ch-3",
+                        "CASE-1",
+                        3,
+                        None,
+                        Some(Action::Rate {
+                            satisfaction: rating(1, &clock),
+                        }),
+                    )
+                },
+                platform_change(
+                    "ch-4",
+                    "CASE-1",
+                    4,
+                    None,
+                    Some(Action::Rate {
+                        satisfaction: rating(1, &clock),
+                    }),
+                ),
+            ],
+            Some("cursor-3"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0], O::AppliedFallback { .. }),
+        "{outcomes:?}"
+    );
+    assert!(matches!(outcomes[1], O::Refused { .. }), "{outcomes:?}");
+    let ledger = store
+        .list_survey_requests(ticket_id, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outcomes_of(&ledger),
+        [
+            (Ch::NationalPlatform, Out::Rated),
+            (Ch::NationalPlatform, Out::Rated)
+        ]
+    );
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($open:path) => {
@@ -1546,6 +2155,46 @@ macro_rules! conformance_suite {
             };
             conformance::quality_reviews_need_a_handler_come_once_and_leave_the_sample(h, clock)
                 .await;
+        }
+
+        #[tokio::test]
+        async fn call_backs_follow_the_survey_policy_and_a_refusal_writes_nothing() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::call_backs_follow_the_survey_policy_and_a_refusal_writes_nothing(h, clock)
+                .await;
+        }
+
+        #[tokio::test]
+        async fn a_call_back_attempt_with_a_request_id_is_recorded_once() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::a_call_back_attempt_with_a_request_id_is_recorded_once(h, clock).await;
+        }
+
+        #[tokio::test]
+        async fn the_call_back_list_proposes_each_beneficiary_once_when_they_may_be_asked() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::the_call_back_list_proposes_each_beneficiary_once_when_they_may_be_asked(
+                h, clock,
+            )
+            .await;
+        }
+
+        #[tokio::test]
+        async fn a_platform_rating_counts_as_asked_with_the_rating() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::a_platform_rating_counts_as_asked_with_the_rating(h, clock).await;
         }
 
         #[tokio::test]

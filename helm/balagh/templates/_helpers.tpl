@@ -102,4 +102,8 @@ max_snapshot_tickets = {{ $c.watch.max_snapshot_tickets | int64 }}
 [sla]
 enabled = {{ $c.sla.enabled }}
 sweep_interval_seconds = {{ $c.sla.sweep_interval_seconds | int64 }}
+
+[satisfaction]
+quiet_period_days = {{ $c.satisfaction.quiet_period_days | int64 }}
+max_call_attempts = {{ $c.satisfaction.max_call_attempts | int64 }}
 {{- end }}
