@@ -35,6 +35,9 @@ enum Command {
     /// The escalation scheduler's sweep over many open tickets, next to the raw read rate
     /// (docs/benchmarks.md).
     BenchSla(balagh::bench_sla::BenchSlaArgs),
+    /// The yearly statistics as one self-contained HTML page, Arabic and English, the year
+    /// beside the year before and against its KPI targets (docs/reporting.md).
+    Report(balagh::report::ReportArgs),
     /// A SIMULATOR of the national platform over HTTP, with faults on a fixed seed and
     /// simulated citizens (docs/platform-api.md). Never the real platform.
     PlatformSim(balagh::platform::simulator::SimArgs),
@@ -78,6 +81,10 @@ async fn main() -> anyhow::Result<()> {
             balagh::bench_sla::run(args)
                 .await
                 .context("bench-sla failed")
+        }
+        Command::Report(args) => {
+            balagh::telemetry::init_with_default(LogFormat::Text, "warn");
+            balagh::report::run(args).await.context("report failed")
         }
         Command::PlatformSim(args) => {
             balagh::telemetry::init(args.log_format);

@@ -11,17 +11,14 @@ mod common;
 
 use std::sync::Arc;
 
-use balagh::domain::lifecycle::Action;
-use balagh::domain::ticket::Satisfaction;
-use balagh::domain::values::TicketId;
-use balagh::domain::{Clock, ManualClock, Timestamp};
+use balagh::domain::{ManualClock, Timestamp};
 use balagh::grpc::proto;
 use balagh::grpc::proto::reporting_service_client::ReportingServiceClient;
 use balagh::grpc::proto::sla_service_client::SlaServiceClient;
-use balagh::store::{
-    PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions, Store, WriteContext,
+use common::{
+    TestApp, TestDb, assign, create, expect_error, pothole_report, rate, resolve, spawn_app_with,
+    start_work,
 };
-use common::{TestApp, TestDb, create, expect_error, pothole_report, spawn_app_with};
 use tonic::transport::Channel;
 
 /// Sunday 2026-11-29 08:00 in Muscat (04:00 UTC).
@@ -56,42 +53,6 @@ fn complaint() -> proto::CreateTicketRequest {
         r#type: proto::TicketType::Complaint.into(),
         ..pothole_report()
     }
-}
-
-async fn assign(app: &mut TestApp, id: &str, directorate: &str, line: proto::SupportLine) {
-    app.tickets
-        .assign_ticket(proto::AssignTicketRequest {
-            ticket_id: id.into(),
-            directorate: directorate.into(),
-            support_line: line.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("assign");
-}
-
-async fn start_work(app: &mut TestApp, id: &str) {
-    app.tickets
-        .start_work(proto::StartWorkRequest {
-            ticket_id: id.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("start work");
-}
-
-async fn resolve(app: &mut TestApp, id: &str) {
-    app.tickets
-        .resolve_ticket(proto::ResolveTicketRequest {
-            ticket_id: id.into(),
-            resolution: Some(proto::Resolution {
-                code: proto::ResolutionCode::Fixed.into(),
-                text: "تم الإصلاح".into(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("resolve");
 }
 
 /// The roads and parks tickets of the week, and a roads ticket of the same week a year
@@ -186,46 +147,6 @@ async fn build_data_set(app: &mut TestApp, clock: &ManualClock) -> (String, Stri
     clock.set(at(DAY + 2 * HOUR));
     resolve(app, &t7).await;
     (t1, t2, t7)
-}
-
-/// Records ratings through the store, as the pull from the national platform does.
-async fn rate(db: &TestDb, clock: &ManualClock, ratings: &[(&str, i64)]) {
-    let store: Arc<dyn Store> = if db.is_sqlite() {
-        Arc::new(
-            SqliteStore::open(
-                SqliteStoreOptions::new(db.url.clone()),
-                Arc::new(clock.clone()),
-            )
-            .await
-            .expect("open sqlite"),
-        )
-    } else {
-        Arc::new(
-            PostgresStore::open(
-                PostgresStoreOptions::new(db.url.clone()),
-                Arc::new(clock.clone()),
-            )
-            .await
-            .expect("open postgres"),
-        )
-    };
-    for (id, score) in ratings {
-        let satisfaction =
-            Satisfaction::parse("satisfaction", *score, None, clock.now()).expect("rating");
-        store
-            .apply_action(
-                WriteContext {
-                    actor: "platform-pull".into(),
-                    request: None,
-                },
-                TicketId::parse("id", id).expect("id"),
-                None,
-                Action::Rate { satisfaction },
-            )
-            .await
-            .expect("rate");
-    }
-    store.close().await;
 }
 
 fn week(group_by: proto::KpiGrouping) -> proto::KpiQuery {

@@ -19,7 +19,7 @@ use crate::domain::kpi::{KpiFigures, KpiGrouping, KpiTally, a_year_before};
 use crate::domain::kpi_targets::{KpiTargetSpec, KpiTargets, KpiTargetsSpec};
 use crate::domain::{FieldViolation, Timestamp};
 use crate::sla::SlaRuntime;
-use crate::store::{SettingKey, Store, StoreError, StoredSetting};
+use crate::store::{SettingKey, Store, StoredSetting};
 
 /// The longest period one query may cover: a year and a little slack.
 pub const MAX_PERIOD_DAYS: i64 = 400;
@@ -140,15 +140,7 @@ type Table = BTreeMap<String, (KpiFigures, Option<KpiFigures>)>;
 impl ReportingServiceImpl {
     /// The stored targets (none before the first change).
     async fn targets(&self) -> Result<(Option<StoredSetting>, KpiTargets), Status> {
-        let Some(stored) = self.store.get_setting(SettingKey::KpiTargets).await? else {
-            return Ok((None, KpiTargets::default()));
-        };
-        let spec: KpiTargetsSpec = serde_json::from_str(&stored.value)
-            .map_err(|e| Status::from(StoreError::Corrupt(format!("stored KPI targets: {e}"))))?;
-        let targets = KpiTargets::parse(spec).map_err(|v| {
-            Status::from(StoreError::Corrupt(format!("stored KPI targets: {}", v[0])))
-        })?;
-        Ok((Some(stored), targets))
+        Ok(crate::kpi_targets::kpi_targets(self.store.as_ref()).await?)
     }
 
     async fn table(

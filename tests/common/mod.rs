@@ -8,10 +8,16 @@ use std::sync::Arc;
 
 use balagh::app::Application;
 use balagh::config::Config;
-use balagh::domain::{Clock, SystemClock};
+use balagh::domain::lifecycle::Action;
+use balagh::domain::ticket::Satisfaction;
+use balagh::domain::values::TicketId;
+use balagh::domain::{Clock, ManualClock, SystemClock};
 use balagh::grpc::proto;
 use balagh::grpc::proto::catalog_service_client::CatalogServiceClient;
 use balagh::grpc::proto::ticket_service_client::TicketServiceClient;
+use balagh::store::{
+    PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions, Store, WriteContext,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -154,6 +160,91 @@ pub async fn create(app: &mut TestApp, request: proto::CreateTicketRequest) -> p
         .into_inner()
         .ticket
         .expect("ticket in response")
+}
+
+/// Assigns a ticket to a directorate and a support line.
+pub async fn assign(app: &mut TestApp, id: &str, directorate: &str, line: proto::SupportLine) {
+    app.tickets
+        .assign_ticket(proto::AssignTicketRequest {
+            ticket_id: id.into(),
+            directorate: directorate.into(),
+            support_line: line.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("assign");
+}
+
+/// Moves a ticket to in progress: its first response.
+pub async fn start_work(app: &mut TestApp, id: &str) {
+    app.tickets
+        .start_work(proto::StartWorkRequest {
+            ticket_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start work");
+}
+
+/// Resolves a ticket as fixed.
+pub async fn resolve(app: &mut TestApp, id: &str) {
+    app.tickets
+        .resolve_ticket(proto::ResolveTicketRequest {
+            ticket_id: id.into(),
+            resolution: Some(proto::Resolution {
+                code: proto::ResolutionCode::Fixed.into(),
+                text: "تم الإصلاح".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("resolve");
+}
+
+/// The store of `db`, opened beside (or instead of) the server, on `clock`.
+pub async fn open_store(db: &TestDb, clock: &ManualClock) -> Arc<dyn Store> {
+    if db.is_sqlite() {
+        Arc::new(
+            SqliteStore::open(
+                SqliteStoreOptions::new(db.url.clone()),
+                Arc::new(clock.clone()),
+            )
+            .await
+            .expect("open sqlite"),
+        )
+    } else {
+        Arc::new(
+            PostgresStore::open(
+                PostgresStoreOptions::new(db.url.clone()),
+                Arc::new(clock.clone()),
+            )
+            .await
+            .expect("open postgres"),
+        )
+    }
+}
+
+/// Records ratings through the store, as the pull from the national platform does (no RPC
+/// records one). Run it with the server stopped.
+pub async fn rate(db: &TestDb, clock: &ManualClock, ratings: &[(&str, i64)]) {
+    let store = open_store(db, clock).await;
+    for (id, score) in ratings {
+        let satisfaction =
+            Satisfaction::parse("satisfaction", *score, None, clock.now()).expect("rating");
+        store
+            .apply_action(
+                WriteContext {
+                    actor: "platform-pull".into(),
+                    request: None,
+                },
+                TicketId::parse("id", id).expect("id"),
+                None,
+                Action::Rate { satisfaction },
+            )
+            .await
+            .expect("rate");
+    }
+    store.close().await;
 }
 
 /// The ErrorInfo reason of a status; panics unless there is exactly one ErrorInfo in domain
