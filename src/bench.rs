@@ -69,7 +69,7 @@ const DEFAULT_LIST_TICKETS: u64 = 1_000_000;
 const QUICK_LIST_TICKETS: u64 = 20_000;
 /// Clients sharing one HTTP/2 connection: one connection serialises frames on one task, so
 /// many clients get a few connections, as a fleet of real callers would.
-const CLIENTS_PER_CHANNEL: usize = 8;
+pub(crate) const CLIENTS_PER_CHANNEL: usize = 8;
 /// Tickets written per transaction by the loader, and per multi-row INSERT statement
 /// (17 values a ticket, about 4 events of 6 values each: well under SQLite's 32,766 limit).
 const PRELOAD_BATCH: u64 = 10_000;
@@ -311,15 +311,15 @@ async fn run_scenarios(
 // The server under test.
 
 /// The real application on port 0, on a runtime of its own named `balagh-server`.
-struct RunningServer {
-    addr: SocketAddr,
+pub(crate) struct RunningServer {
+    pub(crate) addr: SocketAddr,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl RunningServer {
-    async fn start(database_url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn start(database_url: &str) -> anyhow::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -361,7 +361,7 @@ impl RunningServer {
     }
 
     /// Stops the server the way SIGTERM does and waits for it to finish its writes.
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         match self.task.take() {
             Some(task) => task.await.context("the server task failed")?,
@@ -380,7 +380,7 @@ impl Drop for RunningServer {
     }
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<GrpcChannel> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<GrpcChannel> {
     Endpoint::from_shared(format!("http://{addr}"))
         .context("invalid server address")?
         .tcp_nodelay(true)
@@ -393,7 +393,7 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<GrpcChannel> {
 // Load generation.
 
 #[derive(Clone)]
-enum Workload {
+pub(crate) enum Workload {
     Create(Arc<Corpus>),
     Get(Arc<Vec<String>>),
     List,
@@ -410,21 +410,21 @@ impl Workload {
 }
 
 /// One scenario's (or the baseline's) figures.
-struct Measured {
-    name: String,
-    clients: usize,
-    ops: u64,
-    errors: u64,
-    first_error: Option<String>,
-    elapsed: Duration,
-    latency: Histogram<u64>,
-    cpu: CpuUse,
+pub(crate) struct Measured {
+    pub(crate) name: String,
+    pub(crate) clients: usize,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) cpu: CpuUse,
     /// ListTickets: rows returned per call, on average.
-    rows_per_call: Option<f64>,
+    pub(crate) rows_per_call: Option<f64>,
 }
 
 impl Measured {
-    fn ops_per_second(&self) -> f64 {
+    pub(crate) fn ops_per_second(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 {
             self.ops as f64 / seconds
@@ -433,15 +433,15 @@ impl Measured {
         }
     }
 
-    fn quantile_ms(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1000.0
     }
 
-    fn max_ms(&self) -> f64 {
+    pub(crate) fn max_ms(&self) -> f64 {
         self.latency.max() as f64 / 1000.0
     }
 
-    fn one_line(&self) -> String {
+    pub(crate) fn one_line(&self) -> String {
         let mut line = format!(
             "{} @{}: {} ops in {:.2} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
             self.name,
@@ -520,17 +520,17 @@ impl Tally {
     }
 }
 
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3).context("cannot create a histogram")
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
 /// Runs `clients` tasks issuing calls back to back for warm-up plus measurement; only calls
 /// that start after the warm-up are counted.
-async fn drive(
+pub(crate) async fn drive(
     workload: &Workload,
     clients: usize,
     channels: &[GrpcChannel],
@@ -794,14 +794,14 @@ fn run_baseline(
 }
 
 /// A CreateTicket, parsed as the server would, ready to be written by the baseline.
-struct PreparedCreate {
-    key: crate::store::RequestKey,
-    new: NewTicket,
-    directorate: Code,
-    default_priority: Priority,
+pub(crate) struct PreparedCreate {
+    pub(crate) key: crate::store::RequestKey,
+    pub(crate) new: NewTicket,
+    pub(crate) directorate: Code,
+    pub(crate) default_priority: Priority,
 }
 
-fn prepare_create(corpus: &Corpus, k: u64) -> anyhow::Result<PreparedCreate> {
+pub(crate) fn prepare_create(corpus: &Corpus, k: u64) -> anyhow::Result<PreparedCreate> {
     let mut message = corpus.sample_request(k);
     message.request_id = uuid::Uuid::now_v7().to_string();
     let key = request_key("CreateTicket", &message.request_id, &message, |r| {
@@ -953,7 +953,7 @@ fn insert_one_transaction(
 
 /// The ticket the store creates from `new` (see the store's `create_ticket_tx`), given the
 /// category's routing defaults.
-fn new_ticket(
+pub(crate) fn new_ticket(
     new: NewTicket,
     directorate: Code,
     default_priority: Priority,
@@ -1098,7 +1098,7 @@ async fn load_catalog(conn: &mut SqliteConnection, catalog: &CatalogData) -> any
 }
 
 /// The store's search document: reference, subject and description, as index terms.
-fn search_document(ticket: &Ticket) -> String {
+pub(crate) fn search_document(ticket: &Ticket) -> String {
     index_terms(&format!(
         "{} {} {}",
         ticket.reference, ticket.subject, ticket.description
@@ -1435,7 +1435,7 @@ struct CategoryInfo {
 }
 
 /// The catalog, and the words tickets are made of.
-struct Corpus {
+pub(crate) struct Corpus {
     catalog: CatalogData,
     categories: Vec<CategoryInfo>,
     wilayats: Vec<String>,
@@ -1586,7 +1586,7 @@ struct HistoryEvent {
 }
 
 impl Corpus {
-    fn from_catalog(catalog: &CatalogData) -> anyhow::Result<Self> {
+    pub(crate) fn from_catalog(catalog: &CatalogData) -> anyhow::Result<Self> {
         let categories: Vec<CategoryInfo> = catalog
             .categories
             .iter()
@@ -1634,7 +1634,7 @@ impl Corpus {
     }
 
     /// The `k`-th generated request: what a contact-centre agent or the app sends.
-    fn sample_request(&self, k: u64) -> proto::CreateTicketRequest {
+    pub(crate) fn sample_request(&self, k: u64) -> proto::CreateTicketRequest {
         let mut r = SplitMix64::new(k);
         let category = pick(&self.categories, &mut r);
         let ticket_type = match category.ticket_type {
@@ -1919,20 +1919,20 @@ impl SplitMix64 {
 // Where the CPU goes: per-thread run time from /proc, grouped by thread name.
 
 #[derive(Debug, Clone, Copy, Default)]
-struct CpuUse {
+pub(crate) struct CpuUse {
     /// Cores used on average by each side during the measurement.
-    bench_cores: f64,
-    server_cores: f64,
-    sqlite_cores: f64,
+    pub(crate) bench_cores: f64,
+    pub(crate) server_cores: f64,
+    pub(crate) sqlite_cores: f64,
     /// Cores used by every other process on the machine (a build, a profiler, ...).
-    other_cores: f64,
+    pub(crate) other_cores: f64,
     /// Share of all the machine's cores busy, and waiting for I/O, during the measurement
     /// (every process, not only this one).
-    machine_busy: f64,
-    machine_iowait: f64,
+    pub(crate) machine_busy: f64,
+    pub(crate) machine_iowait: f64,
 }
 
-struct CpuSnapshot {
+pub(crate) struct CpuSnapshot {
     at: Instant,
     /// Thread id to (group, nanoseconds on a CPU).
     threads: HashMap<u32, (ThreadGroup, u64)>,
@@ -1950,7 +1950,7 @@ enum ThreadGroup {
 
 impl CpuSnapshot {
     /// Reads /proc; on a system without it every figure is zero.
-    fn take() -> Self {
+    pub(crate) fn take() -> Self {
         let mut threads = HashMap::new();
         if let Ok(entries) = std::fs::read_dir("/proc/self/task") {
             for entry in entries.flatten() {
@@ -2008,7 +2008,7 @@ fn machine_ticks() -> Option<((u64, u64, u64), usize)> {
 }
 
 impl CpuUse {
-    fn between(before: &CpuSnapshot, after: &CpuSnapshot) -> Self {
+    pub(crate) fn between(before: &CpuSnapshot, after: &CpuSnapshot) -> Self {
         let wall = after.at.saturating_duration_since(before.at).as_nanos() as f64;
         if wall <= 0.0 {
             return Self::default();
@@ -2044,7 +2044,7 @@ impl CpuUse {
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-struct Machine {
+pub(crate) struct Machine {
     cpus: usize,
     cpu_model: String,
     memory_bytes: u64,
@@ -2052,7 +2052,7 @@ struct Machine {
 }
 
 impl Machine {
-    fn read() -> Self {
+    pub(crate) fn read() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -2081,7 +2081,7 @@ impl Machine {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} CPUs ({}), {:.1} GiB memory, Linux {}",
             self.cpus,
@@ -2245,19 +2245,19 @@ fn print_report(plan: &Plan, machine: &Machine, report: &Report) {
 }
 
 /// The 1, 5 and 15 minute load averages: whether something else was running.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "NOT MET" }
 }
 
 /// 1234567 as "1,234,567".
-fn group_digits(n: u64) -> String {
+pub(crate) fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod bench_pg;
 pub mod bench_sla;
 pub mod bench_sync;
 pub mod bench_watch;

@@ -29,6 +29,9 @@ enum Command {
     /// Many live WatchTickets streams on a server process while tickets are created: delivery
     /// latency, memory per stream and the watchers' cost to creates (docs/benchmarks.md).
     BenchWatch(balagh::bench_watch::BenchWatchArgs),
+    /// CreateTicket on PostgreSQL next to pgbench writing the same rows, and two replicas on one
+    /// database: total creates and watch delivery across replicas (docs/benchmarks.md).
+    BenchPg(balagh::bench_pg::BenchPgArgs),
     /// The sync worker's push drain and pull apply rates against the platform simulator, with
     /// and without faults, next to the raw platform call rate (docs/benchmarks.md).
     BenchSync(balagh::bench_sync::BenchSyncArgs),
@@ -69,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
             balagh::bench_watch::run(args)
                 .await
                 .context("bench-watch failed")
+        }
+        Command::BenchPg(args) => {
+            balagh::telemetry::init_with_default(LogFormat::Text, "warn");
+            balagh::bench_pg::run(args).await.context("bench-pg failed")
         }
         Command::BenchSync(args) => {
             balagh::telemetry::init_with_default(LogFormat::Text, "error");

@@ -190,7 +190,7 @@ struct Job {
     reply: oneshot::Sender<Result<Output, StoreError>>,
 }
 
-/// The SQLite implementation of [`Store`].
+/// The PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
     /// How to open a session outside the pools (a leader's lease).
     connect: PgConnectOptions,
