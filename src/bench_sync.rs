@@ -14,7 +14,9 @@
 //! The retry schedule is the production one scaled down (first retry after 20 ms instead of
 //! 1 s, cap 1 s), injected timeouts hold the connection 300 ms instead of 30 s, slow answers
 //! come 100 ms late and maintenance windows last 1 s, so a run measures throughput rather
-//! than the production waits; the figures say so.
+//! than the production waits; the figures say so. The client's token path is scaled the same
+//! way: a second token request after 50 ms without an answer (500 ms in production), 500 ms
+//! at most per token request (3 s); `--token-hedge-ms` and `--token-timeout-ms` change them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +51,13 @@ pub struct BenchSyncArgs {
     /// Pushes in flight at once (the worker's concurrency and the baseline's).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// The client's `token_hedge_delay`, in milliseconds: a token request that has not
+    /// answered this long gets a second beside it.
+    #[arg(long, default_value_t = 50)]
+    pub token_hedge_ms: u64,
+    /// The client's `token_request_timeout`, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub token_timeout_ms: u64,
 }
 
 struct Run {
@@ -101,10 +110,12 @@ impl Drop for ScratchDir {
 
 fn print_report(args: &BenchSyncArgs, runs: &[Run]) {
     println!(
-        "bench-sync: {} changes, concurrency {}, {} cores",
+        "bench-sync: {} changes, concurrency {}, {} cores, token hedge {} ms, token timeout {} ms",
         args.changes,
         args.concurrency,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        std::thread::available_parallelism().map_or(0, usize::from),
+        args.token_hedge_ms,
+        args.token_timeout_ms
     );
     println!();
     println!("| run | items | seconds | items/s | notes |");
@@ -155,6 +166,7 @@ fn print_report(args: &BenchSyncArgs, runs: &[Run]) {
 }
 
 async fn simulator(
+    args: &BenchSyncArgs,
     faults: FaultSettings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(SimulatorHandle, Arc<PlatformClient>)> {
@@ -170,6 +182,8 @@ async fn simulator(
     let sim = Simulator::start(config, listener, shutdown.clone())?;
     let mut client_config = PlatformClientConfig::new(sim.base_url(), entity, client_id, secret);
     client_config.request_timeout = Duration::from_secs(2);
+    client_config.token_hedge_delay = Duration::from_millis(args.token_hedge_ms);
+    client_config.token_request_timeout = Duration::from_millis(args.token_timeout_ms);
     Ok((sim, Arc::new(PlatformClient::new(client_config)?)))
 }
 
@@ -198,7 +212,7 @@ fn faults(total: f64) -> FaultSettings {
 
 async fn baseline(args: &BenchSyncArgs) -> anyhow::Result<Run> {
     let shutdown = CancellationToken::new();
-    let (_sim, client) = simulator(FaultSettings::default(), &shutdown).await?;
+    let (_sim, client) = simulator(args, FaultSettings::default(), &shutdown).await?;
     let n = args.changes.min(20_000);
     let mapping = Mapping::v1()?;
     let category = mapping
@@ -308,7 +322,7 @@ async fn push_run(
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     let shutdown = CancellationToken::new();
-    let (sim, client) = simulator(faults(fault_rate), &shutdown).await?;
+    let (sim, client) = simulator(args, faults(fault_rate), &shutdown).await?;
     let pusher = PlatformPusher::new(client, Arc::new(Mapping::v1()?), store.clone());
     let worker = SyncWorker::new(
         store.clone(),
@@ -347,6 +361,7 @@ async fn push_run(
     let status = store.outbox_status().await?;
     let state = sim.state();
     let injected: u64 = state.faults.counts.values().sum();
+    let token_requests = state.faults.token_requests;
     let cases = state.cases.len() as u64;
     shutdown.cancel();
     store.close().await;
@@ -359,7 +374,8 @@ async fn push_run(
         n: args.changes,
         seconds,
         note: format!(
-            "{} delivered, 0 dead, {cases} cases at the platform, {injected} faults injected",
+            "{} delivered, 0 dead, {cases} cases at the platform, {injected} faults injected, \
+             {token_requests} token requests",
             status.delivered
         ),
     })
@@ -368,7 +384,7 @@ async fn push_run(
 async fn pull_run(args: &BenchSyncArgs, dir: &std::path::Path) -> anyhow::Result<Run> {
     let store = fresh_store(dir, "pull").await?;
     let shutdown = CancellationToken::new();
-    let (sim, client) = simulator(FaultSettings::default(), &shutdown).await?;
+    let (sim, client) = simulator(args, FaultSettings::default(), &shutdown).await?;
     for _ in 0..args.changes {
         sim.citizen_act(Some(CitizenAction::File), None)?;
     }

@@ -733,6 +733,186 @@ async fn fault_token_expired_is_handled_with_one_refresh() {
     assert_eq!(h.state().tokens_issued, 3);
 }
 
+/// A client whose token path is tuned for a test: API calls may take 20 s, so whatever
+/// bounds a test's wait is the token path's own timeout or its second request.
+fn token_client(h: &Harness, hedge_delay: Duration, token_timeout: Duration) -> PlatformClient {
+    let mut config = PlatformClientConfig::new(
+        h.sim.base_url(),
+        "muscat-municipality",
+        TEST_CLIENT_ID,
+        ClientSecret::new(TEST_CLIENT_SECRET),
+    );
+    config.request_timeout = Duration::from_secs(20);
+    config.token_request_timeout = token_timeout;
+    config.token_hedge_delay = hedge_delay;
+    PlatformClient::new(config).expect("client")
+}
+
+/// Every test of the token path is bounded, whatever the client does wrong.
+async fn within<T>(limit: Duration, work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, work)
+        .await
+        .expect("the token path kept the call waiting")
+}
+
+#[tokio::test]
+async fn a_hung_token_request_is_outrun_by_a_second_one() {
+    // The first token request is held 30 s and then dropped; the client's own token timeout
+    // (20 s) is no help here, only the second request sent after 100 ms.
+    let mut config = SimulatorConfig::for_tests();
+    config.faults.timeout_hold_ms = 30_000;
+    let h = start(config).await;
+    let client = token_client(&h, Duration::from_millis(100), Duration::from_secs(20));
+    h.sim
+        .force_token_faults(&[FaultKind::Timeout])
+        .expect("applies to the token endpoint");
+    let started = Instant::now();
+    within(Duration::from_secs(10), client.changes(None, 1))
+        .await
+        .expect("served with the second token");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let state = h.state();
+    assert_eq!(state.faults.token_requests, 2);
+    assert_eq!(state.faults.counts[&FaultKind::Timeout], 1);
+    assert_eq!(state.tokens_issued, 1, "the hung request never got a token");
+}
+
+#[tokio::test]
+async fn a_hung_token_request_is_abandoned_after_its_own_timeout_and_asked_again() {
+    // No second request beside the first (its delay is a minute): the token timeout (300 ms)
+    // ends the hung request, and the one more request a timeout earns gets the token.
+    let mut config = SimulatorConfig::for_tests();
+    config.faults.timeout_hold_ms = 30_000;
+    let h = start(config).await;
+    let client = token_client(&h, Duration::from_secs(60), Duration::from_millis(300));
+    h.sim
+        .force_token_faults(&[FaultKind::Timeout])
+        .expect("applies to the token endpoint");
+    let started = Instant::now();
+    within(Duration::from_secs(10), client.changes(None, 1))
+        .await
+        .expect("served after the token timeout");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    assert_eq!(h.state().faults.token_requests, 2);
+}
+
+#[tokio::test]
+async fn callers_that_need_a_token_during_a_fetch_share_it() {
+    // The token request answers after 400 ms, before the second request would go (10 s):
+    // sixteen calls made meanwhile wait for that one request.
+    let mut config = SimulatorConfig::for_tests();
+    config.faults.slow_ms = 400;
+    let h = start(config).await;
+    let client = token_client(&h, Duration::from_secs(10), Duration::from_secs(5));
+    h.sim
+        .force_token_faults(&[FaultKind::Slow])
+        .expect("applies to the token endpoint");
+    let calls = (0..16).map(|_| client.changes(None, 1));
+    let outcomes = within(Duration::from_secs(10), futures::future::join_all(calls)).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let state = h.state();
+    assert_eq!(state.faults.token_requests, 1);
+    assert_eq!(state.tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn a_late_token_fetch_sends_one_more_request_not_one_per_caller() {
+    let mut config = SimulatorConfig::for_tests();
+    config.faults.slow_ms = 5_000;
+    let h = start(config).await;
+    let client = token_client(&h, Duration::from_millis(100), Duration::from_secs(10));
+    h.sim
+        .force_token_faults(&[FaultKind::Slow])
+        .expect("applies to the token endpoint");
+    let started = Instant::now();
+    let calls = (0..16).map(|_| client.changes(None, 1));
+    let outcomes = within(Duration::from_secs(10), futures::future::join_all(calls)).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the late answer (5 s) was not awaited: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.state().faults.token_requests, 2);
+}
+
+#[tokio::test]
+async fn a_failed_token_fetch_is_asked_once_more_and_its_failure_shared_by_its_waiters() {
+    let h = start(SimulatorConfig::for_tests()).await;
+    let client = token_client(&h, Duration::from_secs(10), Duration::from_secs(5));
+
+    // A broken connection earns one more request at once, and the call succeeds.
+    h.sim
+        .force_token_faults(&[FaultKind::Reset])
+        .expect("applies to the token endpoint");
+    within(Duration::from_secs(10), client.changes(None, 1))
+        .await
+        .expect("the second token request answered");
+    assert_eq!(h.state().faults.token_requests, 2);
+
+    // Both requests of a fetch fail: the eight calls of a client without a token, which
+    // waited for that fetch, get its failure, retryable, and send no token request of their own.
+    let client = token_client(&h, Duration::from_secs(10), Duration::from_secs(5));
+    h.sim
+        .force_token_faults(&[FaultKind::Reset, FaultKind::Reset])
+        .expect("applies to the token endpoint");
+    let calls = (0..8).map(|_| client.changes(None, 1));
+    let outcomes = within(Duration::from_secs(10), futures::future::join_all(calls)).await;
+    for outcome in &outcomes {
+        let error = outcome.as_ref().expect_err("the fetch failed");
+        assert_eq!(
+            retry_cause(error).map(|r| r.0),
+            Some(RetryCause::Transport),
+            "{error:?}"
+        );
+    }
+    assert_eq!(h.state().faults.token_requests, 2 + 2);
+
+    // A 429 asks for a pause: no second request, the call carries the Retry-After.
+    h.sim
+        .force_token_faults(&[FaultKind::RateLimited])
+        .expect("applies to the token endpoint");
+    let error = client.changes(None, 1).await.expect_err("rate limited");
+    assert_eq!(
+        retry_cause(&error),
+        Some((
+            RetryCause::RateLimited,
+            Some(429),
+            Some(Duration::from_secs(1))
+        ))
+    );
+    assert_eq!(h.state().faults.token_requests, 5);
+
+    // The next call starts a fresh fetch, which succeeds.
+    client.changes(None, 1).await.expect("a fresh fetch");
+    assert_eq!(h.state().faults.token_requests, 6);
+}
+
+#[tokio::test]
+async fn only_the_refused_token_is_forgotten_when_many_calls_are_refused_at_once() {
+    let h = start(SimulatorConfig::for_tests()).await;
+    h.warm_up().await;
+    // The first of the eight calls gets 401 and the token is revoked; the others, sent with
+    // the same token, are refused too or not, depending on when they arrive. Every one that is
+    // refused finds either the fetch of the new token under way, or the new token: one new
+    // token in all, and no call fails.
+    h.sim.force_faults(&[FaultKind::TokenExpired]);
+    let calls = (0..8).map(|_| h.client.changes(None, 1));
+    let outcomes = within(Duration::from_secs(10), futures::future::join_all(calls)).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let state = h.state();
+    assert_eq!(state.tokens_issued, 2);
+    assert_eq!(state.faults.token_requests, 2);
+}
+
 #[tokio::test]
 async fn a_token_that_expired_on_the_platforms_clock_is_refreshed_once() {
     let clock = ManualClock::new(Timestamp::from_micros(1_780_000_000_000_000));

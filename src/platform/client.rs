@@ -9,18 +9,27 @@
 //! - Every write carries the caller's `Idempotency-Key`. The caller derives it from what it
 //!   sends (an outbox entry), so a retry after any failure, even one where the write was
 //!   applied and the answer lost, repeats the same key and has the effect once.
-//! - Tokens are cached and refreshed shortly before they expire; one refresh at a time.
+//! - Tokens are cached and refreshed shortly before they expire. One fetch at a time: every
+//!   caller that needs a token while a fetch is under way awaits that fetch and gets its
+//!   outcome, success or failure, so no caller waits for more than one fetch.
+//! - A fetch is bounded: each token request has its own timeout, shorter than an API call's,
+//!   and a fetch sends a second request beside the first when the first has not answered in
+//!   `token_hedge_delay` (or failed in passing); the first good answer wins. Never more than two
+//!   token requests for one fetch: the identity provider sees at most one extra request, and
+//!   only when it is already late.
 //! - Nothing personal reaches a log line: logs carry the method, the route, case ids, statuses
 //!   and problem types, never a body.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::stream::{FuturesUnordered, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::contract::{
@@ -61,10 +70,18 @@ pub struct PlatformClientConfig {
     /// How long one request (including reading its answer) may take before it is a timeout.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long one token request may take before it is abandoned; `request_timeout` when that
+    /// is shorter. Short, because every call that needs a token waits for it.
+    pub token_request_timeout: Duration,
+    /// When a token request has not answered in this time, a second one is sent beside it and
+    /// the first good answer is used. At or above `token_request_timeout`, two are never in
+    /// flight at once (a request that timed out is still followed by one more).
+    pub token_hedge_delay: Duration,
 }
 
 impl PlatformClientConfig {
-    /// Defaults for everything but where and who: 10 s per request, 3 s to connect.
+    /// Defaults for everything but where and who: 10 s per request, 3 s to connect, 3 s per
+    /// token request, a second token request after 500 ms without an answer.
     pub fn new(
         base_url: impl Into<String>,
         entity: impl Into<String>,
@@ -78,6 +95,8 @@ impl PlatformClientConfig {
             client_secret,
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            token_request_timeout: Duration::from_secs(3),
+            token_hedge_delay: Duration::from_millis(500),
         }
     }
 }
@@ -141,7 +160,8 @@ impl fmt::Display for RetryCause {
 }
 
 /// Every outcome of a call that is not a success, classified by what the caller should do.
-#[derive(Debug, thiserror::Error)]
+/// `Clone` because the outcome of one token fetch is given to every caller that awaited it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PlatformError {
     /// Try again later with the same idempotency key, no sooner than `retry_after` if given.
     #[error("the platform call may succeed later: {cause}{}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
@@ -205,13 +225,41 @@ pub struct PlatformClient {
     http: reqwest::Client,
     base_url: Url,
     config: PlatformClientConfig,
-    token: Mutex<Option<CachedToken>>,
+    token_endpoint: Arc<TokenEndpoint>,
+    /// Held only to read or replace the slot, never across an await.
+    token: Mutex<TokenState>,
 }
 
 #[derive(Clone)]
 struct CachedToken {
     access_token: String,
     refresh_at: Instant,
+}
+
+/// One token fetch, awaited by every caller that needs a token while it runs.
+type TokenFetch = Shared<BoxFuture<'static, Result<CachedToken, PlatformError>>>;
+
+struct TokenState {
+    slot: TokenSlot,
+    /// Numbers the fetches, so a caller replaces the slot only with the outcome of the fetch
+    /// that is still in it.
+    n_fetches: u64,
+}
+
+enum TokenSlot {
+    Empty,
+    Ready(CachedToken),
+    Fetching { fetch: TokenFetch, number: u64 },
+}
+
+/// What a token request needs, owned, so that a fetch does not borrow the client.
+struct TokenEndpoint {
+    http: reqwest::Client,
+    url: Url,
+    client_id: String,
+    client_secret: ClientSecret,
+    request_timeout: Duration,
+    hedge_delay: Duration,
 }
 
 /// One request, kept so it can be sent again after a token refresh.
@@ -258,11 +306,24 @@ impl PlatformClient {
             .user_agent(concat!("balagh/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PlatformError::Config(format!("http client: {e}")))?;
+        let token_endpoint = Arc::new(TokenEndpoint {
+            http: http.clone(),
+            url: token_url(&base_url),
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            // Never longer than any other request.
+            request_timeout: config.token_request_timeout.min(config.request_timeout),
+            hedge_delay: config.token_hedge_delay,
+        });
         Ok(Self {
             http,
             base_url,
             config,
-            token: Mutex::new(None),
+            token_endpoint,
+            token: Mutex::new(TokenState {
+                slot: TokenSlot::Empty,
+                n_fetches: 0,
+            }),
         })
     }
 
@@ -420,14 +481,6 @@ impl PlatformClient {
         url
     }
 
-    fn token_url(&self) -> Url {
-        let mut url = self.base_url.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(["oauth2", "token"]);
-        }
-        url
-    }
-
     async fn write(&self, request: ApiRequest) -> Result<WriteOutcome, PlatformError> {
         let (case, headers) = self.call::<Case>(request).await?;
         let replayed = headers
@@ -450,7 +503,7 @@ impl PlatformClient {
                     route = request.route,
                     "the platform refused the access token; fetching a new one"
                 );
-                self.forget_token(&token).await;
+                self.forget_token(&token);
                 let token = self.access_token().await?;
                 match self.send(&request, &token).await? {
                     Sent::Answer(answer) => answer,
@@ -506,40 +559,108 @@ impl PlatformClient {
         Ok(Sent::Answer(answer))
     }
 
-    /// The cached token, or a new one when there is none or it is about to expire. The lock
-    /// is held while fetching so that concurrent callers wait for one refresh.
+    /// The cached token, or a new one when there is none or it is about to expire. A caller
+    /// that finds a fetch under way awaits that fetch instead of starting another, and gets
+    /// its outcome; so a failed fetch fails every call that waited for it, once, and the next
+    /// call starts a new one.
     async fn access_token(&self) -> Result<String, PlatformError> {
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref()
-            && Instant::now() < token.refresh_at
-        {
-            return Ok(token.access_token.clone());
+        let (fetch, number) = {
+            let mut state = self.token_state();
+            match &state.slot {
+                TokenSlot::Ready(token) if Instant::now() < token.refresh_at => {
+                    return Ok(token.access_token.clone());
+                }
+                TokenSlot::Fetching { fetch, number } => (fetch.clone(), *number),
+                TokenSlot::Ready(_) | TokenSlot::Empty => {
+                    state.n_fetches += 1;
+                    let number = state.n_fetches;
+                    let fetch = self.token_endpoint.clone().fetch().boxed().shared();
+                    state.slot = TokenSlot::Fetching {
+                        fetch: fetch.clone(),
+                        number,
+                    };
+                    (fetch, number)
+                }
+            }
+        };
+        let outcome = fetch.await;
+        let mut state = self.token_state();
+        // The first caller back puts the outcome in the slot; the others find it done. A
+        // caller whose fetch was replaced meanwhile (forgotten, then fetched again) leaves the
+        // newer one alone.
+        if matches!(&state.slot, TokenSlot::Fetching { number: n, .. } if *n == number) {
+            state.slot = match &outcome {
+                Ok(token) => TokenSlot::Ready(token.clone()),
+                Err(_) => TokenSlot::Empty,
+            };
         }
-        let fresh = self.fetch_token().await?;
-        let token = fresh.access_token.clone();
-        *cached = Some(fresh);
-        Ok(token)
+        outcome.map(|token| token.access_token)
     }
 
     /// Drops the cached token if it is still the one that was refused (another caller may
-    /// already have replaced it).
-    async fn forget_token(&self, refused: &str) {
-        let mut cached = self.token.lock().await;
-        if cached.as_ref().is_some_and(|t| t.access_token == refused) {
-            *cached = None;
+    /// already have replaced it, or be fetching its replacement).
+    fn forget_token(&self, refused: &str) {
+        let mut state = self.token_state();
+        if matches!(&state.slot, TokenSlot::Ready(token) if token.access_token == refused) {
+            state.slot = TokenSlot::Empty;
         }
     }
 
-    async fn fetch_token(&self) -> Result<CachedToken, PlatformError> {
+    fn token_state(&self) -> MutexGuard<'_, TokenState> {
+        // Nothing panics while the lock is held; if something did, the slot is still whole.
+        self.token
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl TokenEndpoint {
+    /// One fetch: a token request, and a second one beside it when the first has not answered
+    /// within the hedge delay or failed in a way another request may not (a timeout, a broken
+    /// connection, a 5xx other than 503, a garbled answer). The first token that arrives wins;
+    /// the request still in flight is then abandoned. When both fail, the later failure is the
+    /// fetch's. A refusal of the credentials, 429 and 503 are not asked twice: the provider
+    /// said no, or asked for a pause.
+    async fn fetch(self: Arc<Self>) -> Result<CachedToken, PlatformError> {
+        let mut requests = FuturesUnordered::new();
+        requests.push(self.request());
+        let mut n_sent = 1;
+        let hedge = tokio::time::sleep(self.hedge_delay);
+        tokio::pin!(hedge);
+        loop {
+            tokio::select! {
+                Some(outcome) = requests.next() => match outcome {
+                    Ok(token) => return Ok(token),
+                    Err(error) if n_sent < 2 && worth_another_token_request(&error) => {
+                        tracing::info!(error = %error, "a token request failed; sending one more");
+                        requests.push(self.request());
+                        n_sent += 1;
+                    }
+                    Err(error) if requests.is_empty() => return Err(error),
+                    Err(error) => {
+                        tracing::info!(error = %error, "a token request failed; the other may still answer");
+                    }
+                },
+                () = &mut hedge, if n_sent < 2 => {
+                    tracing::info!(
+                        hedge_delay_ms = self.hedge_delay.as_millis() as u64,
+                        "the token request is late; sending a second beside it"
+                    );
+                    requests.push(self.request());
+                    n_sent += 1;
+                }
+            }
+        }
+    }
+
+    /// One token request, bounded by the token request timeout.
+    async fn request(&self) -> Result<CachedToken, PlatformError> {
         let started = Instant::now();
         let builder = self
             .http
-            .post(self.token_url())
-            .timeout(self.config.request_timeout)
-            .basic_auth(
-                &self.config.client_id,
-                Some(self.config.client_secret.expose()),
-            )
+            .post(self.url.clone())
+            .timeout(self.request_timeout)
+            .basic_auth(&self.client_id, Some(self.client_secret.expose()))
             .header(header::ACCEPT, "application/json")
             .form(&[("grant_type", "client_credentials")]);
         let answer = receive(builder).await?;
@@ -585,6 +706,34 @@ impl PlatformClient {
             }),
         }
     }
+}
+
+/// Whether a failed token request is worth one more at once: the failures of one connection
+/// or one server, not an answer that says no or asks for a pause.
+fn worth_another_token_request(error: &PlatformError) -> bool {
+    match error {
+        PlatformError::Retryable { cause, .. } => match cause {
+            RetryCause::Connect
+            | RetryCause::Timeout
+            | RetryCause::Transport
+            | RetryCause::RequestTimeout
+            | RetryCause::ServerError => true,
+            RetryCause::RateLimited | RetryCause::Unavailable => false,
+        },
+        PlatformError::Malformed { .. } => true,
+        PlatformError::Conflict { .. }
+        | PlatformError::Rejected { .. }
+        | PlatformError::Unauthorized { .. }
+        | PlatformError::Config(_) => false,
+    }
+}
+
+fn token_url(base_url: &Url) -> Url {
+    let mut url = base_url.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(["oauth2", "token"]);
+    }
+    url
 }
 
 impl fmt::Debug for PlatformClient {
@@ -828,7 +977,7 @@ mod tests {
             "http://127.0.0.1:9/api/v1/entities/muscat-municipality/cases/A%2FB"
         );
         assert_eq!(
-            client.token_url().as_str(),
+            client.token_endpoint.url.as_str(),
             "http://127.0.0.1:9/api/oauth2/token"
         );
     }

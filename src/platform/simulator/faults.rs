@@ -8,7 +8,9 @@
 //!
 //! Besides the rates, a test can queue faults by kind (`force`): each is given to the first
 //! API request it applies to, before any rate is drawn. That is how the tests prove one
-//! outcome per kind without hoping for the dice.
+//! outcome per kind without hoping for the dice. The token endpoint has a queue of its own
+//! (`force_token`), so a test can make a token request late, hung or failed without touching
+//! the API calls around it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -238,9 +240,13 @@ pub struct FaultRecord {
 pub struct FaultBook {
     pub settings: FaultSettings,
     pub forced: VecDeque<FaultKind>,
+    /// Faults for the next token requests, in order.
+    pub forced_token: VecDeque<FaultKind>,
     pub counts: BTreeMap<FaultKind, u64>,
     pub log: VecDeque<FaultRecord>,
     pub n_requests: u64,
+    /// Token requests among `n_requests`, whatever became of them.
+    pub n_token_requests: u64,
     /// Microseconds (on the simulator's clock) when the current maintenance window ends.
     pub maintenance_until_micros: Option<i64>,
 }
@@ -259,6 +265,9 @@ impl FaultBook {
     ) -> Option<Injection> {
         let n = self.n_requests;
         self.n_requests += 1;
+        if class == RequestClass::Token {
+            self.n_token_requests += 1;
+        }
         if let Some(until) = self.maintenance_until_micros {
             if now_micros < until {
                 let left = remaining_seconds(until - now_micros);
@@ -285,10 +294,20 @@ impl FaultBook {
         });
     }
 
+    /// Queues faults for the next token requests. Refuses kinds that never apply to one.
+    pub fn force_token(&mut self, kinds: &[FaultKind]) -> Result<(), String> {
+        if let Some(kind) = kinds.iter().find(|k| !k.applies_to(RequestClass::Token)) {
+            return Err(format!("{kind} never applies to the token endpoint"));
+        }
+        self.forced_token.extend(kinds.iter().copied());
+        Ok(())
+    }
+
     fn take_forced(&mut self, class: RequestClass) -> Option<FaultKind> {
-        // Forced faults are for the API; a test that wants the token endpoint to fail uses rates.
+        // The API's queue never serves the token endpoint: a fault meant for a call must not
+        // be spent on the token request that happens to come first.
         if class == RequestClass::Token {
-            return None;
+            return self.forced_token.pop_front();
         }
         let position = self.forced.iter().position(|k| k.applies_to(class))?;
         self.forced.remove(position)
@@ -427,6 +446,32 @@ mod tests {
             Some(Injection::LostAnswer)
         );
         assert_eq!(book.decide(1, RequestClass::Read, "get", 0), None);
+    }
+
+    #[test]
+    fn token_requests_have_their_own_queue() {
+        let mut book = FaultBook::default();
+        book.forced.push_back(FaultKind::Timeout);
+        assert!(book.force_token(&[FaultKind::TokenExpired]).is_err());
+        book.force_token(&[FaultKind::Slow, FaultKind::Reset])
+            .unwrap();
+        assert_eq!(
+            book.decide(1, RequestClass::Token, "t", 0)
+                .map(Injection::kind),
+            Some(FaultKind::Slow)
+        );
+        assert_eq!(
+            book.decide(1, RequestClass::Read, "r", 0)
+                .map(Injection::kind),
+            Some(FaultKind::Timeout)
+        );
+        assert_eq!(
+            book.decide(1, RequestClass::Token, "t", 0)
+                .map(Injection::kind),
+            Some(FaultKind::Reset)
+        );
+        assert_eq!(book.decide(1, RequestClass::Token, "t", 0), None);
+        assert_eq!((book.n_requests, book.n_token_requests), (4, 3));
     }
 
     #[test]

@@ -898,17 +898,25 @@ async fn admin_set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ForceRequest {
+    /// For the next API requests each applies to.
+    #[serde(default)]
     kinds: Vec<FaultKind>,
+    /// For the next token requests, in order.
+    #[serde(default)]
+    token_kinds: Vec<FaultKind>,
 }
 
 async fn admin_force_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    match parse_body::<ForceRequest>(&body) {
-        Ok(force) => {
-            shared.force_faults(&force.kinds);
-            axum::Json(shared.state().faults).into_response()
-        }
-        Err(p) => problem_response(&p),
+    let force = match parse_body::<ForceRequest>(&body) {
+        Ok(force) => force,
+        Err(p) => return problem_response(&p),
+    };
+    // The token kinds are checked first, so a refused request queues nothing.
+    if let Err(message) = shared.force_token_faults(&force.token_kinds) {
+        return problem_response(&Problem::new(ProblemType::InvalidRequest, message));
     }
+    shared.force_faults(&force.kinds);
+    axum::Json(shared.state().faults).into_response()
 }
 
 #[derive(Deserialize)]
@@ -981,6 +989,10 @@ impl Shared {
 
     pub(super) fn force_faults(&self, kinds: &[FaultKind]) {
         self.lock().faults.forced.extend(kinds.iter().copied());
+    }
+
+    pub(super) fn force_token_faults(&self, kinds: &[FaultKind]) -> Result<(), String> {
+        self.lock().faults.force_token(kinds)
     }
 
     pub(super) fn set_maintenance(&self, seconds: u64) {

@@ -205,6 +205,14 @@ impl SimulatorHandle {
         self.shared.force_faults(kinds);
     }
 
+    /// Queues faults for the next token requests, in order (`POST /admin/faults/force` with
+    /// `token_kinds`). Refuses kinds that never apply to the token endpoint.
+    pub fn force_token_faults(&self, kinds: &[FaultKind]) -> Result<(), SimulatorError> {
+        self.shared
+            .force_token_faults(kinds)
+            .map_err(SimulatorError::Refused)
+    }
+
     /// Starts a maintenance window now, or ends it with 0 (`POST /admin/maintenance`).
     pub fn set_maintenance(&self, seconds: u64) {
         self.shared.set_maintenance(seconds);

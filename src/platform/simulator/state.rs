@@ -123,10 +123,17 @@ pub struct FeedState {
 pub struct FaultState {
     pub settings: FaultSettings,
     pub forced: Vec<FaultKind>,
+    /// Faults queued for the next token requests.
+    #[serde(default)]
+    pub forced_token: Vec<FaultKind>,
     pub counts: BTreeMap<FaultKind, u64>,
     /// The latest injected faults, oldest first (at most 10,000).
     pub recent: Vec<FaultRecord>,
     pub api_requests: u64,
+    /// Token requests among `api_requests`, answered or not (`tokens_issued` counts the
+    /// tokens given out).
+    #[serde(default)]
+    pub token_requests: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_until: Option<PlatformTime>,
 }
@@ -266,9 +273,11 @@ impl Platform {
             faults: FaultState {
                 settings: self.faults.settings.clone(),
                 forced: self.faults.forced.iter().copied().collect(),
+                forced_token: self.faults.forced_token.iter().copied().collect(),
                 counts: self.faults.counts.clone(),
                 recent: self.faults.log.iter().cloned().collect(),
                 api_requests: self.faults.n_requests,
+                token_requests: self.faults.n_token_requests,
                 maintenance_until: self
                     .faults
                     .maintenance_until_micros
