@@ -33,6 +33,7 @@ use crate::grpc::proto::sync_service_server::SyncServiceServer;
 use crate::grpc::quality_service::QualityServiceImpl;
 use crate::grpc::reporting_service::ReportingServiceImpl;
 use crate::grpc::satisfaction_service::SatisfactionServiceImpl;
+use crate::grpc::shed::LoadShedLayer;
 use crate::grpc::sla_service::SlaServiceImpl;
 use crate::grpc::sync_service::{SyncRuntime, SyncServiceImpl};
 use crate::grpc::ticket_service::TicketServiceImpl;
@@ -55,6 +56,9 @@ const SERVICE_NAMES: [&str; 8] = [
     "balagh.v1.QualityService",
     "balagh.v1.SatisfactionService",
 ];
+
+/// When a shed call is told to try again (its `RetryInfo`).
+const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How often expired request ids and change-feed snapshots are dropped.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -262,6 +266,7 @@ impl Application {
                     )))
                     .http2_keepalive_timeout(Some(Duration::from_secs(20)))
                     .layer(GrpcMetricsLayer(metrics))
+                    .layer(LoadShedLayer::new(limits.max_in_flight, SHED_RETRY_AFTER))
                     .add_service(health_service)
                     .add_service(reflection)
                     .add_service(ticket_service)

@@ -288,6 +288,9 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// HTTP/2 keepalive ping interval, in seconds.
     pub http2_keepalive_interval_seconds: u64,
+    /// Calls worked on at once before more are shed with `RESOURCE_EXHAUSTED` and a
+    /// `RetryInfo` (streams, health and reflection are not counted), at least 1.
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -297,6 +300,7 @@ impl Default for Limits {
             request_timeout_seconds: 30,
             max_concurrent_streams: 256,
             http2_keepalive_interval_seconds: 30,
+            max_in_flight: 512,
         }
     }
 }
@@ -474,6 +478,9 @@ impl Config {
         let retention_hours = file.request_id_retention_hours.unwrap_or(48);
         if retention_hours < 24 {
             anyhow::bail!("request_id_retention_hours must be at least 24");
+        }
+        if file.limits.max_in_flight == 0 {
+            anyhow::bail!("limits.max_in_flight must be at least 1");
         }
         if file.watch.retention_days < 7 {
             anyhow::bail!("watch.retention_days must be at least 7");

@@ -13,6 +13,7 @@ pub mod quality_service;
 pub mod reporting_service;
 pub mod request;
 pub mod satisfaction_service;
+pub mod shed;
 pub mod sla_service;
 pub mod sync_service;
 pub mod ticket_service;

@@ -85,6 +85,7 @@ max_message_bytes = {{ $c.limits.max_message_bytes | int64 }}
 request_timeout_seconds = {{ $c.limits.request_timeout_seconds | int64 }}
 max_concurrent_streams = {{ $c.limits.max_concurrent_streams | int64 }}
 http2_keepalive_interval_seconds = {{ $c.limits.http2_keepalive_interval_seconds | int64 }}
+max_in_flight = {{ $c.limits.max_in_flight | int64 }}
 
 [store]
 max_batch = {{ $c.store.max_batch | int64 }}
