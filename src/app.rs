@@ -42,7 +42,7 @@ use crate::grpc::watch::route::TicketServiceRoute;
 use crate::leader::LeaderSettings;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::sla::SlaRuntime;
-use crate::store::{LeaderRole, Store, open_store};
+use crate::store::{LeaderRole, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The names health reports on: the server as a whole and each service.
@@ -78,17 +78,10 @@ impl Application {
     }
 
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let tuning = &config.store;
-        let store = open_store(
-            &config.database_url,
-            tuning.max_batch,
-            tuning.queue_depth,
-            tuning.readers,
-            crate::domain::sync::SyncPolicy::default(),
-            clock.clone(),
-        )
-        .await
-        .context("cannot open the database")?;
+        let store = config
+            .open_store(clock.clone())
+            .await
+            .context("cannot open the database")?;
         let listener = if config.components.grpc {
             Some(
                 TcpListener::bind(config.listen)

@@ -443,6 +443,24 @@ fn platform_mode(args: &ServeArgs) -> anyhow::Result<PlatformMode> {
 }
 
 impl Config {
+    /// Opens the configured database with the configured tuning: what `serve` and
+    /// `report` run on.
+    pub async fn open_store(
+        &self,
+        clock: std::sync::Arc<dyn crate::domain::Clock>,
+    ) -> Result<std::sync::Arc<dyn crate::store::Store>, crate::store::StoreError> {
+        let tuning = &self.store;
+        crate::store::open_store(
+            &self.database_url,
+            tuning.max_batch,
+            tuning.queue_depth,
+            tuning.readers,
+            crate::domain::sync::SyncPolicy::default(),
+            clock,
+        )
+        .await
+    }
+
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => read_file(path)?,

@@ -12,7 +12,7 @@ use balagh::grpc::proto;
 use balagh::grpc::proto::quality_service_client::QualityServiceClient;
 use balagh::grpc::proto::reporting_service_client::ReportingServiceClient;
 use balagh::grpc::proto::sla_service_client::SlaServiceClient;
-use common::{TestApp, TestDb, create, expect_error, pothole_report, spawn_app_with};
+use common::{TestApp, TestDb, create, expect_error, pothole_report, resolve, spawn_app_with};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -48,20 +48,6 @@ async fn assign(app: &mut TestApp, id: &str, employee: &str) {
         })
         .await
         .expect("assign");
-}
-
-async fn resolve(app: &mut TestApp, id: &str) {
-    app.tickets
-        .resolve_ticket(proto::ResolveTicketRequest {
-            ticket_id: id.into(),
-            resolution: Some(proto::Resolution {
-                code: proto::ResolutionCode::Fixed.into(),
-                text: "تم الإصلاح".into(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("resolve");
 }
 
 /// Four tickets: 0 handled by emp-a then emp-b, resolved; 1 by emp-a, resolved; 2 by emp-a,

@@ -15,7 +15,7 @@ use balagh::domain::{ManualClock, Timestamp};
 use balagh::grpc::proto;
 use balagh::grpc::proto::satisfaction_service_client::SatisfactionServiceClient;
 use balagh::grpc::proto::sync_service_client::SyncServiceClient;
-use common::{TestApp, TestDb, create, expect_error, pothole_report, spawn_app_with};
+use common::{TestApp, TestDb, create, expect_error, pothole_report, resolve, spawn_app_with};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -61,20 +61,6 @@ fn anonymous_suggestion() -> proto::CreateTicketRequest {
         ..Default::default()
     });
     request
-}
-
-async fn resolve(app: &mut TestApp, id: &str) {
-    app.tickets
-        .resolve_ticket(proto::ResolveTicketRequest {
-            ticket_id: id.into(),
-            resolution: Some(proto::Resolution {
-                code: proto::ResolutionCode::Fixed.into(),
-                text: "تم ردم الحفرة".into(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("resolve");
 }
 
 async fn settled(app: &mut TestApp, request: proto::CreateTicketRequest) -> String {

@@ -305,17 +305,7 @@ async fn a_person_escalates_up_the_matrix_with_a_reason_until_the_top() {
     );
 
     // A resolved ticket is not escalated.
-    app.tickets
-        .resolve_ticket(proto::ResolveTicketRequest {
-            ticket_id: ticket.id.clone(),
-            resolution: Some(proto::Resolution {
-                code: proto::ResolutionCode::Fixed.into(),
-                text: "تم الإصلاح".into(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("resolve");
+    common::resolve(&mut app, &ticket.id).await;
     let status = app
         .tickets
         .escalate_ticket(escalate(proto::EscalationTarget::Line3, "late"))

@@ -179,12 +179,6 @@ impl TicketFacts {
         }
     }
 
-    /// Whether the ticket was open at `at`: created before it and not settled by then.
-    /// (A ticket settled, reopened and settled again counts from its last settling.)
-    pub fn is_open_at(&self, at: Timestamp) -> bool {
-        self.view().is_open_at(at)
-    }
-
     /// The facts borrowed, as the KPI counts read them.
     pub fn view(&self) -> FactsView<'_> {
         FactsView {
@@ -242,6 +236,7 @@ pub struct FactsView<'a> {
 
 impl<'a> FactsView<'a> {
     /// Whether the ticket was open at `at`: created before it and not settled by then.
+    /// (A ticket settled, reopened and settled again counts from its last settling.)
     pub fn is_open_at(&self, at: Timestamp) -> bool {
         self.create_time < at && self.settle_time.is_none_or(|t| t > at)
     }
@@ -341,21 +336,6 @@ fn percent(part: u64, whole: u64) -> Option<f64> {
 
 fn hours(seconds: Option<i64>) -> Option<f64> {
     seconds.map(|s| s as f64 / 3600.0)
-}
-
-impl KpiFigures {
-    /// The figures of `facts`, with the backlog as it stood at `as_of`.
-    pub fn of<'a>(
-        facts: impl IntoIterator<Item = &'a TicketFacts>,
-        as_of: Timestamp,
-        calendar: &BusinessCalendar,
-    ) -> KpiFigures {
-        let mut acc = KpiAccumulator::default();
-        for t in facts {
-            acc.add(&t.view(), as_of, calendar);
-        }
-        acc.finish()
-    }
 }
 
 /// The figures of a group being counted, one ticket at a time: what [`KpiFigures`] is made
@@ -637,6 +617,15 @@ pub fn aggregate(
         groups.add(&t.view(), calendar);
     }
     groups.finish()
+}
+
+/// 1 `month` (1 to 12) of `year`, 00:00 in Muscat: where a KPI year (or month) starts.
+/// `None` only for dates chrono cannot hold.
+pub fn muscat_month_start(year: i32, month: u32) -> Option<Timestamp> {
+    let midnight = chrono::NaiveDate::from_ymd_opt(year, month, 1)?.and_hms_opt(0, 0, 0)?;
+    Some(Timestamp::from_micros(
+        midnight.and_utc().timestamp_micros() - Timestamp::MUSCAT_OFFSET_SECONDS * 1_000_000,
+    ))
 }
 
 /// The same wall-clock time in Muscat one calendar year earlier (29 February becomes the
@@ -1058,7 +1047,13 @@ mod tests {
         let mut created_after = fact("roads");
         created_after.create_time = at(2 * DAY);
         created_after.settle_time = None;
-        let figures = KpiFigures::of(&[settled_late, created_after], at(DAY), &calendar());
+        let groups = aggregate(
+            &[settled_late, created_after],
+            KpiGrouping::None,
+            at(DAY),
+            &calendar(),
+        );
+        let figures = &groups[ALL_GROUP];
         assert_eq!(figures.backlog, 1);
         assert_eq!(figures.ageing, [0, 1, 0, 0], "one working day old");
     }

@@ -15,7 +15,7 @@ use super::convert::{EnumInput, Violations, timestamp_from_proto, timestamp_to_p
 use super::error::{invalid_argument, prefixed};
 use super::proto::{self, reporting_service_server::ReportingService};
 use super::request::{parse_setting_etag, request_key, write_context};
-use crate::domain::kpi::{KpiFigures, KpiGrouping, KpiTally, a_year_before};
+use crate::domain::kpi::{KpiFigures, KpiGrouping, KpiTally, a_year_before, muscat_month_start};
 use crate::domain::kpi_targets::{KpiTargetSpec, KpiTargets, KpiTargetsSpec};
 use crate::domain::{FieldViolation, Timestamp};
 use crate::sla::SlaRuntime;
@@ -49,14 +49,6 @@ struct KpiQuery {
     compare_previous_year: bool,
 }
 
-/// 1 January 00:00 in Muscat of `year`.
-fn muscat_new_year(year: i32) -> Option<Timestamp> {
-    let midnight = chrono::NaiveDate::from_ymd_opt(year, 1, 1)?.and_hms_opt(0, 0, 0)?;
-    Some(Timestamp::from_micros(
-        midnight.and_utc().timestamp_micros() - Timestamp::MUSCAT_OFFSET_SECONDS * 1_000_000,
-    ))
-}
-
 fn parse_query(query: Option<&proto::KpiQuery>) -> Result<KpiQuery, Vec<FieldViolation>> {
     let Some(q) = query else {
         return Err(vec![FieldViolation::new("query", "is required")]);
@@ -74,7 +66,7 @@ fn parse_query(query: Option<&proto::KpiQuery>) -> Result<KpiQuery, Vec<FieldVio
             );
             None
         } else {
-            muscat_new_year(q.year).zip(muscat_new_year(q.year + 1))
+            muscat_month_start(q.year, 1).zip(muscat_month_start(q.year + 1, 1))
         }
     } else {
         let mut bound = |field: &str, t: &Option<prost_types::Timestamp>| match t {

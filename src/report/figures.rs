@@ -17,7 +17,9 @@ use std::sync::Arc;
 use crate::domain::Timestamp;
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::catalog::CatalogData;
-use crate::domain::kpi::{ALL_GROUP, KpiFigures, KpiGrouping, KpiTally, TicketFacts};
+use crate::domain::kpi::{
+    ALL_GROUP, KpiFigures, KpiGrouping, KpiTally, TicketFacts, muscat_month_start,
+};
 use crate::domain::kpi_targets::{KpiTargets, TargetKpi, TargetResult};
 
 /// The categories the report ranks.
@@ -29,14 +31,6 @@ pub const GROUPINGS: [KpiGrouping; 3] = [
     KpiGrouping::Directorate,
     KpiGrouping::Category,
 ];
-
-/// 1 `month` (1 to 12) of `year`, 00:00 in Muscat. `None` only for years chrono cannot hold.
-pub fn muscat_month_start(year: i32, month: u32) -> Option<Timestamp> {
-    let midnight = chrono::NaiveDate::from_ymd_opt(year, month, 1)?.and_hms_opt(0, 0, 0)?;
-    Some(Timestamp::from_micros(
-        midnight.and_utc().timestamp_micros() - Timestamp::MUSCAT_OFFSET_SECONDS * 1_000_000,
-    ))
-}
 
 /// The 13 bounds of a Muscat year's months: 1 January 00:00, 1 February, ..., and 1 January
 /// of the next year.

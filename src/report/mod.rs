@@ -35,7 +35,7 @@ use crate::config::{Config, ServeArgs};
 use crate::domain::Timestamp;
 use crate::domain::calendar::BusinessCalendar;
 use crate::sla::{SlaError, SlaRuntime};
-use crate::store::{Store, StoreError, open_store};
+use crate::store::{Store, StoreError};
 use figures::{YearFigures, YearlyFigures, month_tally, months_of, year_as_of};
 pub use locale::Lang;
 
@@ -241,17 +241,7 @@ pub async fn write_report(
     // Fail on an unwritable output before the (long) read of a year's facts.
     let staging = Staging::create(&out)?;
     refuse_missing_sqlite(&config.database_url)?;
-    let tuning = &config.store;
-    let store = open_store(
-        &config.database_url,
-        tuning.max_batch,
-        tuning.queue_depth,
-        tuning.readers,
-        crate::domain::sync::SyncPolicy::default(),
-        clock.clone(),
-    )
-    .await
-    .with_context(|| {
+    let store = config.open_store(clock.clone()).await.with_context(|| {
         format!(
             "cannot open the database {}",
             redacted(&config.database_url)

@@ -71,6 +71,61 @@ macro_rules! select_sla_rows {
     };
 }
 
+/// The columns of `ticket_facts` that `facts_columns_from_pg` reads, each prefixed with `$t`
+/// (a table alias and its dot, or nothing), assembled from literals at compile time.
+macro_rules! facts_columns {
+    ($t:literal) => {
+        concat!(
+            $t,
+            "ticket_id::text AS ticket_id, ",
+            $t,
+            "create_time, ",
+            $t,
+            "ticket_type, ",
+            $t,
+            "channel, ",
+            $t,
+            "category, ",
+            $t,
+            "directorate, ",
+            $t,
+            "outlet, ",
+            $t,
+            "wilayat, ",
+            $t,
+            "support_line, ",
+            $t,
+            "assignee, ",
+            $t,
+            "status, ",
+            $t,
+            "first_response_seconds, ",
+            $t,
+            "resolution_seconds, ",
+            $t,
+            "first_response_met, ",
+            $t,
+            "resolution_met, ",
+            $t,
+            "n_escalations, ",
+            $t,
+            "reopened, ",
+            $t,
+            "transferred, ",
+            $t,
+            "rejected, ",
+            $t,
+            "resolved_at_line_1, ",
+            $t,
+            "satisfaction_score, ",
+            $t,
+            "resolve_time, ",
+            $t,
+            "settle_time",
+        )
+    };
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The search document with hyphens as spaces: PostgreSQL's parser would read "-2026" in
@@ -2187,15 +2242,12 @@ impl Store for PostgresStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<TicketFacts>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT ticket_id::text AS ticket_id, create_time, ticket_type, channel, category,
-             directorate, outlet, wilayat, support_line, assignee, status,
-             first_response_seconds, resolution_seconds, first_response_met, resolution_met,
-             n_escalations, reopened, transferred, rejected, resolved_at_line_1,
-             satisfaction_score, resolve_time, settle_time
-             FROM ticket_facts WHERE create_time >= $1 AND create_time < $2
-             ORDER BY create_time, ticket_id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            facts_columns!(""),
+            " FROM ticket_facts WHERE create_time >= $1 AND create_time < $2
+                 ORDER BY create_time, ticket_id"
+        ))
         .bind(from.as_micros())
         .bind(to.as_micros())
         .fetch_all(&self.readers)
@@ -2235,14 +2287,11 @@ impl Store for PostgresStore {
                 let mut part = tally.empty_like();
                 let readers = self.readers.clone();
                 tokio::spawn(async move {
-                    let mut rows = sqlx::query(
-                        "SELECT ticket_id::text AS ticket_id, create_time, ticket_type, channel,
-                     category, directorate, outlet, wilayat, support_line, assignee, status,
-                     first_response_seconds, resolution_seconds, first_response_met,
-                     resolution_met, n_escalations, reopened, transferred, rejected,
-                     resolved_at_line_1, satisfaction_score, resolve_time, settle_time
-                     FROM ticket_facts WHERE create_time >= $1 AND create_time < $2",
-                    )
+                    let mut rows = sqlx::query(concat!(
+                        "SELECT ",
+                        facts_columns!(""),
+                        " FROM ticket_facts WHERE create_time >= $1 AND create_time < $2"
+                    ))
                     .bind(from.as_micros())
                     .bind(to.as_micros())
                     .fetch(&readers);
@@ -2251,17 +2300,13 @@ impl Store for PostgresStore {
                     }
                     drop(rows);
                     // The quality reviews of those tickets.
-                    let reviews = sqlx::query(
-                        "SELECT f.ticket_id::text AS ticket_id, f.create_time, f.ticket_type,
-                         f.channel, f.category, f.directorate, f.outlet, f.wilayat,
-                         f.support_line, f.assignee, f.status, f.first_response_seconds,
-                         f.resolution_seconds, f.first_response_met, f.resolution_met,
-                         f.n_escalations, f.reopened, f.transferred, f.rejected,
-                         f.resolved_at_line_1, f.satisfaction_score, f.resolve_time,
-                         f.settle_time, q.employee_id, q.weighted_score
-                         FROM quality_reviews q JOIN ticket_facts f ON f.ticket_id = q.ticket_id
-                         WHERE f.create_time >= $1 AND f.create_time < $2",
-                    )
+                    let reviews = sqlx::query(concat!(
+                        "SELECT ",
+                        facts_columns!("f."),
+                        ", q.employee_id, q.weighted_score
+                             FROM quality_reviews q JOIN ticket_facts f ON f.ticket_id = q.ticket_id
+                             WHERE f.create_time >= $1 AND f.create_time < $2"
+                    ))
                     .bind(from.as_micros())
                     .bind(to.as_micros())
                     .fetch_all(&readers)
