@@ -19,6 +19,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::admin::AdminState;
+use crate::auth::layer::AuthLayer;
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock, Timestamp};
 use crate::grpc::catalog_service::CatalogServiceImpl;
@@ -82,6 +83,18 @@ impl Application {
             .open_store(clock.clone())
             .await
             .context("cannot open the database")?;
+        if config.components.grpc && config.auth.is_none() {
+            if !config.listen.ip().is_loopback() {
+                anyhow::bail!(
+                    "refusing to listen on {} without authentication: configure [auth] (docs/security.md), or listen on a loopback address for local development",
+                    config.listen
+                );
+            }
+            tracing::warn!(
+                address = %config.listen,
+                "NO AUTHENTICATION: every caller may do everything and sees personal data unmasked; for local development only"
+            );
+        }
         let listener = if config.components.grpc {
             Some(
                 TcpListener::bind(config.listen)
@@ -132,7 +145,14 @@ impl Application {
         let serving = Arc::new(AtomicBool::new(false));
         let limits = &config.limits;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let watch_settings = config.watch.settings();
+        let authenticated = config.auth.is_some();
+        let mut watch_settings = config.watch.settings();
+        watch_settings.mask_personal_data = authenticated;
+        let caller_limits = crate::auth::rate::CallerLimits::new(
+            limits.caller_rate_per_second,
+            limits.caller_burst,
+            limits.max_watch_streams_per_caller,
+        );
         let (feed, feed_task) = ChangeFeed::start(store.clone(), &watch_settings, shutdown.clone())
             .await
             .context("cannot start the change feed")?;
@@ -147,7 +167,8 @@ impl Application {
                 watch_settings,
                 metrics.watch_streams_open.clone(),
                 config.satisfaction,
-            ),
+            )
+            .with_caller_limits(caller_limits.clone()),
             limits.max_message_bytes,
         );
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))
@@ -251,7 +272,13 @@ impl Application {
         let served = match listener {
             Some(listener) => {
                 tracing::info!(address = %listener.local_addr()?, components = %config.components.names(), "balagh is serving gRPC");
-                Server::builder()
+                let mut server = Server::builder();
+                if let Some(tls) = &config.tls {
+                    server = server
+                        .tls_config(crate::auth::tls::server_tls_config(tls)?)
+                        .context("invalid TLS configuration")?;
+                }
+                server
                     .timeout(Duration::from_secs(limits.request_timeout_seconds))
                     .max_concurrent_streams(limits.max_concurrent_streams)
                     .http2_keepalive_interval(Some(Duration::from_secs(
@@ -260,6 +287,7 @@ impl Application {
                     .http2_keepalive_timeout(Some(Duration::from_secs(20)))
                     .layer(GrpcMetricsLayer(metrics))
                     .layer(LoadShedLayer::new(limits.max_in_flight, SHED_RETRY_AFTER))
+                    .layer(AuthLayer::new(config.auth.clone(), caller_limits))
                     .add_service(health_service)
                     .add_service(reflection)
                     .add_service(ticket_service)

@@ -639,6 +639,7 @@ async fn get_once(
         .and_then(|i| ids.get(i))
         .context("no ticket ids to get")?;
     let request = proto::GetTicketRequest {
+        reveal_personal_data: false,
         lookup: Some(proto::get_ticket_request::Lookup::Id(id.clone())),
     };
     let response = client.get_ticket(request).await?;
@@ -992,6 +993,7 @@ pub(crate) fn new_ticket(
         escalation_level: 0,
         escalated_to_director_general: false,
         version: 1,
+        created_by: None,
     }
 }
 
@@ -1653,6 +1655,7 @@ impl Corpus {
         let anonymous = ticket_type == TicketType::Suggestion && r.below(3) == 0;
         let reporter = if anonymous {
             proto::Reporter {
+                masked: false,
                 anonymous: true,
                 ..Default::default()
             }
@@ -1663,6 +1666,7 @@ impl Corpus {
                 pick(FAMILY_NAMES, &mut r)
             );
             proto::Reporter {
+                masked: false,
                 name,
                 phone: format!("9{:07}", r.below(10_000_000)),
                 email: if r.below(3) == 0 {

@@ -929,6 +929,7 @@ impl Routing {
                 1 + k % 2000
             ),
             reporter: Some(proto::Reporter {
+                masked: false,
                 name: "مواطن من تطبيق بلاغ".to_owned(),
                 phone: format!("9{:07}", k % 10_000_000),
                 email: String::new(),

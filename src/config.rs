@@ -38,6 +38,41 @@ pub struct Config {
     pub components: Components,
     /// The sync worker's lease and concurrency.
     pub sync: SyncConfig,
+    /// How callers authenticate; `None` runs open, which only a loopback address allows.
+    pub auth: Option<crate::auth::layer::Authenticator>,
+    /// TLS on the gRPC port (and mutual TLS when it names a client CA).
+    pub tls: Option<crate::auth::tls::TlsConfig>,
+}
+
+/// `[auth]` of the config file: bearer tokens and certificate callers (docs/security.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt: Option<crate::auth::jwt::JwtConfig>,
+    pub certificate_callers: Vec<crate::auth::tls::CertificateCallerConfig>,
+}
+
+impl AuthConfig {
+    /// The authenticator, with its keys read; `None` when nothing is configured.
+    pub fn authenticator(
+        &self,
+        tls: Option<&crate::auth::tls::TlsConfig>,
+    ) -> anyhow::Result<Option<crate::auth::layer::Authenticator>> {
+        let jwt = self
+            .jwt
+            .as_ref()
+            .map(crate::auth::jwt::JwtVerifier::from_config)
+            .transpose()?;
+        let certificates =
+            crate::auth::tls::CertificateCallers::from_config(&self.certificate_callers)?;
+        if !certificates.is_empty() && tls.and_then(|t| t.client_ca_file.as_ref()).is_none() {
+            anyhow::bail!(
+                "auth.certificate_callers need mutual TLS: set tls.cert_file, tls.key_file and tls.client_ca_file"
+            );
+        }
+        let authenticator = crate::auth::layer::Authenticator { jwt, certificates };
+        Ok(authenticator.is_configured().then_some(authenticator))
+    }
 }
 
 /// The parts of the service a process runs (`--components`, default all of them), so a
@@ -291,6 +326,13 @@ pub struct Limits {
     /// Calls worked on at once before more are shed with `RESOURCE_EXHAUSTED` and a
     /// `RetryInfo` (streams, health and reflection are not counted), at least 1.
     pub max_in_flight: usize,
+    /// Calls per second each authenticated caller may make on average (a token bucket);
+    /// beyond it, `RESOURCE_EXHAUSTED` with reason `RATE_LIMITED` and a `RetryInfo`.
+    pub caller_rate_per_second: u32,
+    /// Calls a caller may make at once above its rate (the bucket's size).
+    pub caller_burst: u32,
+    /// Watch streams one authenticated caller may hold open at once.
+    pub max_watch_streams_per_caller: usize,
 }
 
 impl Default for Limits {
@@ -301,6 +343,9 @@ impl Default for Limits {
             max_concurrent_streams: 256,
             http2_keepalive_interval_seconds: 30,
             max_in_flight: 512,
+            caller_rate_per_second: 200,
+            caller_burst: 400,
+            max_watch_streams_per_caller: 16,
         }
     }
 }
@@ -339,6 +384,8 @@ pub struct FileConfig {
     pub sla: SlaSchedulerConfig,
     pub satisfaction: SatisfactionConfig,
     pub sync: SyncConfig,
+    pub auth: AuthConfig,
+    pub tls: Option<crate::auth::tls::TlsConfig>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -500,6 +547,15 @@ impl Config {
         if file.limits.max_in_flight == 0 {
             anyhow::bail!("limits.max_in_flight must be at least 1");
         }
+        if file.limits.caller_rate_per_second == 0
+            || file.limits.caller_burst == 0
+            || file.limits.max_watch_streams_per_caller == 0
+        {
+            anyhow::bail!(
+                "limits.caller_rate_per_second, caller_burst and max_watch_streams_per_caller must be at least 1"
+            );
+        }
+        let auth = file.auth.authenticator(file.tls.as_ref())?;
         if file.watch.retention_days < 7 {
             anyhow::bail!("watch.retention_days must be at least 7");
         }
@@ -529,6 +585,8 @@ impl Config {
                 None => Components::default(),
             },
             sync: file.sync.check()?,
+            auth,
+            tls: file.tls,
         })
     }
 
@@ -553,6 +611,8 @@ impl Config {
             satisfaction: crate::domain::satisfaction::SurveyPolicy::default(),
             components: Components::default(),
             sync: SyncConfig::default(),
+            auth: None,
+            tls: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod bench_pg;
 pub mod bench_sla;

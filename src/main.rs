@@ -44,11 +44,17 @@ enum Command {
     /// A SIMULATOR of the national platform over HTTP, with faults on a fixed seed and
     /// simulated citizens (docs/platform-api.md). Never the real platform.
     PlatformSim(balagh::platform::simulator::SimArgs),
+    /// Print the table of which role may call which RPC, as docs/security.md shows it.
+    AccessTable,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::AccessTable => {
+            print!("{}", balagh::auth::policy::markdown_table());
+            Ok(())
+        }
         Command::Serve(args) => {
             let config = Config::resolve(&args)?;
             balagh::telemetry::init(config.log_format);

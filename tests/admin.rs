@@ -21,6 +21,7 @@ async fn liveness_readiness_and_metrics_of_real_calls() {
     let missing = app
         .tickets
         .get_ticket(proto::GetTicketRequest {
+            reveal_personal_data: false,
             lookup: Some(proto::get_ticket_request::Lookup::Id(
                 "0190d7a4-0000-7000-8000-000000000000".into(),
             )),

@@ -12,6 +12,7 @@ use tonic::Code;
 
 fn get_by_id(id: &str) -> proto::GetTicketRequest {
     proto::GetTicketRequest {
+        reveal_personal_data: false,
         lookup: Some(proto::get_ticket_request::Lookup::Id(id.to_owned())),
     }
 }
@@ -62,6 +63,7 @@ async fn create_then_get_by_id_and_by_reference_keeps_arabic_text_exactly() {
     let by_reference = app
         .tickets
         .get_ticket(proto::GetTicketRequest {
+            reveal_personal_data: false,
             lookup: Some(proto::get_ticket_request::Lookup::Reference(
                 created.reference.to_lowercase(),
             )),
@@ -152,6 +154,7 @@ async fn create_refuses_unknown_catalog_references_and_misplaced_anonymity() {
     request.r#type = proto::TicketType::Complaint.into();
     request.reporter = Some(proto::Reporter {
         anonymous: true,
+        masked: false,
         ..Default::default()
     });
     let fields = expect_error(
@@ -274,6 +277,7 @@ async fn get_ticket_failures() {
     let fields = expect_error(
         app.tickets
             .get_ticket(proto::GetTicketRequest {
+                reveal_personal_data: false,
                 lookup: Some(proto::get_ticket_request::Lookup::Reference(
                     "MCT-20-1".into(),
                 )),
@@ -286,6 +290,7 @@ async fn get_ticket_failures() {
     expect_error(
         app.tickets
             .get_ticket(proto::GetTicketRequest {
+                reveal_personal_data: false,
                 lookup: Some(proto::get_ticket_request::Lookup::Reference(
                     "MCT-2026-999999".into(),
                 )),
@@ -296,7 +301,10 @@ async fn get_ticket_failures() {
     );
     expect_error(
         app.tickets
-            .get_ticket(proto::GetTicketRequest { lookup: None })
+            .get_ticket(proto::GetTicketRequest {
+                lookup: None,
+                reveal_personal_data: false,
+            })
             .await,
         Code::InvalidArgument,
         "INVALID_FIELDS",
@@ -592,6 +600,7 @@ async fn update_ticket_with_mask_and_etag() {
     bad.r#type = proto::TicketType::Complaint.into();
     bad.reporter = Some(proto::Reporter {
         anonymous: true,
+        masked: false,
         ..Default::default()
     });
     let fields = expect_error(

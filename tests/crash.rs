@@ -89,6 +89,7 @@ async fn acknowledged_tickets_survive_sigkill() {
         let stored = tokio::time::timeout(
             Duration::from_secs(10),
             client.get_ticket(proto::GetTicketRequest {
+                reveal_personal_data: false,
                 lookup: Some(proto::get_ticket_request::Lookup::Id(ticket.id.clone())),
             }),
         )

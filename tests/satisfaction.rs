@@ -58,6 +58,7 @@ fn anonymous_suggestion() -> proto::CreateTicketRequest {
     request.r#type = proto::TicketType::Suggestion.into();
     request.reporter = Some(proto::Reporter {
         anonymous: true,
+        masked: false,
         ..Default::default()
     });
     request
@@ -125,6 +126,7 @@ async fn ledger(app: &TestApp, id: &str) -> Vec<(proto::SurveyChannel, proto::Su
 async fn ticket(app: &mut TestApp, id: &str) -> proto::Ticket {
     app.tickets
         .get_ticket(proto::GetTicketRequest {
+            reveal_personal_data: false,
             lookup: Some(proto::get_ticket_request::Lookup::Id(id.into())),
         })
         .await

@@ -71,6 +71,7 @@ async fn events(app: &mut TestApp, ticket_id: &str) -> Vec<proto::TicketEvent> {
 async fn get(app: &mut TestApp, ticket_id: &str) -> proto::Ticket {
     app.tickets
         .get_ticket(proto::GetTicketRequest {
+            reveal_personal_data: false,
             lookup: Some(proto::get_ticket_request::Lookup::Id(ticket_id.into())),
         })
         .await

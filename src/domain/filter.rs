@@ -14,6 +14,9 @@ pub struct TicketFilter {
     pub wilayats: Vec<Code>,
     pub assignees: Vec<EmployeeId>,
     pub support_lines: Vec<SupportLine>,
+    /// The callers that filed the ticket. Not offered to clients: the scope of an external
+    /// system sets it (see `auth::TicketScope`).
+    pub creators: Vec<String>,
 }
 
 fn any_of<T: PartialEq>(allowed: &[T], value: Option<&T>) -> bool {
@@ -32,5 +35,6 @@ impl TicketFilter {
             && any_of(&self.wilayats, ticket.location.wilayat.as_ref())
             && any_of(&self.assignees, a.assignee.as_ref())
             && any_of(&self.support_lines, a.support_line.as_ref())
+            && any_of(&self.creators, ticket.created_by.as_ref())
     }
 }

@@ -745,6 +745,7 @@ mod tests {
                 escalation_level: 0,
                 escalated_to_director_general: false,
                 version: 1,
+                created_by: None,
             };
             let record = created_event(&ticket);
             let mut history = History {

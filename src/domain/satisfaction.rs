@@ -457,6 +457,7 @@ mod tests {
             escalation_level: 0,
             escalated_to_director_general: false,
             version: 3,
+            created_by: None,
         }
     }
 

@@ -904,6 +904,7 @@ mod tests {
             escalation_level: 0,
             escalated_to_director_general: false,
             version: 1,
+            created_by: None,
         }
     }
 

@@ -330,6 +330,10 @@ pub struct Ticket {
     pub escalated_to_director_general: bool,
     /// Starts at 1 and grows by one with every change; the etag is derived from it.
     pub version: i64,
+    /// The caller that filed the ticket (its audit-trail actor): an external system reads
+    /// the tickets it filed. `None` for tickets filed before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 impl Ticket {

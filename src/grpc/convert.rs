@@ -200,6 +200,13 @@ pub fn parse_reporter(
         );
         return None;
     };
+    if r.masked {
+        v.push(
+            &format!("{prefix}.masked"),
+            "a masked reporter cannot be written back; send the reporter's real data or leave it out",
+        );
+        return None;
+    }
     if r.anonymous {
         if !(r.name.is_empty() && r.phone.is_empty() && r.email.is_empty() && r.civil_id.is_empty())
         {
@@ -384,6 +391,7 @@ pub fn ticket_to_proto(t: &Ticket) -> proto::Ticket {
                 .map(|c| c.as_str().to_owned())
                 .unwrap_or_default(),
             anonymous: reporter.is_anonymous(),
+            masked: false,
         }),
         location: Some(proto::Location {
             wilayat: t
@@ -425,6 +433,7 @@ pub fn ticket_to_proto(t: &Ticket) -> proto::Ticket {
         escalation_level: t.escalation_level,
         escalated_to_director_general: t.escalated_to_director_general,
         sla: None,
+        created_by: t.created_by.clone().unwrap_or_default(),
     }
 }
 
@@ -454,6 +463,40 @@ fn assignment_to_proto(a: &Assignment) -> proto::Assignment {
             .map(|l| proto::SupportLine::from(l).into())
             .unwrap_or_default(),
     }
+}
+
+/// Masks the reporter's personal data of an answer (docs/security.md): the name keeps its
+/// first letter, the phone and civil ID their last two digits, the e-mail its first letter
+/// and its domain, so an agent can confirm a caller without the data leaving the server.
+pub fn mask_personal_data(ticket: &mut proto::Ticket) {
+    let Some(reporter) = ticket.reporter.as_mut() else {
+        return;
+    };
+    if reporter.anonymous {
+        return;
+    }
+    fn keep_first(text: &str) -> String {
+        text.chars()
+            .next()
+            .map(|c| format!("{c}•••"))
+            .unwrap_or_default()
+    }
+    fn keep_last_two(text: &str) -> String {
+        if text.is_empty() {
+            return String::new();
+        }
+        let digits: Vec<char> = text.chars().filter(char::is_ascii_digit).collect();
+        let tail: String = digits[digits.len().saturating_sub(2)..].iter().collect();
+        format!("••••••{tail}")
+    }
+    reporter.name = keep_first(&reporter.name);
+    reporter.phone = keep_last_two(&reporter.phone);
+    reporter.civil_id = keep_last_two(&reporter.civil_id);
+    reporter.email = match reporter.email.split_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", keep_first(local)),
+        None => keep_first(&reporter.email),
+    };
+    reporter.masked = true;
 }
 
 pub fn event_to_proto(e: &TicketEvent) -> proto::TicketEvent {

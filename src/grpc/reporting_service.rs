@@ -135,6 +135,33 @@ impl ReportingServiceImpl {
         Ok(crate::kpi_targets::kpi_targets(self.store.as_ref()).await?)
     }
 
+    /// The table the principal may see: a directorate-scoped caller (a liaison officer) sees
+    /// its own directorate's row of a table grouped by directorate, nothing else.
+    async fn scoped_table(
+        &self,
+        principal: &crate::auth::Principal,
+        query: KpiQuery,
+    ) -> Result<(Table, Option<(Timestamp, Timestamp)>), Status> {
+        use crate::auth::TicketScope;
+        match principal.ticket_scope() {
+            TicketScope::All => self.table(query).await,
+            TicketScope::Directorate { directorate, .. }
+                if query.grouping == KpiGrouping::Directorate =>
+            {
+                let (mut table, previous) = self.table(query).await?;
+                table.retain(|group, _| group == directorate.as_str());
+                Ok((table, previous))
+            }
+            _ => Err(super::error::status(
+                tonic::Code::PermissionDenied,
+                "KPI_GROUPING_OUTSIDE_SCOPE",
+                "a directorate's staff see the KPIs of their directorate: group by DIRECTORATE",
+                std::collections::HashMap::new(),
+                &[],
+            )),
+        }
+    }
+
     async fn table(
         &self,
         query: KpiQuery,
@@ -321,7 +348,8 @@ impl ReportingService for ReportingServiceImpl {
         request: Request<proto::GetKpisRequest>,
     ) -> Result<Response<proto::GetKpisResponse>, Status> {
         let query = parse_query(request.get_ref().query.as_ref()).map_err(invalid_argument)?;
-        let (table, previous_period) = self.table(query).await?;
+        let principal = crate::auth::Principal::of(&request);
+        let (table, previous_period) = self.scoped_table(&principal, query).await?;
         let targets = match query.year {
             Some(_) => self.targets().await?.1,
             None => KpiTargets::default(),
@@ -424,7 +452,8 @@ impl ReportingService for ReportingServiceImpl {
         request: Request<proto::ExportKpisCsvRequest>,
     ) -> Result<Response<proto::ExportKpisCsvResponse>, Status> {
         let query = parse_query(request.get_ref().query.as_ref()).map_err(invalid_argument)?;
-        let (table, _) = self.table(query).await?;
+        let principal = crate::auth::Principal::of(&request);
+        let (table, _) = self.scoped_table(&principal, query).await?;
         Ok(Response::new(proto::ExportKpisCsvResponse {
             csv: to_csv(&table, query.compare_previous_year),
         }))

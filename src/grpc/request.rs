@@ -11,8 +11,8 @@ use tonic::Request;
 use crate::domain::FieldViolation;
 use crate::store::{RequestKey, WriteContext};
 
-/// The metadata key naming who acts. Until authentication lands this is taken as given and
-/// only recorded in the audit trail.
+/// The metadata key naming who acts on a server without authentication (local development),
+/// recorded in the audit trail. An authenticated server ignores it: the caller is who acts.
 pub const ACTOR_METADATA_KEY: &str = "x-balagh-actor";
 
 /// Parses an AIP-155 request id (1 to 128 printable ASCII characters, a UUID is best) and
@@ -61,9 +61,20 @@ pub fn actor<T>(request: &Request<T>) -> String {
         .to_owned()
 }
 
+/// Who writes (the authenticated caller, or on an open server the metadata's actor) and the
+/// request key. An authenticated caller's request ids are its own: another caller reusing
+/// one neither replays the first caller's answer nor collides with it.
 pub fn write_context<T>(request: &Request<T>, key: Option<RequestKey>) -> WriteContext {
+    let principal = crate::auth::Principal::of(request);
+    let key = match (principal.caller(), key) {
+        (Some(caller), Some(mut key)) => {
+            key.request_id = format!("{}/{}", caller.id, key.request_id);
+            Some(key)
+        }
+        (_, key) => key,
+    };
     WriteContext {
-        actor: actor(request),
+        actor: principal.actor().to_owned(),
         request: key,
     }
 }

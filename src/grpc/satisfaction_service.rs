@@ -137,11 +137,38 @@ impl SatisfactionService for SatisfactionServiceImpl {
             limit,
         };
         let candidates = self.store.call_back_candidates(&query).await?;
+        // Agents call the beneficiaries back: they get the phone numbers, and that is
+        // recorded as a reveal. Everyone else sees the list masked.
+        let principal = crate::auth::Principal::of(&request);
+        let reveal = principal
+            .caller()
+            .filter(|c| c.role == crate::auth::Role::Agent);
+        if let Some(caller) = reveal
+            && !candidates.is_empty()
+        {
+            self.store
+                .record_personal_data_access(
+                    crate::store::PersonalDataAccess {
+                        actor: caller.id.clone(),
+                        role: caller.role.as_str().to_owned(),
+                        method: "ListCallBackCandidates".to_owned(),
+                    },
+                    candidates.iter().map(|c| c.ticket.id).collect(),
+                )
+                .await?;
+        }
+        let mask = principal.masks_personal_data() && reveal.is_none();
         Ok(Response::new(proto::ListCallBackCandidatesResponse {
             candidates: candidates
                 .iter()
                 .map(|c| proto::CallBackCandidate {
-                    ticket: Some(ticket_to_proto(&c.ticket)),
+                    ticket: Some({
+                        let mut ticket = ticket_to_proto(&c.ticket);
+                        if mask {
+                            super::convert::mask_personal_data(&mut ticket);
+                        }
+                        ticket
+                    }),
                     settle_time: Some(timestamp_to_proto(c.settle_time)),
                     previous_attempt_count: i32::try_from(c.n_previous_attempts)
                         .unwrap_or(i32::MAX),

@@ -551,11 +551,9 @@ impl SlaService for SlaServiceImpl {
     ) -> Result<Response<proto::GetTicketSlaResponse>, Status> {
         let id = TicketId::parse("ticket_id", &request.get_ref().ticket_id)
             .map_err(|v| invalid_argument(vec![v]))?;
-        let ticket = self
-            .store
-            .get_ticket(id)
-            .await?
-            .ok_or(StoreError::TicketNotFound)?;
+        let scope = crate::auth::Principal::of(&request).ticket_scope();
+        let ticket =
+            super::ticket_service::ticket_in_scope(self.store.as_ref(), &scope, id).await?;
         let clock = self.sla.ticket_sla(&ticket).await?;
         Ok(Response::new(proto::GetTicketSlaResponse {
             sla: Some(ticket_sla_to_proto(&ticket, &clock)),
@@ -593,6 +591,11 @@ impl SlaService for SlaServiceImpl {
         let (directorate, minutes, size) = v
             .finish(|| Some((directorate?, minutes?, size?)))
             .map_err(invalid_argument)?;
+        let scope = crate::auth::Principal::of(&request).ticket_scope();
+        let Some(directorate) = scope.restrict_directorate(directorate) else {
+            // Another directorate's tickets were asked for: none the caller may see.
+            return Ok(Response::new(proto::ListTicketsAtRiskResponse::default()));
+        };
         let config = self.sla.reload().await?;
         let now = self.sla.now();
         // The horizon is counted in business time: "the next business hour" on a Thursday

@@ -17,6 +17,8 @@ use super::request::{PageToken, filter_hash, page_size, parse_etag, request_key,
 use super::watch::{
     ChangeFeed, ChangeStream, Start, WatchSettings, WatchStream, decode_cursor, encode_cursor,
 };
+use crate::auth::rate::CallerLimits;
+use crate::auth::{Principal, TicketScope};
 use crate::domain::filter::TicketFilter;
 use crate::domain::lifecycle::{Action, LifecycleError, TicketEvent};
 use crate::domain::satisfaction::SurveyPolicy;
@@ -27,7 +29,7 @@ use crate::domain::ticket::{
     Satisfaction, Status as TicketStatus, SupportLine, Ticket, TicketPatch, TicketType, Visibility,
 };
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId, parse_text};
-use crate::store::{Store, StoreError, TicketQuery};
+use crate::store::{PersonalDataAccess, Store, StoreError, TicketQuery};
 
 /// ListTickets page size when none is asked for, and the most it returns.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -46,6 +48,32 @@ pub struct TicketServiceImpl {
     watch_settings: WatchSettings,
     streams_open: prometheus_client::metrics::gauge::Gauge,
     survey_policy: SurveyPolicy,
+    /// Caps the watch streams of each authenticated caller (none without authentication).
+    caller_limits: Option<Arc<CallerLimits>>,
+}
+
+/// A ticket as the principal may see it: personal data masked for authenticated callers.
+pub fn answer(principal: &Principal, ticket: &Ticket) -> proto::Ticket {
+    let mut message = ticket_to_proto(ticket);
+    if principal.masks_personal_data() {
+        super::convert::mask_personal_data(&mut message);
+    }
+    message
+}
+
+/// The ticket, when the scope reaches it; `NOT_FOUND` otherwise, as for a ticket that does
+/// not exist, so a caller learns nothing of tickets outside its scope.
+pub async fn ticket_in_scope(
+    store: &dyn Store,
+    scope: &TicketScope,
+    id: TicketId,
+) -> Result<Ticket, Status> {
+    let ticket = store
+        .get_ticket(id)
+        .await?
+        .filter(|t| scope.admits(t))
+        .ok_or(StoreError::TicketNotFound)?;
+    Ok(ticket)
 }
 
 impl TicketServiceImpl {
@@ -64,13 +92,30 @@ impl TicketServiceImpl {
             watch_settings,
             streams_open,
             survey_policy,
+            caller_limits: None,
         }
+    }
+
+    /// Caps each authenticated caller's watch streams.
+    pub fn with_caller_limits(mut self, limits: Arc<CallerLimits>) -> Self {
+        self.caller_limits = Some(limits);
+        self
+    }
+
+    /// `NOT_FOUND` unless the principal's scope reaches the ticket.
+    async fn check_scope(&self, principal: &Principal, id: TicketId) -> Result<(), Status> {
+        let scope = principal.ticket_scope();
+        if scope != TicketScope::All {
+            ticket_in_scope(self.store.as_ref(), &scope, id).await?;
+        }
+        Ok(())
     }
 
     /// Opens a WatchTickets stream: checks the request and the cursor, takes the snapshot if
     /// asked, and hands the stream to the change feed.
     pub async fn open_watch(
         &self,
+        principal: &Principal,
         message: &proto::WatchTicketsRequest,
     ) -> Result<ChangeStream, Status> {
         let mut v = Violations::default();
@@ -87,6 +132,32 @@ impl TicketServiceImpl {
         if !v.is_empty() {
             return Err(invalid_argument(v.0));
         }
+        let Some(filter) = principal.ticket_scope().restrict(filter) else {
+            return Err(super::error::status(
+                tonic::Code::PermissionDenied,
+                "FILTER_OUTSIDE_SCOPE",
+                "the filter asks only for tickets outside the caller's scope (another directorate or outlet)",
+                std::collections::HashMap::new(),
+                &[],
+            ));
+        };
+        let slot = match (&self.caller_limits, principal.caller()) {
+            (Some(limits), Some(caller)) => {
+                Some(limits.open_stream(&caller.id).ok_or_else(|| {
+                    super::error::status(
+                        tonic::Code::ResourceExhausted,
+                        "TOO_MANY_STREAMS",
+                        format!(
+                            "this caller already holds {} watch streams; close one first",
+                            limits.max_streams()
+                        ),
+                        std::collections::HashMap::new(),
+                        &[],
+                    )
+                })?)
+            }
+            _ => None,
+        };
         let start = match resume {
             Some(position) => {
                 let bounds = self.store.feed_bounds().await?;
@@ -122,7 +193,10 @@ impl TicketServiceImpl {
             snapshot = message.send_snapshot,
             "watch stream opened"
         );
-        Ok(self.feed.open(filter, start, self.streams_open.clone()))
+        Ok(self
+            .feed
+            .open(filter, start, self.streams_open.clone())
+            .holding(slot))
     }
 
     /// The shared path of every lifecycle RPC: parse the common fields and the action, apply.
@@ -130,7 +204,8 @@ impl TicketServiceImpl {
         &self,
         request: Request<R>,
         parse_action: impl FnOnce(&R, &mut Violations) -> Option<Action>,
-    ) -> Result<(Ticket, TicketEvent), Status> {
+    ) -> Result<(proto::Ticket, TicketEvent), Status> {
+        let principal = Principal::of(&request);
         let message = request.get_ref();
         let mut v = Violations::default();
         let id = v.take(TicketId::parse("ticket_id", message.ticket_id()));
@@ -145,6 +220,19 @@ impl TicketServiceImpl {
         let (id, version, key, action) = v
             .finish(|| Some((id?, version?, key?, action?)))
             .map_err(invalid_argument)?;
+        self.check_scope(&principal, id).await?;
+        if let Action::Merge { duplicate_of } = &action {
+            // The original must be one the caller reaches too (or the merge would tell it
+            // that a ticket outside its scope exists).
+            self.check_scope(&principal, *duplicate_of)
+                .await
+                .map_err(|_| {
+                    StoreError::UnknownReference(crate::domain::FieldViolation::new(
+                        "duplicate_of_ticket_id",
+                        "is not a ticket",
+                    ))
+                })?;
+        }
         let ctx = write_context(&request, key);
         let (ticket, event) = self.store.apply_action(ctx, id, version, action).await?;
         tracing::info!(
@@ -155,7 +243,63 @@ impl TicketServiceImpl {
             cursor = event.cursor,
             "ticket changed"
         );
-        Ok((ticket, event))
+        Ok((answer(&principal, &ticket), event))
+    }
+}
+
+/// A page of one ticket's history (its events, its personal-data reveals): the ticket, the
+/// page size, and where the page starts.
+struct TicketPage {
+    id: TicketId,
+    limit: u32,
+    after: i64,
+    hash: u64,
+}
+
+impl TicketPage {
+    fn parse<M: Message + Clone>(
+        message: &M,
+        ticket_id: &str,
+        size: i32,
+        token: &str,
+        clear_paging: impl FnOnce(&mut M),
+    ) -> Result<Self, Status> {
+        let mut v = Violations::default();
+        let id = v.take(TicketId::parse("ticket_id", ticket_id));
+        let limit = v.take(page_size(
+            size,
+            DEFAULT_EVENT_PAGE_SIZE,
+            MAX_EVENT_PAGE_SIZE,
+        ));
+        let hash = filter_hash(message, clear_paging);
+        let token = v.take(PageToken::decode(token, hash));
+        let (id, limit, token) = v
+            .finish(|| Some((id?, limit?, token?)))
+            .map_err(invalid_argument)?;
+        Ok(Self {
+            id,
+            limit,
+            after: token.map_or(0, |t| t.position),
+            hash,
+        })
+    }
+
+    /// Cuts rows read with one too many (`limit + 1`) to the page, and gives the next page's
+    /// token (empty on the last page).
+    fn cut<T>(&self, rows: &mut Vec<T>, position: impl Fn(&T) -> i64) -> String {
+        if rows.len() <= self.limit as usize {
+            return String::new();
+        }
+        rows.truncate(self.limit as usize);
+        rows.last()
+            .map(|row| {
+                PageToken {
+                    position: position(row),
+                    filter_hash: self.hash,
+                }
+                .encode()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -279,6 +423,7 @@ fn parse_list_query(
             wilayats: filter_values(&mut v, "wilayats", &req.wilayats, Code::parse),
             assignees: filter_values(&mut v, "assignees", &req.assignees, EmployeeId::parse),
             support_lines: enum_filter::<SupportLine>(&mut v, "support_lines", &req.support_lines),
+            creators: Vec::new(),
         },
         channels: enum_filter::<Channel>(&mut v, "channels", &req.channels),
         priorities: enum_filter::<Priority>(&mut v, "priorities", &req.priorities),
@@ -317,6 +462,7 @@ fn parse_watch_filter(v: &mut Violations, filter: Option<&proto::TicketFilter>) 
         wilayats: filter_values(v, "filter.wilayats", &f.wilayats, Code::parse),
         assignees: filter_values(v, "filter.assignees", &f.assignees, EmployeeId::parse),
         support_lines: enum_filter::<SupportLine>(v, "filter.support_lines", &f.support_lines),
+        creators: Vec::new(),
     }
 }
 
@@ -437,7 +583,9 @@ impl TicketService for TicketServiceImpl {
     ) -> Result<Response<WatchStream>, Status> {
         // The server serves WatchTickets through `watch::route`, which sends each change's
         // bytes as they are; this path decodes them again, for callers of the trait itself.
-        let stream = self.open_watch(request.get_ref()).await?;
+        let stream = self
+            .open_watch(&Principal::of(&request), request.get_ref())
+            .await?;
         Ok(Response::new(stream.decoded()))
     }
 
@@ -457,6 +605,7 @@ impl TicketService for TicketServiceImpl {
                 return Err(invalid_argument(violations.collect()));
             }
         };
+        let principal = Principal::of(&request);
         let ticket = self
             .store
             .create_ticket(write_context(&request, key), new)
@@ -469,7 +618,7 @@ impl TicketService for TicketServiceImpl {
             "ticket created"
         );
         Ok(Response::new(proto::CreateTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(answer(&principal, &ticket)),
         }))
     }
 
@@ -478,6 +627,23 @@ impl TicketService for TicketServiceImpl {
         request: Request<proto::GetTicketRequest>,
     ) -> Result<Response<proto::GetTicketResponse>, Status> {
         use proto::get_ticket_request::Lookup;
+        let principal = Principal::of(&request);
+        let reveal = request.get_ref().reveal_personal_data;
+        if reveal
+            && let Some(caller) = principal.caller()
+            && !caller.role.may_reveal_personal_data()
+        {
+            return Err(super::error::status(
+                tonic::Code::PermissionDenied,
+                "PERSONAL_DATA_NOT_PERMITTED",
+                format!(
+                    "the role {} may not see reporters' personal data",
+                    caller.role
+                ),
+                std::collections::HashMap::new(),
+                &[],
+            ));
+        }
         let ticket = match &request.get_ref().lookup {
             Some(Lookup::Id(id)) => {
                 let id = TicketId::parse("id", id).map_err(|v| invalid_argument(vec![v]))?;
@@ -495,9 +661,29 @@ impl TicketService for TicketServiceImpl {
                 )]));
             }
         };
-        let ticket = ticket.ok_or(StoreError::TicketNotFound)?;
+        let ticket = ticket
+            .filter(|t| principal.ticket_scope().admits(t))
+            .ok_or(StoreError::TicketNotFound)?;
         let clock = self.sla.ticket_sla(&ticket).await?;
         let mut message = ticket_to_proto(&ticket);
+        match principal.caller() {
+            Some(caller) if reveal => {
+                // Recorded before the data leaves: no unrecorded reveal.
+                self.store
+                    .record_personal_data_access(
+                        PersonalDataAccess {
+                            actor: caller.id.clone(),
+                            role: caller.role.as_str().to_owned(),
+                            method: "GetTicket".to_owned(),
+                        },
+                        vec![ticket.id],
+                    )
+                    .await?;
+                tracing::info!(ticket_id = %ticket.id, caller = %caller.id, "personal data revealed");
+            }
+            Some(_) => super::convert::mask_personal_data(&mut message),
+            None => {}
+        }
         message.sla = Some(super::sla_service::ticket_sla_to_proto(&ticket, &clock));
         Ok(Response::new(proto::GetTicketResponse {
             ticket: Some(message),
@@ -508,9 +694,15 @@ impl TicketService for TicketServiceImpl {
         &self,
         request: Request<proto::ListTicketsRequest>,
     ) -> Result<Response<proto::ListTicketsResponse>, Status> {
+        let principal = Principal::of(&request);
         let message = request.get_ref();
-        let (query, hash) = parse_list_query(message).map_err(invalid_argument)?;
+        let (mut query, hash) = parse_list_query(message).map_err(invalid_argument)?;
         let page_size = query.limit - 1;
+        let Some(filter) = principal.ticket_scope().restrict(query.filter) else {
+            // Only tickets outside the caller's scope were asked for: there are none to show.
+            return Ok(Response::new(proto::ListTicketsResponse::default()));
+        };
+        query.filter = filter;
         let mut rows = self.store.list_tickets(&query).await?;
         let next_page_token = if rows.len() > page_size as usize {
             rows.truncate(page_size as usize);
@@ -527,7 +719,7 @@ impl TicketService for TicketServiceImpl {
             String::new()
         };
         Ok(Response::new(proto::ListTicketsResponse {
-            tickets: rows.iter().map(|r| ticket_to_proto(&r.ticket)).collect(),
+            tickets: rows.iter().map(|r| answer(&principal, &r.ticket)).collect(),
             next_page_token,
         }))
     }
@@ -551,6 +743,8 @@ impl TicketService for TicketServiceImpl {
                 return Err(invalid_argument(violations.collect()));
             }
         };
+        let principal = Principal::of(&request);
+        self.check_scope(&principal, id).await?;
         let ticket = self
             .store
             .update_ticket(write_context(&request, key), id, version, patch)
@@ -563,7 +757,7 @@ impl TicketService for TicketServiceImpl {
             })?;
         tracing::info!(ticket_id = %ticket.id, reference = %ticket.reference, "ticket edited");
         Ok(Response::new(proto::UpdateTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(answer(&principal, &ticket)),
         }))
     }
 
@@ -583,7 +777,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::AssignTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -599,7 +793,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::StartWorkResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -615,7 +809,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::WaitOnBeneficiaryResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -631,7 +825,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::ResolveTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -647,7 +841,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::CloseTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -663,7 +857,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::ReopenTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -679,7 +873,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::RejectTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -698,7 +892,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::TransferTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -718,7 +912,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::MergeTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
         }))
     }
 
@@ -739,7 +933,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::AddCommentResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
             event: Some(event_to_proto(&event)),
         }))
     }
@@ -771,6 +965,8 @@ impl TicketService for TicketServiceImpl {
         let (id, version, key, satisfaction) = v
             .finish(|| Some((id?, version?, key?, satisfaction?)))
             .map_err(invalid_argument)?;
+        let principal = Principal::of(&request);
+        self.check_scope(&principal, id).await?;
         let ctx = write_context(&request, key);
         let (ticket, event) = self
             .store
@@ -785,7 +981,7 @@ impl TicketService for TicketServiceImpl {
             "ticket rated on a call-back"
         );
         Ok(Response::new(proto::RateTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(answer(&principal, &ticket)),
             event: Some(event_to_proto(&event)),
         }))
     }
@@ -803,11 +999,8 @@ impl TicketService for TicketServiceImpl {
             Ok(None) => {
                 let id = TicketId::parse("ticket_id", &message.ticket_id)
                     .map_err(|v| invalid_argument(vec![v]))?;
-                let ticket = self
-                    .store
-                    .get_ticket(id)
-                    .await?
-                    .ok_or(StoreError::TicketNotFound)?;
+                let scope = Principal::of(&request).ticket_scope();
+                let ticket = ticket_in_scope(self.store.as_ref(), &scope, id).await?;
                 self.sla
                     .config()
                     .settings
@@ -827,7 +1020,7 @@ impl TicketService for TicketServiceImpl {
             })
             .await?;
         Ok(Response::new(proto::EscalateTicketResponse {
-            ticket: Some(ticket_to_proto(&ticket)),
+            ticket: Some(ticket),
             event: Some(event_to_proto(&event)),
         }))
     }
@@ -837,44 +1030,62 @@ impl TicketService for TicketServiceImpl {
         request: Request<proto::ListTicketEventsRequest>,
     ) -> Result<Response<proto::ListTicketEventsResponse>, Status> {
         let message = request.get_ref();
-        let mut v = Violations::default();
-        let id = v.take(TicketId::parse("ticket_id", &message.ticket_id));
-        let limit = v.take(page_size(
+        let page = TicketPage::parse(
+            message,
+            &message.ticket_id,
             message.page_size,
-            DEFAULT_EVENT_PAGE_SIZE,
-            MAX_EVENT_PAGE_SIZE,
-        ));
-        let hash = filter_hash(message, |r| {
-            r.page_size = 0;
-            r.page_token.clear();
-        });
-        let token = v.take(PageToken::decode(&message.page_token, hash));
-        let (id, limit, token) = v
-            .finish(|| Some((id?, limit?, token?)))
-            .map_err(invalid_argument)?;
-        let after = token.map_or(0, |t| t.position);
+            &message.page_token,
+            |r| {
+                r.page_size = 0;
+                r.page_token.clear();
+            },
+        )?;
+        self.check_scope(&Principal::of(&request), page.id).await?;
         let mut events = self
             .store
-            .list_ticket_events(id, after, limit + 1)
+            .list_ticket_events(page.id, page.after, page.limit + 1)
             .await?
             .ok_or(StoreError::TicketNotFound)?;
-        let next_page_token = if events.len() > limit as usize {
-            events.truncate(limit as usize);
-            events
-                .last()
-                .map(|e| {
-                    PageToken {
-                        position: e.cursor,
-                        filter_hash: hash,
-                    }
-                    .encode()
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = page.cut(&mut events, |e| e.cursor);
         Ok(Response::new(proto::ListTicketEventsResponse {
             events: events.iter().map(event_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_personal_data_accesses(
+        &self,
+        request: Request<proto::ListPersonalDataAccessesRequest>,
+    ) -> Result<Response<proto::ListPersonalDataAccessesResponse>, Status> {
+        let message = request.get_ref();
+        let page = TicketPage::parse(
+            message,
+            &message.ticket_id,
+            message.page_size,
+            &message.page_token,
+            |r| {
+                r.page_size = 0;
+                r.page_token.clear();
+            },
+        )?;
+        self.check_scope(&Principal::of(&request), page.id).await?;
+        let mut rows = self
+            .store
+            .list_personal_data_accesses(page.id, page.after, page.limit + 1)
+            .await?
+            .ok_or(StoreError::TicketNotFound)?;
+        let next_page_token = page.cut(&mut rows, |(position, _)| *position);
+        Ok(Response::new(proto::ListPersonalDataAccessesResponse {
+            accesses: rows
+                .into_iter()
+                .map(|(_, r)| proto::PersonalDataAccess {
+                    ticket_id: r.ticket_id.to_string(),
+                    actor: r.access.actor,
+                    role: r.access.role,
+                    method: r.access.method,
+                    access_time: Some(super::convert::timestamp_to_proto(r.access_time)),
+                })
+                .collect(),
             next_page_token,
         }))
     }

@@ -39,13 +39,14 @@ pub(super) fn check_version(ticket: &Ticket, expected: Option<i64>) -> Result<()
 }
 
 /// A new ticket as it is first stored: NEW, routed to its category's directorate at the first
-/// support line, version 1.
+/// support line, version 1, filed by `created_by` (the writing actor).
 pub(super) fn new_ticket(
     new: NewTicket,
     reference: ReferenceNumber,
     directorate: Code,
     default_priority: Priority,
     now: Timestamp,
+    created_by: &str,
 ) -> Ticket {
     Ticket {
         id: TicketId::new_v7(),
@@ -78,6 +79,7 @@ pub(super) fn new_ticket(
         escalation_level: 0,
         escalated_to_director_general: false,
         version: 1,
+        created_by: Some(created_by.to_owned()),
     }
 }
 

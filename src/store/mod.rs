@@ -150,6 +150,23 @@ pub async fn open_store(
     }
 }
 
+/// Who saw a ticket's personal data, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalDataAccess {
+    pub actor: String,
+    pub role: String,
+    /// The RPC it was seen through.
+    pub method: String,
+}
+
+/// One recorded reveal of a ticket's personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalDataAccessRecord {
+    pub ticket_id: TicketId,
+    pub access: PersonalDataAccess,
+    pub access_time: Timestamp,
+}
+
 /// Who is writing, and the request id that makes the write idempotent.
 #[derive(Debug, Clone)]
 pub struct WriteContext {
@@ -769,6 +786,23 @@ pub trait Store: Send + Sync + 'static {
         outcome: UnratedCallBack,
         policy: SurveyPolicy,
     ) -> Result<SurveyRequest, StoreError>;
+
+    /// Records that `actor` (with `role`) saw the personal data of these tickets through
+    /// `method`, at the commit's time. Reveals are audited (docs/security.md).
+    async fn record_personal_data_access(
+        &self,
+        access: PersonalDataAccess,
+        tickets: Vec<TicketId>,
+    ) -> Result<(), StoreError>;
+
+    /// The recorded reveals of one ticket's personal data after position `after`, oldest
+    /// first, at most `limit`, each with its position; `None` when the ticket does not exist.
+    async fn list_personal_data_accesses(
+        &self,
+        id: TicketId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<(i64, PersonalDataAccessRecord)>>, StoreError>;
 
     /// The survey ledger's entries about one ticket, oldest first, at most `limit`; `None`
     /// when the ticket does not exist.

@@ -37,9 +37,10 @@ use super::common::{
 use super::inbound::{self, InboundTx};
 use super::{
     Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
-    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PullState,
-    PushOutcome, QualityReviewQuery, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot, Store,
-    StoreError, StoredSetting, TicketQuery, WriteContext,
+    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PersonalDataAccess,
+    PersonalDataAccessRecord, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
+    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
+    WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -709,9 +710,9 @@ async fn insert_ticket(
     let query = sqlx::query_scalar(
         "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
              directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
-             version, body, search_text)
+             version, body, search_text, created_by)
          VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-             $16::jsonb, $17)
+             $16::jsonb, $17, $18)
          RETURNING seq",
     )
     .bind(ticket.id.to_string())
@@ -722,6 +723,7 @@ async fn insert_ticket(
         .bind(ticket.version)
         .bind(body)
         .bind(search_text(ticket))
+        .bind(ticket.created_by.as_deref())
         .fetch_one(&mut *conn)
         .await?;
     Ok(seq)
@@ -889,6 +891,7 @@ async fn create_ticket_tx(
         directorate,
         default_priority,
         now,
+        &author.actor,
     );
     let body = to_json(&ticket)?;
     insert_ticket(conn, &ticket, &body).await?;
@@ -1387,6 +1390,7 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &TicketFilter) {
         "support_line",
         filter.support_lines.iter().map(|l| i64::from(l.number())),
     );
+    push_in(qb, "created_by", filter.creators.iter().cloned());
 }
 
 fn push_range(
@@ -2550,6 +2554,72 @@ impl Store for PostgresStore {
             ))
         })
         .await
+    }
+
+    async fn record_personal_data_access(
+        &self,
+        access: PersonalDataAccess,
+        tickets: Vec<TicketId>,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<String> = tickets.iter().map(ToString::to_string).collect();
+        self.submit(None, move |conn, now| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO personal_data_accesses (ticket_id, actor, role, method, access_time)
+                     SELECT id::uuid, $2, $3, $4, $5 FROM UNNEST($1::text[]) AS id",
+                )
+                .bind(ids)
+                .bind(access.actor)
+                .bind(access.role)
+                .bind(access.method)
+                .bind(now.as_micros())
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn list_personal_data_accesses(
+        &self,
+        id: TicketId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<(i64, PersonalDataAccessRecord)>>, StoreError> {
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tickets WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT seq, actor, role, method, access_time FROM personal_data_accesses
+             WHERE ticket_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(id.to_string())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<i64, _>("seq")?,
+                    PersonalDataAccessRecord {
+                        ticket_id: id,
+                        access: PersonalDataAccess {
+                            actor: row.try_get("actor")?,
+                            role: row.try_get("role")?,
+                            method: row.try_get("method")?,
+                        },
+                        access_time: Timestamp::from_micros(row.try_get("access_time")?),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Some)
     }
 
     async fn list_survey_requests(

@@ -46,9 +46,10 @@ use super::common::{
 use super::inbound::{self, InboundTx};
 use super::{
     Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
-    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PoolStatus, PullState,
-    PushOutcome, QualityReviewQuery, RequestKey, SettingKey, SlaProgress, SlaRow, Snapshot, Store,
-    StoreError, StoredSetting, TicketQuery, WriteContext,
+    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PersonalDataAccess,
+    PersonalDataAccessRecord, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
+    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
+    WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -924,13 +925,14 @@ fn insert_ticket(conn: &Connection, ticket: &Ticket, body: &str) -> Result<i64, 
         Value::Integer(ticket.update_time.as_micros()),
         Value::Integer(ticket.version),
         Value::Text(body.to_owned()),
+        ticket.created_by.clone().map_or(Value::Null, Value::Text),
     ]);
     let seq: i64 = conn
         .prepare_cached(
             "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
                  directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
-                 version, body)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 version, body, created_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              RETURNING seq",
         )?
         .query_row(params_from_iter(values), |row| row.get(0))?;
@@ -1079,6 +1081,7 @@ fn create_ticket_tx(
         directorate,
         default_priority,
         now,
+        &author.actor,
     );
     let body = to_json(&ticket)?;
     insert_ticket(conn, &ticket, &body)?;
@@ -1749,6 +1752,7 @@ impl Sql {
             "support_line",
             filter.support_lines.iter().map(|l| i64::from(l.number())),
         );
+        self.push_in("created_by", filter.creators.iter().cloned());
     }
 }
 
@@ -2760,6 +2764,68 @@ impl Store for SqliteStore {
     ) -> Result<SurveyRequest, StoreError> {
         self.submit(ctx.request, move |conn, now| {
             record_unrated_call_back_tx(conn, &ctx.actor, id, outcome, policy, now)
+        })
+        .await
+    }
+
+    async fn record_personal_data_access(
+        &self,
+        access: PersonalDataAccess,
+        tickets: Vec<TicketId>,
+    ) -> Result<(), StoreError> {
+        self.submit(None, move |conn, now| {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO personal_data_accesses (ticket_id, actor, role, method, access_time)
+                 VALUES (?, ?, ?, ?, ?)",
+            )?;
+            for id in tickets {
+                insert.execute(params![
+                    id.to_string(),
+                    access.actor,
+                    access.role,
+                    access.method,
+                    now.as_micros()
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_personal_data_accesses(
+        &self,
+        id: TicketId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<(i64, PersonalDataAccessRecord)>>, StoreError> {
+        self.read(move |conn| {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM tickets WHERE id = ?")?
+                .exists([id.to_string()])?;
+            if !exists {
+                return Ok(None);
+            }
+            let rows = collect(
+                conn,
+                "SELECT seq, actor, role, method, access_time FROM personal_data_accesses
+                 WHERE ticket_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                params![id.to_string(), after, i64::from(limit)],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>("seq")?,
+                        PersonalDataAccessRecord {
+                            ticket_id: id,
+                            access: PersonalDataAccess {
+                                actor: row.get("actor")?,
+                                role: row.get("role")?,
+                                method: row.get("method")?,
+                            },
+                            access_time: Timestamp::from_micros(row.get("access_time")?),
+                        },
+                    ))
+                },
+            )?;
+            Ok(Some(rows))
         })
         .await
     }

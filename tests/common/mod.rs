@@ -133,6 +133,7 @@ pub fn pothole_report() -> proto::CreateTicketRequest {
             email: String::new(),
             civil_id: String::new(),
             anonymous: false,
+            masked: false,
         }),
         location: Some(proto::Location {
             wilayat: "bawshar".into(),

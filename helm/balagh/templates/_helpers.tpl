@@ -86,6 +86,9 @@ request_timeout_seconds = {{ $c.limits.request_timeout_seconds | int64 }}
 max_concurrent_streams = {{ $c.limits.max_concurrent_streams | int64 }}
 http2_keepalive_interval_seconds = {{ $c.limits.http2_keepalive_interval_seconds | int64 }}
 max_in_flight = {{ $c.limits.max_in_flight | int64 }}
+caller_rate_per_second = {{ $c.limits.caller_rate_per_second | int64 }}
+caller_burst = {{ $c.limits.caller_burst | int64 }}
+max_watch_streams_per_caller = {{ $c.limits.max_watch_streams_per_caller | int64 }}
 
 [store]
 max_batch = {{ $c.store.max_batch | int64 }}
@@ -111,4 +114,112 @@ concurrency = {{ $c.sync.concurrency | int64 }}
 [satisfaction]
 quiet_period_days = {{ $c.satisfaction.quiet_period_days | int64 }}
 max_call_attempts = {{ $c.satisfaction.max_call_attempts | int64 }}
+{{- /* Strings go through toJson: a JSON string is a valid TOML basic string. */}}
+{{- $jwt := .Values.auth.jwt }}
+{{- if $jwt.keys }}
+
+[auth.jwt]
+issuer = {{ $jwt.issuer | toJson }}
+audience = {{ $jwt.audience | toJson }}
+leeway_seconds = {{ $jwt.leewaySeconds | int64 }}
+{{- range $jwt.keys }}
+
+[[auth.jwt.keys]]
+kid = {{ .kid | toJson }}
+algorithm = {{ .algorithm | toJson }}
+public_key_file = {{ printf "%s/%s.pem" (include "balagh.jwtDir" $) .kid | toJson }}
+{{- end }}
+{{- end }}
+{{- range .Values.auth.certificateCallers }}
+
+[[auth.certificate_callers]]
+subject = {{ .subject | toJson }}
+id = {{ .id | toJson }}
+role = {{ .role | toJson }}
+{{- with .directorate }}
+directorate = {{ . | toJson }}
+{{- end }}
+{{- with .outlets }}
+outlets = {{ . | toJson }}
+{{- end }}
+{{- end }}
+{{- with .Values.tls }}
+{{- if .existingSecret }}
+
+[tls]
+cert_file = {{ printf "%s/tls.crt" (include "balagh.tlsDir" $) | toJson }}
+key_file = {{ printf "%s/tls.key" (include "balagh.tlsDir" $) | toJson }}
+{{- if .clientCaSecret }}
+client_ca_file = {{ printf "%s/ca.crt" (include "balagh.tlsDir" $) | toJson }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the JWT public keys (auth.jwt.keysSecret) and the TLS files are mounted, read-only. */}}
+{{- define "balagh.jwtDir" -}}
+/etc/balagh/jwt
+{{- end }}
+{{- define "balagh.tlsDir" -}}
+/etc/balagh/tls
+{{- end }}
+
+{{/* "true" when this Deployment runs the gRPC API (components "all" or naming grpc), else "". */}}
+{{- define "balagh.grpc" -}}
+{{- if or (eq .Values.components "all") (has "grpc" (splitList "," .Values.components)) }}true{{ end }}
+{{- end }}
+
+{{/*
+Authentication, checked as balagh checks it at start: balagh refuses to listen on 0.0.0.0
+without [auth], so a release running gRPC without it would crash-loop. Half-configured parts
+are refused too, with what is missing. The "required" (rather than "fail") for the missing
+authentication keeps `helm lint` of the bare defaults an INFO, like database.existingSecret.
+*/}}
+{{- define "balagh.checkAuth" -}}
+{{- $jwt := .Values.auth.jwt }}
+{{- $callers := .Values.auth.certificateCallers }}
+{{- $tls := .Values.tls }}
+{{- $missing := list }}
+{{- if not $jwt.issuer }}{{ $missing = append $missing "auth.jwt.issuer" }}{{ end }}
+{{- if not $jwt.audience }}{{ $missing = append $missing "auth.jwt.audience" }}{{ end }}
+{{- if not $jwt.keysSecret }}{{ $missing = append $missing "auth.jwt.keysSecret" }}{{ end }}
+{{- if not $jwt.keys }}{{ $missing = append $missing "auth.jwt.keys (at least one {kid, algorithm})" }}{{ end }}
+{{- $jwtOn := empty $missing }}
+{{- if and (not $jwtOn) (or $jwt.issuer $jwt.audience $jwt.keysSecret $jwt.keys) }}
+{{- fail (printf "auth.jwt is half configured: bearer tokens need issuer, audience, keysSecret and at least one key; missing %s" (join ", " $missing)) }}
+{{- end }}
+{{- $kids := list }}
+{{- range $jwt.keys }}
+{{- if has .kid $kids }}
+{{- fail (printf "auth.jwt.keys: kid %q is named twice" .kid) }}
+{{- end }}
+{{- $kids = append $kids .kid }}
+{{- end }}
+{{- if and $tls.clientCaSecret (not $tls.existingSecret) }}
+{{- fail "tls.clientCaSecret needs tls.existingSecret: mutual TLS needs the server's own certificate (a kubernetes.io/tls Secret)" }}
+{{- end }}
+{{- if and $callers (not $tls.clientCaSecret) }}
+{{- fail "auth.certificateCallers need mutual TLS: set tls.existingSecret (a kubernetes.io/tls Secret with the server's certificate) and tls.clientCaSecret (the CA that signs the callers' certificates)" }}
+{{- end }}
+{{- $subjects := list }}
+{{- range $callers }}
+{{- $scoped := has .role (list "liaison_officer" "specialist") }}
+{{- if and $scoped (not .directorate) }}
+{{- fail (printf "auth.certificateCallers %q: role %s needs a directorate" .id .role) }}
+{{- end }}
+{{- if and (not $scoped) .directorate }}
+{{- fail (printf "auth.certificateCallers %q: a directorate is for liaison_officer and specialist only, not %s" .id .role) }}
+{{- end }}
+{{- if and .outlets (ne .role "specialist") }}
+{{- fail (printf "auth.certificateCallers %q: outlets are for specialists only, not %s" .id .role) }}
+{{- end }}
+{{- if has .subject $subjects }}
+{{- fail (printf "auth.certificateCallers: subject %q is registered twice" .subject) }}
+{{- end }}
+{{- $subjects = append $subjects .subject }}
+{{- end }}
+{{- if include "balagh.grpc" . }}
+{{- $ok := or $jwtOn (not (empty $callers)) }}
+{{- $_ := required (printf "authentication is required: components %q runs the gRPC API, and balagh refuses to listen on 0.0.0.0:%s without [auth] (docs/security.md). Configure bearer tokens (auth.jwt.issuer, auth.jwt.audience, auth.jwt.keysSecret and auth.jwt.keys) or certificate callers (auth.certificateCallers with tls.existingSecret and tls.clientCaSecret); a release without grpc (components: sync,scheduler) needs neither" .Values.components (include "balagh.grpcPort" .)) (ternary "yes" "" $ok) }}
+{{- end }}
 {{- end }}

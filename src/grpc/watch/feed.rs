@@ -405,7 +405,7 @@ async fn publish_new_changes(feed: &Arc<ChangeFeed>, mut last: i64) -> i64 {
             // Encoded outside the lock, once for every stream.
             let item = Arc::new(FeedItem {
                 cursor: change.event.cursor,
-                encoded: encode_change(&change),
+                encoded: encode_change(&change, feed.settings.mask_personal_data),
                 ticket: change.ticket,
             });
             last = item.cursor;

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::{Code, Status};
 
-use super::convert::{event_to_proto, ticket_to_proto};
+use super::convert::{event_to_proto, mask_personal_data, ticket_to_proto};
 use super::error::status;
 use super::proto;
 use crate::domain::lifecycle::EventKind;
@@ -62,6 +62,9 @@ pub struct WatchSettings {
     pub catch_up_batch: u32,
     /// How often the feed polls the log even without a commit notification.
     pub poll_interval: Duration,
+    /// Whether tickets go out with the reporter's personal data masked (on a server with
+    /// authentication: a stream is never a reveal, see docs/security.md).
+    pub mask_personal_data: bool,
 }
 
 impl Default for WatchSettings {
@@ -74,6 +77,7 @@ impl Default for WatchSettings {
             max_snapshot_tickets: 10_000,
             catch_up_batch: 500,
             poll_interval: Duration::from_secs(1),
+            mask_personal_data: false,
         }
     }
 }
@@ -112,21 +116,30 @@ fn change_kind(kind: EventKind) -> proto::ChangeKind {
     }
 }
 
+/// The ticket as streams carry it: masked when the settings say so.
+fn ticket_message(ticket: &Ticket, mask: bool) -> proto::Ticket {
+    let mut message = ticket_to_proto(ticket);
+    if mask {
+        mask_personal_data(&mut message);
+    }
+    message
+}
+
 /// The encoded `WatchTicketsResponse` of one change.
-fn encode_change(change: &Change) -> Bytes {
+fn encode_change(change: &Change, mask: bool) -> Bytes {
     encode(&proto::WatchTicketsResponse {
         cursor: encode_cursor(change.event.cursor),
         kind: change_kind(change.event.record.kind).into(),
-        ticket: Some(ticket_to_proto(&change.ticket)),
+        ticket: Some(ticket_message(&change.ticket, mask)),
         event: Some(event_to_proto(&change.event)),
     })
 }
 
-fn encode_snapshot_ticket(ticket: &Ticket) -> Bytes {
+fn encode_snapshot_ticket(ticket: &Ticket, mask: bool) -> Bytes {
     encode(&proto::WatchTicketsResponse {
         cursor: String::new(),
         kind: proto::ChangeKind::Snapshot.into(),
-        ticket: Some(ticket_to_proto(ticket)),
+        ticket: Some(ticket_message(ticket, mask)),
         event: None,
     })
 }

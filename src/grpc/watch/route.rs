@@ -84,7 +84,8 @@ impl ServerStreamingService<proto::WatchTicketsRequest> for WatchTickets {
     fn call(&mut self, request: Request<proto::WatchTicketsRequest>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move {
-            let stream = service.open_watch(request.get_ref()).await?;
+            let principal = crate::auth::Principal::of(&request);
+            let stream = service.open_watch(&principal, request.get_ref()).await?;
             Ok(Response::new(stream))
         })
     }

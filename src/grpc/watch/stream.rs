@@ -64,9 +64,17 @@ pub struct ChangeStream {
     feed: Arc<ChangeFeed>,
     id: u64,
     streams_open: prometheus_client::metrics::gauge::Gauge,
+    /// The caller's watch-stream slot, given back when the stream ends.
+    slot: Option<crate::auth::rate::StreamSlot>,
 }
 
 impl ChangeStream {
+    /// Holds the caller's stream slot for as long as the stream lives.
+    pub fn holding(mut self, slot: Option<crate::auth::rate::StreamSlot>) -> Self {
+        self.slot = slot;
+        self
+    }
+
     pub(super) fn new(
         feed: Arc<ChangeFeed>,
         id: u64,
@@ -85,6 +93,7 @@ impl ChangeStream {
             feed,
             id,
             streams_open,
+            slot: None,
         };
         (sink, stream)
     }
@@ -211,7 +220,11 @@ impl Detached {
             Opening::Pending(message) => self.send(feed, message).await,
             Opening::Snapshot(snapshot) => {
                 for ticket in &snapshot.tickets {
-                    self.send(feed, encode_snapshot_ticket(ticket)).await?;
+                    self.send(
+                        feed,
+                        encode_snapshot_ticket(ticket, feed.settings.mask_personal_data),
+                    )
+                    .await?;
                 }
                 let end = encode_marker(proto::ChangeKind::SnapshotEnd, snapshot.cursor);
                 self.send(feed, end).await
@@ -239,7 +252,11 @@ impl Detached {
         }
         for change in changes {
             if self.filter.matches(&change.ticket) {
-                self.send(feed, encode_change(&change)).await?;
+                self.send(
+                    feed,
+                    encode_change(&change, feed.settings.mask_personal_data),
+                )
+                .await?;
             }
             self.position = change.event.cursor;
         }

@@ -1,0 +1,180 @@
+//! No personal data in logs: a full scenario (tickets created, read with a reveal, listed,
+//! edited, watched, worked, resolved, pushed to the simulated national platform, bad input
+//! refused) runs with every target logging at TRACE, and the captured output is searched for
+//! the reporter's name, phone (in every written form), e-mail and civil ID.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use balagh::config::PlatformMode;
+use balagh::grpc::proto;
+use balagh::grpc::proto::sync_service_client::SyncServiceClient;
+use common::*;
+
+/// Everything logged, in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const NAME: &str = "Zainab Testiya Albusaidi";
+const PHONE_DIGITS: &str = "91234567";
+const EMAIL: &str = "zainab.testiya@mail.example.om";
+const CIVIL_ID: &str = "87654321";
+
+fn complaint() -> proto::CreateTicketRequest {
+    let mut request = pothole_report();
+    request.r#type = proto::TicketType::Complaint.into();
+    request.category = "waste_collection".into();
+    request.reporter = Some(proto::Reporter {
+        name: NAME.into(),
+        phone: "+968 9123 4567".into(),
+        email: EMAIL.into(),
+        civil_id: CIVIL_ID.into(),
+        anonymous: false,
+        masked: false,
+    });
+    request
+}
+
+#[tokio::test]
+async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .try_init()
+        .expect("this test process's only subscriber");
+
+    let mut app = spawn_app_with(
+        TestDb::fresh().await,
+        |c| {
+            c.platform = PlatformMode::Simulator {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                citizen_rate: 0.0,
+            }
+        },
+        Arc::new(balagh::domain::SystemClock),
+    )
+    .await;
+    let mut watch = app
+        .tickets
+        .watch_tickets(proto::WatchTicketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ticket = create(&mut app, complaint()).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("a change in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.ticket.unwrap().reporter.unwrap().name, NAME);
+    app.tickets
+        .get_ticket(proto::GetTicketRequest {
+            reveal_personal_data: true,
+            lookup: Some(proto::get_ticket_request::Lookup::Id(ticket.id.clone())),
+        })
+        .await
+        .unwrap();
+    app.tickets
+        .list_tickets(proto::ListTicketsRequest {
+            text: "Testiya".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut edit = ticket.clone();
+    edit.reporter.as_mut().unwrap().email = "zainab.other@mail.example.om".into();
+    app.tickets
+        .update_ticket(proto::UpdateTicketRequest {
+            ticket: Some(edit),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["reporter".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assign(
+        &mut app,
+        &ticket.id,
+        "health_affairs",
+        proto::SupportLine::Second,
+    )
+    .await;
+    start_work(&mut app, &ticket.id).await;
+    resolve(&mut app, &ticket.id).await;
+    // Bad input that carries personal data is refused; the refusal is logged without it.
+    let mut bad = complaint();
+    bad.reporter.as_mut().unwrap().phone = format!("{PHONE_DIGITS}x");
+    bad.reporter.as_mut().unwrap().email = format!("{NAME}@");
+    app.tickets
+        .create_ticket(bad)
+        .await
+        .expect_err("an invalid phone and e-mail");
+    // The pushes reach the simulated platform.
+    let mut sync = SyncServiceClient::new(app.channel.clone());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let status = sync
+                .get_sync_status(proto::GetSyncStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if status.delivered >= 1 && status.pending == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the pushes are delivered");
+    app.stop().await;
+
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.lines().count() > 100,
+        "TRACE logging captured too little to mean anything: {} lines",
+        logs.lines().count()
+    );
+    assert!(
+        logs.contains("ticket created"),
+        "the service's own events are captured"
+    );
+    for needle in [
+        NAME,
+        "Zainab",
+        "Testiya",
+        PHONE_DIGITS,
+        "9123 4567",
+        "+96891234567",
+        EMAIL,
+        "zainab.other",
+        CIVIL_ID,
+    ] {
+        let hits: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(needle))
+            .take(3)
+            .collect();
+        assert!(
+            hits.is_empty(),
+            "personal data {needle:?} in the logs:\n{}",
+            hits.join("\n")
+        );
+    }
+}
