@@ -830,3 +830,97 @@ async fn registered_client_certificates_are_callers_and_others_are_refused() {
     assert_eq!(reason(&status), "CREDENTIALS_MISSING");
     app.stop().await;
 }
+
+/// A loopback flood: an abusive caller (and an unauthenticated one) hammer the server from
+/// many connections while a well-behaved caller and the health probe keep calling. Every
+/// probe and every authorised call of the well-behaved caller is answered; the abuser is
+/// refused with RATE_LIMITED (or shed) rather than served. Bounded: 2 s of flooding.
+#[tokio::test]
+async fn the_service_keeps_answering_while_an_abusive_caller_floods_it() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let idp = IdentityProvider::new();
+    let mut app = spawn_secured(&idp, |config| {
+        config.limits.caller_rate_per_second = 50;
+        config.limits.caller_burst = 50;
+        config.limits.max_in_flight = 64;
+    })
+    .await;
+    let abuser = idp.token("abuser", Role::Auditor);
+    let polite = idp.token("polite", Role::Agent);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, limited, other) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut flooders = Vec::new();
+    for i in 0..16 {
+        let channel = common::connect(app.addr).await;
+        let (stop, served, limited, other) =
+            (stop.clone(), served.clone(), limited.clone(), other.clone());
+        let token = if i % 4 == 0 {
+            "not-a-token".to_owned()
+        } else {
+            abuser.clone()
+        };
+        flooders.push(tokio::spawn(async move {
+            let mut client = TicketServiceClient::new(channel);
+            while !stop.load(Ordering::Relaxed) {
+                let request = with_token(proto::ListTicketsRequest::default(), &token);
+                match client.list_tickets(request).await {
+                    Ok(_) => served.fetch_add(1, Ordering::Relaxed),
+                    Err(s) if s.code() == Code::ResourceExhausted => {
+                        limited.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(_) => other.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    let mut polite_client = TicketServiceClient::new(common::connect(app.addr).await);
+    let started = std::time::Instant::now();
+    let mut probes = 0;
+    let mut polite_calls = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let mut check = Request::new(tonic_health::pb::HealthCheckRequest::default());
+        check.set_timeout(Duration::from_secs(5));
+        let answer = health
+            .check(check)
+            .await
+            .expect("health answers under the flood");
+        assert_eq!(answer.into_inner().status, 1, "SERVING");
+        probes += 1;
+        polite_client
+            .create_ticket(with_token(report_in("pothole", polite_calls), &polite))
+            .await
+            .expect("the well-behaved caller is served under the flood");
+        polite_calls += 1;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for flooder in flooders {
+        flooder.await.unwrap();
+    }
+    let flooded_seconds = started.elapsed().as_secs_f64() + 1.0;
+    let (served, limited, other) = (
+        served.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed),
+        other.load(Ordering::Relaxed),
+    );
+    println!(
+        "flood: {served} served, {limited} refused as RESOURCE_EXHAUSTED, {other} UNAUTHENTICATED; \
+         {probes} probes and {polite_calls} polite calls all answered"
+    );
+    assert!(
+        limited > served,
+        "the abuser is mostly refused: {served} served, {limited} limited"
+    );
+    assert!(
+        served as f64 <= 50.0 + 50.0 * flooded_seconds,
+        "the abuser got at most its burst plus its rate over {flooded_seconds:.1} s: {served}"
+    );
+    assert!(other > 0, "the unauthenticated flood was refused");
+    assert!(probes >= 10 && polite_calls >= 10);
+    app.stop().await;
+}

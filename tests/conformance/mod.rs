@@ -2005,6 +2005,85 @@ pub async fn a_platform_rating_counts_as_asked_with_the_rating(h: Harness, clock
     );
 }
 
+/// Who filed a ticket is kept and filters lists (the scope of external systems), and the
+/// reveals of personal data are recorded per ticket, in order, paged by position.
+pub async fn creators_filter_lists_and_personal_data_reveals_are_logged(h: Harness) {
+    use balagh::store::PersonalDataAccess;
+    let store = h.store;
+    let by = |actor: &str| WriteContext {
+        actor: actor.into(),
+        request: None,
+    };
+    let mine = store
+        .create_ticket(by("rop-cases"), new_ticket("street_lighting"))
+        .await
+        .unwrap();
+    let other = store
+        .create_ticket(by("agent-1"), new_ticket("street_lighting"))
+        .await
+        .unwrap();
+    assert_eq!(mine.created_by.as_deref(), Some("rop-cases"));
+    let reread = store.get_ticket(mine.id).await.unwrap().unwrap();
+    assert_eq!(reread.created_by.as_deref(), Some("rop-cases"));
+    let mut query = TicketQuery {
+        limit: 10,
+        ..TicketQuery::default()
+    };
+    query.filter.creators = vec!["rop-cases".into()];
+    let listed = store.list_tickets(&query).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.ticket.id).collect::<Vec<_>>(),
+        vec![mine.id]
+    );
+
+    let access = |actor: &str| PersonalDataAccess {
+        actor: actor.into(),
+        role: "agent".into(),
+        method: "GetTicket".into(),
+    };
+    store
+        .record_personal_data_access(access("agent-1"), vec![mine.id, other.id])
+        .await
+        .unwrap();
+    store
+        .record_personal_data_access(access("agent-2"), vec![mine.id])
+        .await
+        .unwrap();
+    let log = store
+        .list_personal_data_accesses(mine.id, 0, 10)
+        .await
+        .unwrap()
+        .expect("the ticket exists");
+    assert_eq!(
+        log.iter()
+            .map(|(_, r)| r.access.actor.as_str())
+            .collect::<Vec<_>>(),
+        vec!["agent-1", "agent-2"]
+    );
+    assert!(log[0].0 < log[1].0, "positions grow");
+    let after_first = store
+        .list_personal_data_accesses(mine.id, log[0].0, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(after_first[0].1.ticket_id, mine.id);
+    let of_other = store
+        .list_personal_data_accesses(other.id, 0, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(of_other.len(), 1);
+    let unknown = balagh::domain::values::TicketId::new_v7();
+    assert!(
+        store
+            .list_personal_data_accesses(unknown, 0, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($open:path) => {
@@ -2165,6 +2244,14 @@ macro_rules! conformance_suite {
             };
             conformance::call_backs_follow_the_survey_policy_and_a_refusal_writes_nothing(h, clock)
                 .await;
+        }
+
+        #[tokio::test]
+        async fn creators_filter_lists_and_personal_data_reveals_are_logged() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::creators_filter_lists_and_personal_data_reveals_are_logged(h).await;
         }
 
         #[tokio::test]
