@@ -234,6 +234,7 @@ impl Application {
             Retention {
                 request_ids: config.request_id_retention,
                 change_feed: config.watch.retention(),
+                personal_data: config.privacy.anonymise_after(),
             },
             shutdown.clone(),
         ));
@@ -434,6 +435,43 @@ async fn start_sync(
 struct Retention {
     request_ids: Duration,
     change_feed: Duration,
+    /// `[privacy] anonymise_closed_after_years`; `None`: never.
+    personal_data: Option<Duration>,
+}
+
+/// Tickets anonymised per upkeep round at most (the rest wait for the next hour).
+const ANONYMISE_PER_ROUND: u32 = 5000;
+const ANONYMISE_BATCH: u32 = 500;
+
+/// The retention policy: erases the reporter's personal data of tickets settled and left
+/// unchanged longer than `after`. Returns how many were anonymised.
+pub async fn anonymise_settled_tickets(
+    store: &dyn Store,
+    before: Timestamp,
+) -> Result<u64, crate::store::StoreError> {
+    let mut n = 0;
+    while n < u64::from(ANONYMISE_PER_ROUND) {
+        let ids = store.tickets_to_anonymise(before, ANONYMISE_BATCH).await?;
+        if ids.is_empty() {
+            break;
+        }
+        for id in ids {
+            let ctx = crate::store::WriteContext {
+                actor: "retention-policy".to_owned(),
+                request: None,
+            };
+            store
+                .erase_personal_data(
+                    ctx,
+                    id,
+                    "retention policy: settled longer than privacy.anonymise_closed_after_years"
+                        .to_owned(),
+                )
+                .await?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Hourly, until shutdown: forgets expired request ids and prunes the change feed.
@@ -465,6 +503,16 @@ async fn upkeep(
             Ok(0) => {}
             Ok(n) => tracing::info!(n_pruned = n, "pruned the change feed"),
             Err(error) => tracing::warn!(error = %error, "pruning the change feed failed"),
+        }
+        if let Some(age) = retention.personal_data {
+            match anonymise_settled_tickets(store.as_ref(), before(age)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    n_anonymised = n,
+                    "anonymised settled tickets (retention policy)"
+                ),
+                Err(error) => tracing::warn!(error = %error, "anonymising settled tickets failed"),
+            }
         }
         match store
             .prune_platform_inbox(before(PLATFORM_INBOX_RETENTION))

@@ -1656,6 +1656,7 @@ impl Corpus {
         let reporter = if anonymous {
             proto::Reporter {
                 masked: false,
+                erased: false,
                 anonymous: true,
                 ..Default::default()
             }
@@ -1667,6 +1668,7 @@ impl Corpus {
             );
             proto::Reporter {
                 masked: false,
+                erased: false,
                 name,
                 phone: format!("9{:07}", r.below(10_000_000)),
                 email: if r.below(3) == 0 {

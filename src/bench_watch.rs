@@ -930,6 +930,7 @@ impl Routing {
             ),
             reporter: Some(proto::Reporter {
                 masked: false,
+                erased: false,
                 name: "مواطن من تطبيق بلاغ".to_owned(),
                 phone: format!("9{:07}", k % 10_000_000),
                 email: String::new(),

@@ -42,6 +42,35 @@ pub struct Config {
     pub auth: Option<crate::auth::layer::Authenticator>,
     /// TLS on the gRPC port (and mutual TLS when it names a client CA).
     pub tls: Option<crate::auth::tls::TlsConfig>,
+    /// The retention of reporters' personal data.
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]` of the config file (docs/security.md, "Erasure and retention").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Years after which a closed (or rejected, transferred, merged) ticket left unchanged
+    /// has its reporter's personal data erased, 1 to 100; 0 keeps it for ever.
+    pub anonymise_closed_after_years: u32,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            anonymise_closed_after_years: 5,
+        }
+    }
+}
+
+impl PrivacyConfig {
+    /// How long after its last change a settled ticket keeps its reporter's personal data;
+    /// `None`: for ever.
+    pub fn anonymise_after(&self) -> Option<Duration> {
+        (self.anonymise_closed_after_years > 0).then(|| {
+            Duration::from_secs(u64::from(self.anonymise_closed_after_years) * 365 * 24 * 3600)
+        })
+    }
 }
 
 /// `[auth]` of the config file: bearer tokens and certificate callers (docs/security.md).
@@ -386,6 +415,7 @@ pub struct FileConfig {
     pub sync: SyncConfig,
     pub auth: AuthConfig,
     pub tls: Option<crate::auth::tls::TlsConfig>,
+    pub privacy: PrivacyConfig,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -556,6 +586,9 @@ impl Config {
             );
         }
         let auth = file.auth.authenticator(file.tls.as_ref())?;
+        if file.privacy.anonymise_closed_after_years > 100 {
+            anyhow::bail!("privacy.anonymise_closed_after_years is at most 100 (0: never)");
+        }
         if file.watch.retention_days < 7 {
             anyhow::bail!("watch.retention_days must be at least 7");
         }
@@ -587,6 +620,7 @@ impl Config {
             sync: file.sync.check()?,
             auth,
             tls: file.tls,
+            privacy: file.privacy,
         })
     }
 
@@ -613,6 +647,7 @@ impl Config {
             sync: SyncConfig::default(),
             auth: None,
             tls: None,
+            privacy: PrivacyConfig::default(),
         }
     }
 }

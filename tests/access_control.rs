@@ -418,6 +418,35 @@ async fn directorate_staff_and_external_systems_reach_only_their_tickets() {
         snapshot.push(message.ticket.unwrap().id);
     }
     assert_eq!(snapshot, vec![pothole.id.clone()]);
+    // Live changes: another directorate's new ticket is not carried, the next roads one is.
+    app.tickets
+        .create_ticket(with_token(report_in("waste_collection", 10), &agent))
+        .await
+        .unwrap();
+    let lamp = app
+        .tickets
+        .create_ticket(with_token(report_in("street_lighting", 11), &agent))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let next = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a change in time")
+            .unwrap()
+            .unwrap();
+        if message.kind != proto::ChangeKind::Heartbeat as i32 {
+            break message;
+        }
+    };
+    let carried = next.ticket.unwrap();
+    assert_eq!(carried.id, lamp.id, "the health affairs ticket was skipped");
+    assert!(
+        carried.reporter.unwrap().masked,
+        "streams carry masked reporters"
+    );
     let status = app
         .tickets
         .watch_tickets(with_token(
@@ -922,5 +951,184 @@ async fn the_service_keeps_answering_while_an_abusive_caller_floods_it() {
     );
     assert!(other > 0, "the unauthenticated flood was refused");
     assert!(probes >= 10 && polite_calls >= 10);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_administrator_erases_personal_data_and_the_ticket_stays() {
+    let idp = IdentityProvider::new();
+    let mut app = spawn_secured(&idp, |_| {}).await;
+    let agent = idp.token("agent-1", Role::Agent);
+    let admin = idp.token("dpo-1", Role::Administrator);
+    let auditor = idp.token("auditor-1", Role::Auditor);
+    let created = app
+        .tickets
+        .create_ticket(with_token(report_in("pothole", 77), &agent))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let erase = |ticket_id: &str, reason: &str| proto::ErasePersonalDataRequest {
+        ticket_id: ticket_id.to_owned(),
+        reason: reason.to_owned(),
+        request_id: String::new(),
+    };
+    let status = app
+        .tickets
+        .erase_personal_data(with_token(erase(&created.id, "DP-2026-14"), &agent))
+        .await
+        .expect_err("agents do not erase");
+    assert_eq!(reason(&status), "ROLE_NOT_PERMITTED");
+    let status = app
+        .tickets
+        .erase_personal_data(with_token(erase(&created.id, ""), &admin))
+        .await
+        .expect_err("a reason is required");
+    assert_eq!(common::violated_fields(&status), vec!["reason".to_owned()]);
+    let status = app
+        .tickets
+        .erase_personal_data(with_token(
+            erase("0190b5a0-0000-7000-8000-000000000000", "DP-2026-14"),
+            &admin,
+        ))
+        .await
+        .expect_err("no such ticket");
+    assert_eq!(status.code(), Code::NotFound);
+    let before = masked_ticket(&mut app, &agent, &created.id).await;
+    assert!(
+        before.reporter.unwrap().masked,
+        "nothing erased by the refusals"
+    );
+
+    let erased = app
+        .tickets
+        .erase_personal_data(with_token(erase(&created.id, "DP-2026-14"), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let reporter = erased.reporter.unwrap();
+    assert!(reporter.erased && reporter.name.is_empty() && reporter.phone.is_empty());
+    let revealed = app
+        .tickets
+        .get_ticket(with_token(
+            proto::GetTicketRequest {
+                reveal_personal_data: true,
+                lookup: Some(proto::get_ticket_request::Lookup::Id(created.id.clone())),
+            },
+            &agent,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert!(
+        revealed.reporter.unwrap().erased,
+        "a reveal shows nothing any more"
+    );
+    assert_eq!(revealed.subject, created.subject, "the ticket itself stays");
+    let events = app
+        .tickets
+        .list_ticket_events(with_token(
+            proto::ListTicketEventsRequest {
+                ticket_id: created.id.clone(),
+                ..Default::default()
+            },
+            &auditor,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.actor.as_str(),
+            last.note.as_str(),
+            last.changed_fields.clone()
+        ),
+        ("dpo-1", "DP-2026-14", vec!["reporter".to_owned()])
+    );
+    app.stop().await;
+}
+
+/// The retention policy runs at start and then hourly: a ticket settled longer ago than
+/// `privacy.anonymise_closed_after_years` loses its reporter's personal data, an open one
+/// and a recently settled one keep it.
+#[tokio::test]
+async fn the_retention_policy_anonymises_long_settled_tickets() {
+    use balagh::domain::lifecycle::Action;
+    use balagh::domain::{Clock, ManualClock, Timestamp};
+    use balagh::store::WriteContext;
+    const YEAR: i64 = 365 * 24 * 3600 * 1_000_000;
+    let db = TestDb::fresh().await;
+    let clock = ManualClock::new(Timestamp::from_micros(1_700_000_000_000_000));
+    let store = common::open_store(&db, &clock).await;
+    let ctx = || WriteContext {
+        actor: "agent-1".into(),
+        request: None,
+    };
+    let new = || {
+        balagh::grpc::convert::parse_new_ticket(&report_in("pothole", 3)).expect("a valid ticket")
+    };
+    let old = store.create_ticket(ctx(), new()).await.unwrap();
+    let reject = || Action::Reject {
+        reason: "a private road".into(),
+    };
+    store
+        .apply_action(ctx(), old.id, None, reject())
+        .await
+        .unwrap();
+    let open = store.create_ticket(ctx(), new()).await.unwrap();
+    clock.advance_micros(4 * YEAR);
+    let recent = store.create_ticket(ctx(), new()).await.unwrap();
+    store
+        .apply_action(ctx(), recent.id, None, reject())
+        .await
+        .unwrap();
+    store.close().await;
+    clock.advance_micros(2 * YEAR);
+
+    let app_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let mut app = spawn_app_with(
+        db,
+        |config| config.privacy.anonymise_closed_after_years = 5,
+        app_clock,
+    )
+    .await;
+    let reporter_of = |ticket: &proto::Ticket| ticket.reporter.clone().unwrap();
+    let mut erased = false;
+    for _ in 0..100 {
+        let ticket = masked_ticket(&mut app, "", &old.id.to_string()).await;
+        if reporter_of(&ticket).erased {
+            assert_eq!(ticket.status, proto::TicketStatus::Rejected as i32);
+            erased = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(erased, "the ticket settled 6 years ago was anonymised");
+    for kept in [open.id, recent.id] {
+        let ticket = masked_ticket(&mut app, "", &kept.to_string()).await;
+        assert_eq!(
+            reporter_of(&ticket).name,
+            "Citizen 3",
+            "{kept} keeps its data"
+        );
+    }
+    let events = app
+        .tickets
+        .list_ticket_events(proto::ListTicketEventsRequest {
+            ticket_id: old.id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.last().unwrap().actor, "retention-policy");
     app.stop().await;
 }

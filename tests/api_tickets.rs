@@ -155,6 +155,7 @@ async fn create_refuses_unknown_catalog_references_and_misplaced_anonymity() {
     request.reporter = Some(proto::Reporter {
         anonymous: true,
         masked: false,
+        erased: false,
         ..Default::default()
     });
     let fields = expect_error(
@@ -601,6 +602,7 @@ async fn update_ticket_with_mask_and_etag() {
     bad.reporter = Some(proto::Reporter {
         anonymous: true,
         masked: false,
+        erased: false,
         ..Default::default()
     });
     let fields = expect_error(

@@ -59,6 +59,7 @@ fn anonymous_suggestion() -> proto::CreateTicketRequest {
     request.reporter = Some(proto::Reporter {
         anonymous: true,
         masked: false,
+        erased: false,
         ..Default::default()
     });
     request

@@ -46,6 +46,7 @@ pub const RPC_ROLES: &[(&str, &[Role])] = &[
     ("/balagh.v1.TicketService/RateTicket", &[A]),
     ("/balagh.v1.TicketService/ListTicketEvents", TICKET_READERS),
     ("/balagh.v1.TicketService/WatchTickets", TICKET_READERS),
+    ("/balagh.v1.TicketService/ErasePersonalData", &[M]),
     ("/balagh.v1.TicketService/ListPersonalDataAccesses", &[U]),
     // CatalogService
     ("/balagh.v1.CatalogService/ListDirectorates", EVERYONE),

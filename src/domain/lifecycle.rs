@@ -483,6 +483,27 @@ pub fn apply_patch(
     Ok((next, event))
 }
 
+/// Erases the reporter's personal data (a data subject's request, or the retention policy):
+/// allowed in every status, closed tickets included, since the ticket and its statistics
+/// stay. `None` when there is nothing to erase (anonymous, or erased already).
+pub fn erase_personal_data(
+    current: &Ticket,
+    reason: String,
+    now: Timestamp,
+) -> Option<(Ticket, EventRecord)> {
+    if !current.reporter.has_personal_data() {
+        return None;
+    }
+    let mut next = current.clone();
+    next.reporter = Reporter::erased();
+    next.version += 1;
+    next.update_time = now;
+    let mut event = EventRecord::new(EventKind::Updated);
+    event.changed_fields = vec!["reporter".to_owned()];
+    event.note = Some(reason);
+    Some((next, event))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

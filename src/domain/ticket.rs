@@ -159,6 +159,10 @@ pub struct Reporter {
     phone: Option<PhoneNumber>,
     email: Option<Email>,
     civil_id: Option<CivilId>,
+    /// The reporter's personal data was erased (on request, or by the retention policy):
+    /// the ticket stays, nothing identifies who filed it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    erased: bool,
 }
 
 impl Reporter {
@@ -183,6 +187,7 @@ impl Reporter {
             phone,
             email,
             civil_id,
+            erased: false,
         })
     }
 
@@ -193,8 +198,25 @@ impl Reporter {
         }
     }
 
+    /// A reporter whose personal data was erased (docs/security.md, "Erasure").
+    pub fn erased() -> Self {
+        Self {
+            erased: true,
+            ..Self::default()
+        }
+    }
+
     pub fn is_anonymous(&self) -> bool {
         self.anonymous
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.erased
+    }
+
+    /// Whether there is personal data to protect: not anonymous, not erased.
+    pub fn has_personal_data(&self) -> bool {
+        !(self.anonymous || self.erased)
     }
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()

@@ -200,6 +200,13 @@ pub fn parse_reporter(
         );
         return None;
     };
+    if r.erased {
+        v.push(
+            &format!("{prefix}.erased"),
+            "is output only; send the reporter's data, or erase it with ErasePersonalData",
+        );
+        return None;
+    }
     if r.masked {
         v.push(
             &format!("{prefix}.masked"),
@@ -392,6 +399,7 @@ pub fn ticket_to_proto(t: &Ticket) -> proto::Ticket {
                 .unwrap_or_default(),
             anonymous: reporter.is_anonymous(),
             masked: false,
+            erased: reporter.is_erased(),
         }),
         location: Some(proto::Location {
             wilayat: t
@@ -472,7 +480,7 @@ pub fn mask_personal_data(ticket: &mut proto::Ticket) {
     let Some(reporter) = ticket.reporter.as_mut() else {
         return;
     };
-    if reporter.anonymous {
+    if reporter.anonymous || reporter.erased {
         return;
     }
     fn keep_first(text: &str) -> String {

@@ -1053,6 +1053,40 @@ impl TicketService for TicketServiceImpl {
         }))
     }
 
+    async fn erase_personal_data(
+        &self,
+        request: Request<proto::ErasePersonalDataRequest>,
+    ) -> Result<Response<proto::ErasePersonalDataResponse>, Status> {
+        let principal = Principal::of(&request);
+        let message = request.get_ref();
+        let mut v = Violations::default();
+        let id = v.take(TicketId::parse("ticket_id", &message.ticket_id));
+        let reason = reason(&mut v, &message.reason);
+        let key = v.take(request_key(
+            "ErasePersonalData",
+            &message.request_id,
+            message,
+            |m| m.request_id.clear(),
+        ));
+        let (id, reason, key) = v
+            .finish(|| Some((id?, reason?, key?)))
+            .map_err(invalid_argument)?;
+        self.check_scope(&principal, id).await?;
+        let ticket = self
+            .store
+            .erase_personal_data(write_context(&request, key), id, reason)
+            .await?;
+        tracing::info!(
+            ticket_id = %ticket.id,
+            reference = %ticket.reference,
+            actor = principal.actor(),
+            "personal data erased"
+        );
+        Ok(Response::new(proto::ErasePersonalDataResponse {
+            ticket: Some(answer(&principal, &ticket)),
+        }))
+    }
+
     async fn list_personal_data_accesses(
         &self,
         request: Request<proto::ListPersonalDataAccessesRequest>,

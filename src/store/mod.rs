@@ -787,6 +787,28 @@ pub trait Store: Send + Sync + 'static {
         policy: SurveyPolicy,
     ) -> Result<SurveyRequest, StoreError>;
 
+    /// Erases the reporter's personal data of a ticket (see
+    /// [`crate::domain::lifecycle::erase_personal_data`]) and, in the same transaction, every
+    /// copy of it the store keeps: the ticket bodies of its events and of its pending pushes,
+    /// the recorded answers (AIP-155) that carry the ticket, and the beneficiary key of its
+    /// survey ledger entries. Returns the ticket as it stands; a ticket with nothing to erase
+    /// is returned unchanged (the copies are scrubbed again all the same).
+    async fn erase_personal_data(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        reason: String,
+    ) -> Result<Ticket, StoreError>;
+
+    /// Tickets in a final status (closed, rejected, transferred, merged) unchanged since
+    /// `before` whose reporter still has personal data, oldest first, at most `limit`: what
+    /// the retention policy anonymises.
+    async fn tickets_to_anonymise(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TicketId>, StoreError>;
+
     /// Records that `actor` (with `role`) saw the personal data of these tickets through
     /// `method`, at the commit's time. Reveals are audited (docs/security.md).
     async fn record_personal_data_access(

@@ -2556,6 +2556,83 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn erase_personal_data(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        reason: String,
+    ) -> Result<Ticket, StoreError> {
+        let author = self.author(ctx.actor);
+        self.submit(ctx.request, move |conn, now| {
+            Box::pin(async move {
+                let (seq, current) = load_ticket(conn, id).await?;
+                let ticket =
+                    match crate::domain::lifecycle::erase_personal_data(&current, reason, now) {
+                        Some((next, record)) => {
+                            let body = to_json(&next)?;
+                            save_ticket(conn, seq, &next, &body).await?;
+                            append_event(conn, &next, &body, &author, now, record).await?;
+                            next
+                        }
+                        None => current,
+                    };
+                let reporter = to_json(&ticket.reporter)?;
+                let ticket_id = id.to_string();
+                sqlx::query(
+                    "UPDATE ticket_events
+                     SET ticket_body = jsonb_set(ticket_body, '{reporter}', $1::jsonb)
+                     WHERE ticket_id = $2::uuid AND ticket_body IS NOT NULL",
+                )
+                .bind(&reporter)
+                .bind(&ticket_id)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE outbox SET ticket_body = jsonb_set(ticket_body, '{reporter}', $1::jsonb)
+                     WHERE ticket_id = $2::uuid",
+                )
+                .bind(&reporter)
+                .bind(&ticket_id)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("DELETE FROM request_records WHERE strpos(response, $1) > 0")
+                    .bind(&ticket_id)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "UPDATE survey_requests SET beneficiary_hash = NULL WHERE ticket_id = $1::uuid",
+                )
+                .bind(&ticket_id)
+                .execute(&mut *conn)
+                .await?;
+                Ok(ticket)
+            })
+        })
+        .await
+    }
+
+    async fn tickets_to_anonymise(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TicketId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id::text FROM tickets
+             WHERE status IN ('closed', 'rejected', 'transferred', 'merged')
+               AND update_time < $1
+               AND (body->'reporter'->>'anonymous')::boolean = false
+               AND COALESCE((body->'reporter'->>'erased')::boolean, false) = false
+             ORDER BY update_time LIMIT $2",
+        )
+        .bind(before.as_micros())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        ids.iter()
+            .map(|id| TicketId::parse("id", id).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
     async fn record_personal_data_access(
         &self,
         access: PersonalDataAccess,

@@ -2768,6 +2768,72 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn erase_personal_data(
+        &self,
+        ctx: WriteContext,
+        id: TicketId,
+        reason: String,
+    ) -> Result<Ticket, StoreError> {
+        let author = self.author(ctx.actor);
+        self.submit(ctx.request, move |conn, now| {
+            let (seq, current) = load_ticket(conn, id)?;
+            let ticket = match crate::domain::lifecycle::erase_personal_data(&current, reason, now)
+            {
+                Some((next, record)) => {
+                    let body = to_json(&next)?;
+                    save_ticket(conn, seq, &current, &next, &body)?;
+                    append_event(conn, &next, &body, &author, now, record)?;
+                    next
+                }
+                None => current,
+            };
+            let reporter = to_json(&ticket.reporter)?;
+            let ticket_id = id.to_string();
+            conn.prepare_cached(
+                "UPDATE ticket_events SET ticket_body = json_set(ticket_body, '$.reporter', json(?1))
+                 WHERE ticket_id = ?2 AND ticket_body IS NOT NULL",
+            )?
+            .execute(params![reporter, ticket_id])?;
+            conn.prepare_cached(
+                "UPDATE outbox SET ticket_body = json_set(ticket_body, '$.reporter', json(?1))
+                 WHERE ticket_id = ?2",
+            )?
+            .execute(params![reporter, ticket_id])?;
+            conn.prepare_cached("DELETE FROM request_records WHERE instr(response, ?1) > 0")?
+                .execute([&ticket_id])?;
+            conn.prepare_cached(
+                "UPDATE survey_requests SET beneficiary_hash = NULL WHERE ticket_id = ?1",
+            )?
+            .execute([&ticket_id])?;
+            Ok(ticket)
+        })
+        .await
+    }
+
+    async fn tickets_to_anonymise(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TicketId>, StoreError> {
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT id FROM tickets
+                 WHERE status IN ('closed', 'rejected', 'transferred', 'merged')
+                   AND update_time < ?1
+                   AND json_extract(body, '$.reporter.anonymous') = 0
+                   AND COALESCE(json_extract(body, '$.reporter.erased'), 0) = 0
+                 ORDER BY update_time LIMIT ?2",
+                params![before.as_micros(), i64::from(limit)],
+                |row| {
+                    TicketId::parse("id", text(row, "id")?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                },
+            )
+        })
+        .await
+    }
+
     async fn record_personal_data_access(
         &self,
         access: PersonalDataAccess,

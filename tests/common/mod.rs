@@ -134,6 +134,7 @@ pub fn pothole_report() -> proto::CreateTicketRequest {
             civil_id: String::new(),
             anonymous: false,
             masked: false,
+            erased: false,
         }),
         location: Some(proto::Location {
             wilayat: "bawshar".into(),

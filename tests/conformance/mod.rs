@@ -15,7 +15,7 @@ use balagh::domain::ticket::{
     Channel, Location, NewTicket, Reporter, Resolution, ResolutionCode, Status, TicketType,
 };
 use balagh::domain::values::{Code, PhoneNumber};
-use balagh::domain::{ManualClock, Timestamp};
+use balagh::domain::{Clock, ManualClock, Timestamp};
 use balagh::store::{InboundChange, RequestKey, Store, StoreError, TicketQuery, WriteContext};
 
 /// A store under test, and how to open the same database again (to prove durability).
@@ -2084,6 +2084,137 @@ pub async fn creators_filter_lists_and_personal_data_reveals_are_logged(h: Harne
     );
 }
 
+/// Erasure removes the reporter's personal data from the ticket and every copy the store
+/// keeps (event bodies the change feed serves, pending pushes, recorded answers), keeps the
+/// ticket, its trail and its place, and is idempotent; the retention policy finds settled
+/// tickets left unchanged long enough, and not those already erased.
+pub async fn erasure_scrubs_every_copy_and_retention_finds_settled_tickets(
+    h: Harness,
+    clock: ManualClock,
+) {
+    let store = h.store;
+    let phone = "99000000";
+    let ticket = store
+        .create_ticket(ctx_with("erase-me", 7), complaint())
+        .await
+        .unwrap();
+    assert!(ticket.reporter.has_personal_data());
+    let (rejected, _) = store
+        .apply_action(
+            ctx(),
+            ticket.id,
+            None,
+            Action::Reject {
+                reason: "not the municipality's".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let other = store.create_ticket(ctx(), complaint()).await.unwrap();
+    let cutoff = Timestamp::from_micros(clock.now().as_micros() + 1);
+    assert_eq!(
+        store.tickets_to_anonymise(cutoff, 10).await.unwrap(),
+        vec![ticket.id],
+        "only the settled ticket, not the open one"
+    );
+    assert!(
+        store
+            .tickets_to_anonymise(rejected.update_time, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing changed before its last change"
+    );
+
+    let unknown = balagh::domain::values::TicketId::new_v7();
+    assert!(matches!(
+        store.erase_personal_data(ctx(), unknown, "r".into()).await,
+        Err(StoreError::TicketNotFound)
+    ));
+    let erased = store
+        .erase_personal_data(ctx(), ticket.id, "request DP-1".into())
+        .await
+        .unwrap();
+    assert!(erased.reporter.is_erased() && !erased.reporter.has_personal_data());
+    assert_eq!(erased.version, rejected.version + 1);
+    assert_eq!(
+        erased.status,
+        Status::Rejected,
+        "the ticket stays as it was"
+    );
+    let again = store
+        .erase_personal_data(ctx(), ticket.id, "request DP-1".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.version, erased.version,
+        "erasing twice changes nothing"
+    );
+    assert!(
+        store
+            .tickets_to_anonymise(cutoff, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // No copy keeps the phone: the feed serves every version of the ticket erased, the
+    // pending pushes carry it erased, and the recorded answer is gone.
+    let changes = store.read_changes(0, 100).await.unwrap();
+    let of_ticket: Vec<_> = changes
+        .iter()
+        .filter(|c| c.ticket.id == ticket.id)
+        .collect();
+    assert!(of_ticket.len() >= 3, "created, rejected, erased");
+    for change in &of_ticket {
+        assert!(
+            change.ticket.reporter.is_erased(),
+            "{:?}",
+            change.event.record.kind
+        );
+    }
+    let last = of_ticket.last().unwrap();
+    assert_eq!(
+        last.event.record.changed_fields,
+        vec!["reporter".to_owned()]
+    );
+    assert_eq!(last.event.record.note.as_deref(), Some("request DP-1"));
+    let pushes = store
+        .claim_outbox("conformance", std::time::Duration::from_secs(60), 100)
+        .await
+        .unwrap();
+    assert!(pushes.iter().any(|p| p.ticket_id == ticket.id));
+    for push in pushes.iter().filter(|p| p.ticket_id == ticket.id) {
+        assert!(push.ticket.reporter.is_erased());
+    }
+    assert!(
+        pushes.iter().filter(|p| p.ticket_id == other.id).all(|p| p
+            .ticket
+            .reporter
+            .phone()
+            .map(|p| p.as_str().contains(phone))
+            == Some(true)),
+        "another ticket keeps its data"
+    );
+    let replayed = store
+        .create_ticket(ctx_with("erase-me", 7), complaint())
+        .await
+        .unwrap();
+    assert_ne!(
+        replayed.id, ticket.id,
+        "the recorded answer carrying the data was dropped, not replayed"
+    );
+    assert!(
+        store
+            .get_ticket(ticket.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .reporter
+            .is_erased()
+    );
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($open:path) => {
@@ -2243,6 +2374,16 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::call_backs_follow_the_survey_policy_and_a_refusal_writes_nothing(h, clock)
+                .await;
+        }
+
+        #[tokio::test]
+        async fn erasure_scrubs_every_copy_and_retention_finds_settled_tickets() {
+            let clock = clock();
+            let Some(h) = $open(clock.clone()).await else {
+                return;
+            };
+            conformance::erasure_scrubs_every_copy_and_retention_finds_settled_tickets(h, clock)
                 .await;
         }
 

@@ -114,6 +114,9 @@ concurrency = {{ $c.sync.concurrency | int64 }}
 [satisfaction]
 quiet_period_days = {{ $c.satisfaction.quiet_period_days | int64 }}
 max_call_attempts = {{ $c.satisfaction.max_call_attempts | int64 }}
+
+[privacy]
+anonymise_closed_after_years = {{ $c.privacy.anonymise_closed_after_years | int64 }}
 {{- /* Strings go through toJson: a JSON string is a valid TOML basic string. */}}
 {{- $jwt := .Values.auth.jwt }}
 {{- if $jwt.keys }}
