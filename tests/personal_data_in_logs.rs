@@ -2,8 +2,8 @@
 //! edited, watched, worked, resolved, pushed to the simulated national platform, bad input
 //! refused) runs with every target logging at TRACE, and the captured output is searched for
 //! the reporter's name, phone (in every written form), e-mail and civil ID. The simulated
-//! national platform's whole state is searched too: the contract takes no reporter data, so
-//! none is sent.
+//! national platform's whole state is searched too (the contract takes no reporter data, so
+//! none is sent), and so are the metrics the admin port serves.
 
 mod common;
 
@@ -150,6 +150,9 @@ async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
     })
     .await
     .expect("the pushes are delivered");
+    let (code, metrics) = http_get(app.admin, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(metrics.contains("balagh_grpc_requests_total"));
     let (code, platform_state) = http_get(platform, "/admin/state").await;
     assert_eq!(code, 200);
     assert!(
@@ -171,6 +174,7 @@ async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
     let searched = [
         ("the logs", &logs),
         ("the platform's state", &platform_state),
+        ("the metrics", &metrics),
     ];
     for needle in [
         NAME,
