@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// Run only these parts (repeat the flag or give a comma list); every part by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
+    /// Run the gRPC scenarios a second time on a server with authentication (each call with
+    /// an EdDSA-signed bearer token, checked and authorized by the auth layer), and compare.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 /// A part of the benchmark that `--only` can select.
@@ -123,6 +127,7 @@ struct Plan {
     n_preload: u64,
     quick: bool,
     parts: Vec<Part>,
+    auth: bool,
 }
 
 impl Plan {
@@ -163,6 +168,7 @@ impl Plan {
             n_preload,
             quick: args.quick,
             parts,
+            auth: args.auth,
         })
     }
 
@@ -216,6 +222,8 @@ struct Report {
     preload: Option<Preloaded>,
     server_start: Option<Duration>,
     scenarios: Vec<Measured>,
+    /// The same scenarios on a server with authentication (`--auth`).
+    authenticated: Vec<Measured>,
 }
 
 async fn run_plan(plan: &Plan, dir: &Path) -> anyhow::Result<Report> {
@@ -267,16 +275,97 @@ async fn run_plan(plan: &Plan, dir: &Path) -> anyhow::Result<Report> {
         server.addr,
         started.elapsed().as_secs_f64()
     );
-    let scenarios = run_scenarios(plan, &server, corpus, Arc::new(sample_ids)).await;
+    let sample_ids = Arc::new(sample_ids);
+    let scenarios = run_scenarios(
+        plan,
+        &server,
+        &Credentials::default(),
+        corpus.clone(),
+        sample_ids.clone(),
+    )
+    .await;
     let stopped = server.stop().await;
     report.scenarios = scenarios?;
     stopped?;
+    if plan.auth {
+        let (credentials, authenticator) = bench_credentials()?;
+        let server = RunningServer::start_with(&server_url, move |config| {
+            config.auth = Some(authenticator);
+            // One bench caller makes every call: no per-caller limit may slow it down.
+            config.limits.caller_rate_per_second = u32::MAX;
+            config.limits.caller_burst = u32::MAX;
+        })
+        .await?;
+        println!("\nthe same scenarios with authentication (an EdDSA bearer token per call):");
+        let scenarios = run_scenarios(plan, &server, &credentials, corpus, sample_ids).await;
+        let stopped = server.stop().await;
+        report.authenticated = scenarios?;
+        stopped?;
+    }
     Ok(report)
+}
+
+/// What a bench client sends besides its message: a bearer token on an authenticated
+/// server, nothing on an open one.
+#[derive(Clone, Default)]
+pub(crate) struct Credentials(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Credentials {
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(bearer) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        request
+    }
+}
+
+/// A fresh Ed25519 key, a server that trusts it, and an agent's token signed with it (valid
+/// for a day: longer than any run).
+fn bench_credentials() -> anyhow::Result<(Credentials, crate::auth::layer::Authenticator)> {
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+    use ring::signature::KeyPair as _;
+    let random = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&random)
+        .map_err(|_| anyhow::anyhow!("cannot make an Ed25519 key"))?;
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|_| anyhow::anyhow!("cannot read the Ed25519 key"))?;
+    let verifier = crate::auth::jwt::JwtVerifier::new(
+        "https://bench.invalid",
+        "balagh",
+        30,
+        vec![crate::auth::jwt::VerificationKey {
+            kid: "bench".into(),
+            algorithm: Algorithm::EdDSA,
+            key: DecodingKey::from_ed_der(pair.public_key().as_ref()),
+        }],
+    )?;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("bench".into());
+    let claims = serde_json::json!({
+        "sub": "bench-agent", "role": "agent", "iss": "https://bench.invalid", "aud": "balagh",
+        "exp": jsonwebtoken::get_current_timestamp() + 24 * 3600,
+    });
+    let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(pkcs8.as_ref()))
+        .context("cannot sign the bench token")?;
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .context("the token is not a header value")?;
+    Ok((
+        Credentials(Some(bearer)),
+        crate::auth::layer::Authenticator {
+            jwt: Some(verifier),
+            certificates: Default::default(),
+        },
+    ))
 }
 
 async fn run_scenarios(
     plan: &Plan,
     server: &RunningServer,
+    credentials: &Credentials,
     corpus: Arc<Corpus>,
     sample_ids: Arc<Vec<String>>,
 ) -> anyhow::Result<Vec<Measured>> {
@@ -299,7 +388,15 @@ async fn run_scenarios(
     let mut results = Vec::new();
     for workload in &workloads {
         for &clients in &plan.clients {
-            let measured = drive(workload, clients, &channels, plan.warmup, plan.measure).await?;
+            let measured = drive_as(
+                credentials,
+                workload,
+                clients,
+                &channels,
+                plan.warmup,
+                plan.measure,
+            )
+            .await?;
             println!("  {}", measured.one_line());
             results.push(measured);
         }
@@ -320,6 +417,14 @@ pub(crate) struct RunningServer {
 
 impl RunningServer {
     pub(crate) async fn start(database_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(database_url, |_| {}).await
+    }
+
+    /// [`RunningServer::start`] with a changed configuration.
+    pub(crate) async fn start_with(
+        database_url: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -329,7 +434,8 @@ impl RunningServer {
             .context("cannot start the server's runtime")?;
         let shutdown = CancellationToken::new();
         let (address_tx, address_rx) = tokio::sync::oneshot::channel();
-        let config = Config::for_tests(database_url);
+        let mut config = Config::for_tests(database_url);
+        configure(&mut config);
         let token = shutdown.clone();
         let task = runtime.spawn(async move {
             let app = Application::build(config).await?;
@@ -537,6 +643,26 @@ pub(crate) async fn drive(
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<Measured> {
+    drive_as(
+        &Credentials::default(),
+        workload,
+        clients,
+        channels,
+        warmup,
+        measure,
+    )
+    .await
+}
+
+/// [`drive`], each call carrying `credentials`.
+async fn drive_as(
+    credentials: &Credentials,
+    workload: &Workload,
+    clients: usize,
+    channels: &[GrpcChannel],
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Measured> {
     let start = Instant::now();
     let measure_from = start + warmup;
     let stop_at = measure_from + measure;
@@ -548,6 +674,7 @@ pub(crate) async fn drive(
             .clone();
         let workload = workload.clone();
         tasks.spawn(client_loop(
+            credentials.clone(),
             workload,
             TicketServiceClient::new(channel),
             index as u64,
@@ -581,6 +708,7 @@ pub(crate) async fn drive(
 }
 
 async fn client_loop(
+    credentials: Credentials,
     workload: Workload,
     mut client: TicketServiceClient<GrpcChannel>,
     index: u64,
@@ -597,9 +725,13 @@ async fn client_loop(
             break;
         }
         let result = match &workload {
-            Workload::Create(corpus) => create_once(&mut client, corpus, rng.next()).await,
-            Workload::Get(ids) => get_once(&mut client, ids, &mut rng).await,
-            Workload::List => list_once(&mut client, &mut page_token, &mut pages).await,
+            Workload::Create(corpus) => {
+                create_once(&credentials, &mut client, corpus, rng.next()).await
+            }
+            Workload::Get(ids) => get_once(&credentials, &mut client, ids, &mut rng).await,
+            Workload::List => {
+                list_once(&credentials, &mut client, &mut page_token, &mut pages).await
+            }
         };
         if started >= measure_from {
             tally.count(started, result);
@@ -609,6 +741,7 @@ async fn client_loop(
 }
 
 async fn create_once(
+    credentials: &Credentials,
     client: &mut TicketServiceClient<GrpcChannel>,
     corpus: &Corpus,
     k: u64,
@@ -616,7 +749,7 @@ async fn create_once(
     let mut message = corpus.sample_request(k);
     // Every mutation of a well-behaved client carries a request id (AIP-155).
     message.request_id = uuid::Uuid::now_v7().to_string();
-    let mut request = tonic::Request::new(message);
+    let mut request = credentials.request(message);
     request
         .metadata_mut()
         .insert(ACTOR_METADATA_KEY, MetadataValue::from_static("bench"));
@@ -629,6 +762,7 @@ async fn create_once(
 }
 
 async fn get_once(
+    credentials: &Credentials,
     client: &mut TicketServiceClient<GrpcChannel>,
     ids: &[String],
     rng: &mut SplitMix64,
@@ -642,7 +776,7 @@ async fn get_once(
         reveal_personal_data: false,
         lookup: Some(proto::get_ticket_request::Lookup::Id(id.clone())),
     };
-    let response = client.get_ticket(request).await?;
+    let response = client.get_ticket(credentials.request(request)).await?;
     response
         .into_inner()
         .ticket
@@ -663,11 +797,14 @@ fn list_request(page_token: &str) -> proto::ListTicketsRequest {
 }
 
 async fn list_once(
+    credentials: &Credentials,
     client: &mut TicketServiceClient<GrpcChannel>,
     page_token: &mut String,
     pages: &mut u32,
 ) -> anyhow::Result<u64> {
-    let outcome = client.list_tickets(list_request(page_token)).await;
+    let outcome = client
+        .list_tickets(credentials.request(list_request(page_token)))
+        .await;
     let response = match outcome {
         Ok(response) => response.into_inner(),
         Err(status) => {
@@ -2170,6 +2307,26 @@ fn print_report(plan: &Plan, machine: &Machine, report: &Report) {
             println!(
                 "{} @{}: {} errors, the first: {error}",
                 m.name, m.clients, m.errors
+            );
+        }
+    }
+
+    if !report.authenticated.is_empty() {
+        println!("\n## With authentication (an EdDSA bearer token per call)\n");
+        for m in &report.authenticated {
+            let open = report
+                .scenarios
+                .iter()
+                .find(|o| o.name == m.name && o.clients == m.clients);
+            println!(
+                "{}{}",
+                m.one_line(),
+                open.map(|o| format!(
+                    "; {:.2}x the same calls without authentication ({:.0}/s)",
+                    m.ops_per_second() / o.ops_per_second().max(1e-9),
+                    o.ops_per_second()
+                ))
+                .unwrap_or_default()
             );
         }
     }
