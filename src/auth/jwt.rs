@@ -9,9 +9,15 @@
 //! Signatures are verified by `ring` (HMAC tags are compared in constant time); the signature
 //! is checked before any claim, so an unsigned or forged token learns nothing about which of
 //! its claims would have passed.
+//!
+//! A token is verified once: the caller it names is kept, under the SHA-256 of the whole
+//! token, until the token expires, so the many calls a client makes with one token cost a
+//! hash and a lookup instead of a signature check each (measured: docs/benchmarks.md). Only
+//! tokens that verified are kept; expiry and not-before are checked again on every use.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use jsonwebtoken::errors::ErrorKind;
@@ -68,6 +74,19 @@ pub struct JwtVerifier {
     issuer: String,
     audience: String,
     leeway_seconds: u64,
+    verified: Arc<Mutex<HashMap<[u8; 32], Verified>>>,
+}
+
+/// Tokens remembered as verified at most; past it the expired ones are dropped, and if that
+/// is not enough, all of them (they are verified again on their next use).
+const MAX_VERIFIED_TOKENS: usize = 10_000;
+
+/// A token that verified: who it names and when it stops being valid.
+#[derive(Clone)]
+struct Verified {
+    caller: Arc<Caller>,
+    expires: u64,
+    not_before: Option<u64>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -84,6 +103,9 @@ impl std::fmt::Debug for JwtVerifier {
 /// The claims balagh reads besides the registered ones the validation checks.
 #[derive(Debug, Deserialize)]
 struct Claims {
+    exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
     sub: String,
     role: String,
     #[serde(default)]
@@ -117,6 +139,7 @@ impl JwtVerifier {
             issuer: issuer.into(),
             audience: audience.into(),
             leeway_seconds,
+            verified: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -135,7 +158,56 @@ impl JwtVerifier {
     }
 
     /// The caller a bearer token names, or why it is refused.
-    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
+        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`JwtVerifier::verify`] at `now` (seconds since the epoch) for a token verified before;
+    /// a new token is checked against the system clock, as `jsonwebtoken` does.
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Caller>, AuthError> {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+            .cloned();
+        if let Some(known) = known {
+            if now > known.expires.saturating_add(self.leeway_seconds) {
+                return Err(AuthError::Expired);
+            }
+            if known
+                .not_before
+                .is_some_and(|nbf| now.saturating_add(self.leeway_seconds) < nbf)
+            {
+                return Err(AuthError::NotYetValid);
+            }
+            return Ok(known.caller);
+        }
+        let (caller, claims) = self.verify_signed(token)?;
+        let caller = Arc::new(caller);
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= MAX_VERIFIED_TOKENS {
+            let leeway = self.leeway_seconds;
+            verified.retain(|_, v| now <= v.expires.saturating_add(leeway));
+            if verified.len() >= MAX_VERIFIED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(
+            digest,
+            Verified {
+                caller: caller.clone(),
+                expires: claims.0,
+                not_before: claims.1,
+            },
+        );
+        Ok(caller)
+    }
+
+    /// Checks the signature and the claims; the caller, and the token's `exp` and `nbf`.
+    fn verify_signed(&self, token: &str) -> Result<(Caller, (u64, Option<u64>)), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let key = match &header.kid {
             Some(kid) => self.keys.iter().find(|k| &k.kid == kid),
@@ -165,7 +237,8 @@ impl JwtVerifier {
                     _ => AuthError::Malformed,
                 }
             })?;
-        caller_from_claims(data.claims)
+        let times = (data.claims.exp, data.claims.nbf);
+        Ok((caller_from_claims(data.claims)?, times))
     }
 }
 
@@ -299,7 +372,7 @@ mod tests {
         let caller = v.verify(&token(claims(), SECRET)).unwrap();
         assert_eq!(caller.id, "emp-1001");
         assert_eq!(caller.role, Role::LiaisonOfficer);
-        assert_eq!(caller.directorate.unwrap().as_str(), "roads");
+        assert_eq!(caller.directorate.clone().unwrap().as_str(), "roads");
 
         let with = |key: &str, value: serde_json::Value| {
             let mut c = claims();
@@ -353,6 +426,35 @@ mod tests {
             base64_url(claims().to_string().as_bytes())
         );
         assert!(v.verify(&none).is_err());
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires_and_no_longer() {
+        let v = verifier();
+        let exp = now() as u64 + 60;
+        let mut c = claims();
+        c["exp"] = exp.into();
+        c["nbf"] = (now() - 10).into();
+        let good = token(c, SECRET);
+        let first = v.verify(&good).unwrap();
+        let again = v.verify_at(&good, exp).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second use is the remembered caller"
+        );
+        assert_eq!(v.verify_at(&good, exp + 1).err(), Some(AuthError::Expired));
+        assert_eq!(v.verify_at(&good, 1).err(), Some(AuthError::NotYetValid));
+        // A forged token is never remembered: each use is checked and refused.
+        let forged = token(claims(), b"another secret of at least thirty-two bytes");
+        for _ in 0..2 {
+            assert_eq!(v.verify(&forged).err(), Some(AuthError::BadSignature));
+        }
+        // A token differing in one byte of its signature is another token.
+        let mut tampered: Vec<char> = good.chars().collect();
+        let i = tampered.len() - 10;
+        tampered[i] = if tampered[i] == 'A' { 'B' } else { 'A' };
+        let tampered: String = tampered.into_iter().collect();
+        assert_eq!(v.verify(&tampered).err(), Some(AuthError::BadSignature));
     }
 
     fn base64_url(bytes: &[u8]) -> String {

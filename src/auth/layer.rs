@@ -46,7 +46,7 @@ impl Authenticator {
                 .filter(|t| !t.is_empty())
                 .ok_or(AuthError::Malformed)?;
             let verifier = self.jwt.as_ref().ok_or(AuthError::KeyUnknown)?;
-            return verifier.verify(token).map(Arc::new);
+            return verifier.verify(token);
         }
         let leaf = request
             .extensions()
