@@ -677,16 +677,13 @@ impl TokenEndpoint {
                     detail: "token answer: not a bearer token".to_owned(),
                 });
             }
-            let lifetime = Duration::from_secs(token.expires_in);
-            // Refresh a little before expiry: a fifth of the lifetime early, at most a minute.
-            let margin = (lifetime / 5).min(Duration::from_secs(60));
             tracing::info!(
                 expires_in_seconds = token.expires_in,
                 "got a platform access token"
             );
             return Ok(CachedToken {
                 access_token: token.access_token,
-                refresh_at: started + lifetime.saturating_sub(margin),
+                refresh_at: token_refresh_at(started, token.expires_in),
             });
         }
         if matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
@@ -706,6 +703,20 @@ impl TokenEndpoint {
             }),
         }
     }
+}
+
+/// The longest a token is used, whatever `expires_in` the platform answers: a day.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// When a token got at `started` that expires in `expires_in` seconds is refreshed: a fifth
+/// of its lifetime early, at most a minute early. An absurd `expires_in` (found by fuzzing:
+/// `u64::MAX` overflowed the clock) is read as [`MAX_TOKEN_LIFETIME`].
+fn token_refresh_at(started: Instant, expires_in: u64) -> Instant {
+    let lifetime = Duration::from_secs(expires_in).min(MAX_TOKEN_LIFETIME);
+    let margin = (lifetime / 5).min(Duration::from_secs(60));
+    started
+        .checked_add(lifetime.saturating_sub(margin))
+        .unwrap_or(started)
 }
 
 /// Whether a failed token request is worth one more at once: the failures of one connection
@@ -863,6 +874,17 @@ pub fn parse_retry_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_token_lifetime_gives_a_refresh_time_without_overflow() {
+        let now = Instant::now();
+        assert_eq!(token_refresh_at(now, 0), now);
+        assert_eq!(token_refresh_at(now, 300), now + Duration::from_secs(240));
+        assert_eq!(token_refresh_at(now, 3600), now + Duration::from_secs(3540));
+        let longest = now + MAX_TOKEN_LIFETIME - Duration::from_secs(60);
+        assert_eq!(token_refresh_at(now, u64::MAX), longest);
+        assert_eq!(token_refresh_at(now, 10 * 365 * 24 * 3600), longest);
+    }
 
     #[test]
     fn retry_after_in_seconds_and_as_a_date() {
