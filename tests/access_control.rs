@@ -297,30 +297,9 @@ async fn directorate_staff_and_external_systems_reach_only_their_tickets() {
     let system = idp.token("rop-cases", Role::ExternalSystem);
     let other_system = idp.token("mol-cases", Role::ExternalSystem);
 
-    let pothole = app
-        .tickets
-        .create_ticket(with_token(report_in("pothole", 1), &agent))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
-    let waste = app
-        .tickets
-        .create_ticket(with_token(report_in("waste_collection", 2), &agent))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
-    let filed = app
-        .tickets
-        .create_ticket(with_token(report_in("waste_collection", 3), &system))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let pothole = create_as(&mut app, &agent, report_in("pothole", 1)).await;
+    let waste = create_as(&mut app, &agent, report_in("waste_collection", 2)).await;
+    let filed = create_as(&mut app, &system, report_in("waste_collection", 3)).await;
     assert_eq!(filed.created_by, "rop-cases");
     assert_eq!(
         pothole.created_by, "agent-1",
@@ -423,14 +402,7 @@ async fn directorate_staff_and_external_systems_reach_only_their_tickets() {
         .create_ticket(with_token(report_in("waste_collection", 10), &agent))
         .await
         .unwrap();
-    let lamp = app
-        .tickets
-        .create_ticket(with_token(report_in("street_lighting", 11), &agent))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let lamp = create_as(&mut app, &agent, report_in("street_lighting", 11)).await;
     let next = loop {
         let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
             .await
@@ -498,14 +470,7 @@ async fn personal_data_is_masked_and_each_reveal_is_recorded() {
     let agent = idp.token("agent-7", Role::Agent);
     let supervisor = idp.token("supervisor-1", Role::Supervisor);
     let auditor = idp.token("auditor-1", Role::Auditor);
-    let created = app
-        .tickets
-        .create_ticket(with_token(report_in("pothole", 42), &agent))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let created = create_as(&mut app, &agent, report_in("pothole", 42)).await;
     let reporter = created.reporter.clone().unwrap();
     assert!(reporter.masked, "even the answer to its creator is masked");
     assert_eq!(reporter.name, "C•••");
@@ -517,14 +482,7 @@ async fn personal_data_is_masked_and_each_reveal_is_recorded() {
         reveal_personal_data: reveal,
         lookup: Some(proto::get_ticket_request::Lookup::Id(created.id.clone())),
     };
-    let masked = app
-        .tickets
-        .get_ticket(with_token(get(false), &supervisor))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let masked = get_as(&mut app, &supervisor, get(false)).await;
     assert!(masked.reporter.unwrap().masked);
     let status = app
         .tickets
@@ -533,16 +491,7 @@ async fn personal_data_is_masked_and_each_reveal_is_recorded() {
         .expect_err("supervisors do not see personal data");
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(reason(&status), "PERSONAL_DATA_NOT_PERMITTED");
-    let revealed = app
-        .tickets
-        .get_ticket(with_token(get(true), &agent))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap()
-        .reporter
-        .unwrap();
+    let revealed = get_as(&mut app, &agent, get(true)).await.reporter.unwrap();
     assert!(!revealed.masked);
     assert_eq!(revealed.name, "Citizen 42");
     assert_eq!(revealed.civil_id, "10000042");
@@ -589,32 +538,41 @@ async fn personal_data_is_masked_and_each_reveal_is_recorded() {
         .expect_err("a masked reporter written back");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(common::violated_fields(&status).contains(&"ticket.reporter.masked".to_owned()));
-    let still = app
-        .tickets
-        .get_ticket(with_token(get(true), &agent))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let still = get_as(&mut app, &agent, get(true)).await;
     assert_eq!(still.subject, created.subject, "nothing was half-written");
     app.stop().await;
 }
 
-async fn masked_ticket(app: &mut TestApp, token: &str, id: &str) -> proto::Ticket {
+async fn create_as(
+    app: &mut TestApp,
+    token: &str,
+    request: proto::CreateTicketRequest,
+) -> proto::Ticket {
     app.tickets
-        .get_ticket(with_token(
-            proto::GetTicketRequest {
-                reveal_personal_data: false,
-                lookup: Some(proto::get_ticket_request::Lookup::Id(id.to_owned())),
-            },
-            token,
-        ))
+        .create_ticket(with_token(request, token))
         .await
-        .unwrap()
+        .expect("create")
         .into_inner()
         .ticket
-        .unwrap()
+        .expect("a ticket")
+}
+
+async fn get_as(app: &mut TestApp, token: &str, request: proto::GetTicketRequest) -> proto::Ticket {
+    app.tickets
+        .get_ticket(with_token(request, token))
+        .await
+        .expect("get")
+        .into_inner()
+        .ticket
+        .expect("a ticket")
+}
+
+async fn masked_ticket(app: &mut TestApp, token: &str, id: &str) -> proto::Ticket {
+    let request = proto::GetTicketRequest {
+        reveal_personal_data: false,
+        lookup: Some(proto::get_ticket_request::Lookup::Id(id.to_owned())),
+    };
+    get_as(app, token, request).await
 }
 
 #[tokio::test]
@@ -961,14 +919,7 @@ async fn an_administrator_erases_personal_data_and_the_ticket_stays() {
     let agent = idp.token("agent-1", Role::Agent);
     let admin = idp.token("dpo-1", Role::Administrator);
     let auditor = idp.token("auditor-1", Role::Auditor);
-    let created = app
-        .tickets
-        .create_ticket(with_token(report_in("pothole", 77), &agent))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let created = create_as(&mut app, &agent, report_in("pothole", 77)).await;
     let erase = |ticket_id: &str, reason: &str| proto::ErasePersonalDataRequest {
         ticket_id: ticket_id.to_owned(),
         reason: reason.to_owned(),
