@@ -515,6 +515,14 @@ async fn upkeep(
             }
         }
         match store
+            .prune_delivered_pushes(before(DELIVERED_PUSH_RETENTION))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n_pruned = n, "pruned delivered pushes from the outbox"),
+            Err(error) => tracing::warn!(error = %error, "pruning delivered pushes failed"),
+        }
+        match store
             .prune_platform_inbox(before(PLATFORM_INBOX_RETENTION))
             .await
         {
@@ -528,3 +536,7 @@ async fn upkeep(
 /// How long the record of each applied feed change is kept. The platform repeats changes
 /// within minutes; an older repeat is caught by the case version anyway.
 const PLATFORM_INBOX_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long a delivered push stays in the outbox (for `GetSyncStatus` and for inspection)
+/// before the hourly upkeep deletes it.
+const DELIVERED_PUSH_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -654,6 +654,11 @@ pub trait Store: Send + Sync + 'static {
     /// not newer than the one applied, so it is skipped as stale.
     async fn prune_platform_inbox(&self, before: Timestamp) -> Result<u64, StoreError>;
 
+    /// Deletes the outbox entries delivered before `before` (pending, retrying and dead ones
+    /// stay whatever their age); returns how many. Without it the outbox grows by every push
+    /// for ever.
+    async fn prune_delivered_pushes(&self, before: Timestamp) -> Result<u64, StoreError>;
+
     /// The current version of a setting; `None` before it was first stored.
     async fn get_setting(&self, key: SettingKey) -> Result<Option<StoredSetting>, StoreError>;
 

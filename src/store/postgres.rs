@@ -2078,6 +2078,21 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn prune_delivered_pushes(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.submit(None, move |conn, _now| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "DELETE FROM outbox WHERE state = 'delivered' AND update_time < $1",
+                )
+                .bind(before.as_micros())
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+    }
+
     async fn get_setting(&self, key: SettingKey) -> Result<Option<StoredSetting>, StoreError> {
         let row =
             sqlx::query("SELECT version, value, actor, update_time FROM settings WHERE key = $1")

@@ -2403,6 +2403,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_delivered_pushes(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.submit(None, move |conn, _now| {
+            let n = conn
+                .prepare_cached("DELETE FROM outbox WHERE state = 'delivered' AND update_time < ?")?
+                .execute([before.as_micros()])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn enqueue_repair_push(
         &self,
         ticket_id: TicketId,

@@ -490,6 +490,29 @@ pub async fn claims_keep_each_tickets_order_and_expired_leases_move_on(
             .unwrap()
     );
     assert_eq!(h.store.outbox_status().await.unwrap().delivered, 2);
+    // Upkeep deletes delivered pushes older than its cut-off, and nothing else.
+    let before = h.store.outbox_status().await.unwrap();
+    assert!(before.pending + before.leased > 0, "{before:?}");
+    assert_eq!(
+        h.store
+            .prune_delivered_pushes(Timestamp::from_micros(0))
+            .await
+            .unwrap(),
+        0,
+        "none was delivered that long ago"
+    );
+    clock.advance_micros(1);
+    assert_eq!(
+        h.store.prune_delivered_pushes(clock.now()).await.unwrap(),
+        2
+    );
+    let after = h.store.outbox_status().await.unwrap();
+    assert_eq!(after.delivered, 0);
+    assert_eq!(
+        (after.pending, after.leased, after.dead),
+        (before.pending, before.leased, before.dead),
+        "only delivered entries go"
+    );
 }
 
 pub async fn retries_wait_their_time_and_dead_letters_block_until_redriven(
