@@ -473,6 +473,15 @@ fn assignment_to_proto(a: &Assignment) -> proto::Assignment {
     }
 }
 
+/// A ticket as an answer carries it: with the reporter's personal data masked when `mask`.
+pub fn ticket_to_proto_masked(ticket: &Ticket, mask: bool) -> proto::Ticket {
+    let mut message = ticket_to_proto(ticket);
+    if mask {
+        mask_personal_data(&mut message);
+    }
+    message
+}
+
 /// Masks the reporter's personal data of an answer (docs/security.md): the name keeps its
 /// first letter, the phone and civil ID their last two digits, the e-mail its first letter
 /// and its domain, so an agent can confirm a caller without the data leaving the server.

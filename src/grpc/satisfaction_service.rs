@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{Violations, ticket_to_proto, timestamp_to_proto};
+use super::convert::{Violations, ticket_to_proto_masked, timestamp_to_proto};
 use super::error::invalid_argument;
 use super::proto::{self, satisfaction_service_server::SatisfactionService};
 use super::request::{request_key, write_context};
@@ -162,13 +162,7 @@ impl SatisfactionService for SatisfactionServiceImpl {
             candidates: candidates
                 .iter()
                 .map(|c| proto::CallBackCandidate {
-                    ticket: Some({
-                        let mut ticket = ticket_to_proto(&c.ticket);
-                        if mask {
-                            super::convert::mask_personal_data(&mut ticket);
-                        }
-                        ticket
-                    }),
+                    ticket: Some(ticket_to_proto_masked(&c.ticket, mask)),
                     settle_time: Some(timestamp_to_proto(c.settle_time)),
                     previous_attempt_count: i32::try_from(c.n_previous_attempts)
                         .unwrap_or(i32::MAX),

@@ -54,11 +54,7 @@ pub struct TicketServiceImpl {
 
 /// A ticket as the principal may see it: personal data masked for authenticated callers.
 pub fn answer(principal: &Principal, ticket: &Ticket) -> proto::Ticket {
-    let mut message = ticket_to_proto(ticket);
-    if principal.masks_personal_data() {
-        super::convert::mask_personal_data(&mut message);
-    }
-    message
+    super::convert::ticket_to_proto_masked(ticket, principal.masks_personal_data())
 }
 
 /// The ticket, when the scope reaches it; `NOT_FOUND` otherwise, as for a ticket that does

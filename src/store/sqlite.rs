@@ -1050,6 +1050,13 @@ struct Author {
     sync: Arc<SyncPolicy>,
 }
 
+/// Whether a ticket with this id exists.
+fn ticket_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM tickets WHERE id = ?")?
+        .exists([id])?)
+}
+
 fn load_ticket(conn: &Connection, id: TicketId) -> Result<(i64, Ticket), StoreError> {
     let mut statement = conn.prepare_cached("SELECT seq, body FROM tickets WHERE id = ?")?;
     let mut rows = statement.query([id.to_string()])?;
@@ -2067,11 +2074,8 @@ impl Store for SqliteStore {
                 params![ticket, after_cursor, i64::from(limit)],
                 event_from_row,
             )?;
-            if events.is_empty() {
-                let mut statement = conn.prepare_cached("SELECT 1 FROM tickets WHERE id = ?")?;
-                if !statement.exists([&ticket])? {
-                    return Ok(None);
-                }
+            if events.is_empty() && !ticket_exists(conn, &ticket)? {
+                return Ok(None);
             }
             Ok(Some(events))
         })
@@ -2875,10 +2879,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Option<Vec<(i64, PersonalDataAccessRecord)>>, StoreError> {
         self.read(move |conn| {
-            let exists = conn
-                .prepare_cached("SELECT 1 FROM tickets WHERE id = ?")?
-                .exists([id.to_string()])?;
-            if !exists {
+            if !ticket_exists(conn, &id.to_string())? {
                 return Ok(None);
             }
             let rows = collect(
@@ -2912,10 +2913,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Option<Vec<SurveyRequest>>, StoreError> {
         self.read(move |conn| {
-            let exists = conn
-                .prepare_cached("SELECT 1 FROM tickets WHERE id = ?")?
-                .exists([id.to_string()])?;
-            if !exists {
+            if !ticket_exists(conn, &id.to_string())? {
                 return Ok(None);
             }
             let entries = collect(

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::{Code, Status};
 
-use super::convert::{event_to_proto, mask_personal_data, ticket_to_proto};
+use super::convert::{event_to_proto, ticket_to_proto_masked};
 use super::error::status;
 use super::proto;
 use crate::domain::lifecycle::EventKind;
@@ -116,21 +116,12 @@ fn change_kind(kind: EventKind) -> proto::ChangeKind {
     }
 }
 
-/// The ticket as streams carry it: masked when the settings say so.
-fn ticket_message(ticket: &Ticket, mask: bool) -> proto::Ticket {
-    let mut message = ticket_to_proto(ticket);
-    if mask {
-        mask_personal_data(&mut message);
-    }
-    message
-}
-
 /// The encoded `WatchTicketsResponse` of one change.
 fn encode_change(change: &Change, mask: bool) -> Bytes {
     encode(&proto::WatchTicketsResponse {
         cursor: encode_cursor(change.event.cursor),
         kind: change_kind(change.event.record.kind).into(),
-        ticket: Some(ticket_message(&change.ticket, mask)),
+        ticket: Some(ticket_to_proto_masked(&change.ticket, mask)),
         event: Some(event_to_proto(&change.event)),
     })
 }
@@ -139,7 +130,7 @@ fn encode_snapshot_ticket(ticket: &Ticket, mask: bool) -> Bytes {
     encode(&proto::WatchTicketsResponse {
         cursor: String::new(),
         kind: proto::ChangeKind::Snapshot.into(),
-        ticket: Some(ticket_message(ticket, mask)),
+        ticket: Some(ticket_to_proto_masked(ticket, mask)),
         event: None,
     })
 }
