@@ -5,6 +5,13 @@
 //! its own savepoint of one transaction, commits once (`synchronous_commit` on: durable on
 //! return), and only then answers each caller. Reads use a pool.
 //!
+//! Consecutive creates in a batch are written together: one lookup each for their request
+//! ids, categories and wilayats, one reference counter update, and one multi-row insert per
+//! table, in one savepoint (`create_set`). Each create still gets the answer it would get
+//! alone; should the database refuse a statement, the run rolls back and each create is
+//! written on its own, so a refused create fails alone. Each statement is a round trip to
+//! the server, so this is what lets one writer connection keep up with many clients.
+//!
 //! Invariants:
 //! - Every write transaction first takes one transaction-scoped advisory lock, held until it
 //!   commits. Event cursors (identity values) are therefore handed out in commit order across
@@ -14,6 +21,7 @@
 //!   across replicas.
 
 use std::any::Any;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -241,9 +249,27 @@ type Op = Box<
         + Send,
 >;
 
+type Reply = oneshot::Sender<Result<Output, StoreError>>;
+
+/// What a job asks of the writer.
+enum Work {
+    /// Any write, run in a savepoint of its own.
+    Op(Op),
+    /// A CreateTicket, written with the other creates of its batch by set-based statements
+    /// (see [`create_run`]).
+    Create(Box<CreateJob>),
+}
+
 struct Job {
-    op: Op,
-    reply: oneshot::Sender<Result<Output, StoreError>>,
+    work: Work,
+    reply: Reply,
+}
+
+/// One CreateTicket as the writer receives it.
+struct CreateJob {
+    author: Author,
+    new: NewTicket,
+    request: Option<RequestKey>,
 }
 
 /// The PostgreSQL implementation of [`Store`].
@@ -326,23 +352,14 @@ impl PostgresStore {
             + Send
             + 'static,
     {
-        let op = erase(move |conn, now| {
-            Box::pin(async move {
-                if let Some(key) = &request
-                    && let Some(first) = replay::<T>(conn, key).await?
-                {
-                    return Ok(Box::new(first) as Output);
-                }
-                let out = op(conn, now).await?;
-                if let Some(key) = &request {
-                    record(conn, key, now, &out).await?;
-                }
-                Ok(Box::new(out) as Output)
-            })
-        });
+        self.run(Work::Op(with_request(request, op))).await
+    }
+
+    /// Hands `work` to the writer and waits until its transaction committed.
+    async fn run<T: Send + 'static>(&self, work: Work) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { op, reply })
+            .send(Job { work, reply })
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
         let out = answer.await.map_err(|_| StoreError::ShuttingDown)??;
@@ -359,6 +376,44 @@ where
         + 'static,
 {
     Box::new(f)
+}
+
+/// `op` as the writer runs it: with a request key, a recorded first answer is returned
+/// instead of running `op` again, and `op`'s answer is recorded in its transaction.
+fn with_request<T, F>(request: Option<RequestKey>, op: F) -> Op
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: for<'c> FnOnce(&'c mut PgConnection, Timestamp) -> BoxFuture<'c, Result<T, StoreError>>
+        + Send
+        + 'static,
+{
+    erase(move |conn, now| {
+        Box::pin(async move {
+            if let Some(key) = &request
+                && let Some(first) = replay::<T>(conn, key).await?
+            {
+                return Ok(Box::new(first) as Output);
+            }
+            let out = op(conn, now).await?;
+            if let Some(key) = &request {
+                record(conn, key, now, &out).await?;
+            }
+            Ok(Box::new(out) as Output)
+        })
+    })
+}
+
+/// A create written on its own, as any other write (when its batch could not be written
+/// with set-based statements).
+fn create_op(job: CreateJob) -> Op {
+    let CreateJob {
+        author,
+        new,
+        request,
+    } = job;
+    with_request(request, move |conn, now| {
+        Box::pin(create_ticket_tx(conn, author, new, now))
+    })
 }
 
 async fn run_writer(
@@ -419,31 +474,29 @@ async fn write_batch(
         }
     };
     let mut answers = Vec::with_capacity(jobs.len());
+    // Consecutive creates are written together; any other write ends the run, so writes
+    // keep the order in which they were queued.
+    let mut creates = Vec::new();
     for job in jobs {
-        let now = clock.now();
-        let outcome = match tx.begin().await {
-            // A panicking write fails alone (its savepoint rolls back) instead of taking the
-            // writer, and with it every later write, down.
-            Ok(mut savepoint) => match AssertUnwindSafe((job.op)(&mut savepoint, now))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Corrupt("a write panicked".into())))
-            {
-                Ok(out) => savepoint
-                    .commit()
-                    .await
-                    .map(|()| out)
-                    .map_err(StoreError::from),
-                Err(error) => {
-                    if let Err(rollback) = savepoint.rollback().await {
-                        tracing::error!(error = %rollback, "rolling back a savepoint failed");
-                    }
-                    Err(error)
+        match job.work {
+            Work::Create(create) => creates.push((*create, job.reply)),
+            Work::Op(op) => {
+                if !creates.is_empty() {
+                    create_run(
+                        &mut tx,
+                        std::mem::take(&mut creates),
+                        clock.now(),
+                        &mut answers,
+                    )
+                    .await;
                 }
-            },
-            Err(error) => Err(error.into()),
-        };
-        answers.push((job.reply, outcome));
+                let outcome = in_savepoint(&mut tx, op, clock.now()).await;
+                answers.push((job.reply, outcome));
+            }
+        }
+    }
+    if !creates.is_empty() {
+        create_run(&mut tx, creates, clock.now(), &mut answers).await;
     }
     // Other replicas' change feeds wake up when this commits (NOTIFY is delivered at commit).
     // It only wakes them: they read the event log, which is the truth.
@@ -469,6 +522,310 @@ async fn write_batch(
             false
         }
     }
+}
+
+/// Runs `op` in a savepoint of its own: a failing (or panicking) write rolls back alone
+/// instead of taking the batch, or the writer and every later write, down with it.
+async fn in_savepoint(
+    conn: &mut PgConnection,
+    op: Op,
+    now: Timestamp,
+) -> Result<Output, StoreError> {
+    let mut savepoint = conn.begin().await?;
+    let outcome = AssertUnwindSafe(op(&mut savepoint, now))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Corrupt("a write panicked".into())));
+    match outcome {
+        Ok(out) => savepoint
+            .commit()
+            .await
+            .map(|()| out)
+            .map_err(StoreError::from),
+        Err(error) => {
+            if let Err(rollback) = savepoint.rollback().await {
+                tracing::error!(error = %rollback, "rolling back a savepoint failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Writes a run of consecutive creates with one statement per table (see [`create_set`]),
+/// in one savepoint. Should that fail, the savepoint rolls back and each create is written
+/// on its own, so a create the database refuses fails alone.
+async fn create_run(
+    conn: &mut PgConnection,
+    run: Vec<(CreateJob, Reply)>,
+    now: Timestamp,
+    answers: &mut Vec<(Reply, Result<Output, StoreError>)>,
+) {
+    let jobs: Vec<&CreateJob> = run.iter().map(|(job, _)| job).collect();
+    let written = match conn.begin().await {
+        Ok(mut savepoint) => {
+            let outcome = AssertUnwindSafe(create_set(&mut savepoint, &jobs, now))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Corrupt("a write panicked".into())));
+            match outcome {
+                Ok(outcomes) => match savepoint.commit().await {
+                    Ok(()) => Some(outcomes),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "releasing the savepoint of a run of creates failed");
+                        None
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(
+                        error = %error,
+                        n_creates = jobs.len(),
+                        "writing a run of creates together failed; writing each on its own"
+                    );
+                    if let Err(rollback) = savepoint.rollback().await {
+                        tracing::error!(error = %rollback, "rolling back a savepoint failed");
+                    }
+                    None
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot open a savepoint for a run of creates");
+            None
+        }
+    };
+    match written {
+        Some(outcomes) => answers.extend(run.into_iter().map(|(_, reply)| reply).zip(outcomes)),
+        None => {
+            for (job, reply) in run {
+                let outcome = in_savepoint(conn, create_op(job), now).await;
+                answers.push((reply, outcome));
+            }
+        }
+    }
+}
+
+/// What became of one create of a run while it is written.
+enum Pending {
+    /// Answered without writing: replayed, refused, or a copy of an earlier create of the run
+    /// with the same request id (`Copy(i)`, resolved once `i` is written).
+    Done(Result<Output, StoreError>),
+    Copy(usize),
+    /// Passed the checks: to be written with the category's defaults.
+    Valid(Code, Priority),
+    /// Written.
+    Written(Box<Ticket>),
+}
+
+/// Writes every create of `jobs` with set-based statements: one lookup of the request ids,
+/// one of the categories and one of the wilayats, one reference counter update for the
+/// whole run, then one multi-row insert each into tickets, the event log, the outbox and the
+/// request records. A batch of creates costs about ten statements instead of about ten per
+/// create: sharing the per-statement cost is what group commit is for.
+///
+/// Each create gets the answer its write alone would get (the same refusals, in the same
+/// order: request id, category, wilayat), and references are handed out in queue order.
+/// An `Err` means the database refused a statement; the caller then rolls the run back and
+/// writes each create on its own.
+async fn create_set(
+    conn: &mut PgConnection,
+    jobs: &[&CreateJob],
+    now: Timestamp,
+) -> Result<Vec<Result<Output, StoreError>>, StoreError> {
+    let mut pending: Vec<Option<Pending>> = (0..jobs.len()).map(|_| None).collect();
+
+    // Request ids answered before, by this run or by an earlier transaction.
+    let request_ids: Vec<&str> = jobs
+        .iter()
+        .filter_map(|job| job.request.as_ref().map(|key| key.request_id.as_str()))
+        .collect();
+    let mut recorded: HashMap<String, (Vec<u8>, String)> = HashMap::new();
+    if !request_ids.is_empty() {
+        let mut rows = sqlx::query(
+            "SELECT request_id, fingerprint, response FROM request_records
+             WHERE request_id = ANY($1)",
+        )
+        .bind(&request_ids)
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            recorded.insert(
+                row.try_get("request_id")?,
+                (row.try_get("fingerprint")?, row.try_get("response")?),
+            );
+        }
+    }
+    let mut first_in_run: HashMap<&str, usize> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let Some(key) = &job.request else { continue };
+        if let Some((fingerprint, response)) = recorded.get(&key.request_id) {
+            pending[i] = Some(Pending::Done(if *fingerprint != key.fingerprint {
+                Err(StoreError::RequestIdReused)
+            } else {
+                from_json::<Ticket>(response, "request record").map(|t| Box::new(t) as Output)
+            }));
+        } else if let Some(&first) = first_in_run.get(key.request_id.as_str()) {
+            pending[i] = Some(
+                if jobs[first].request.as_ref().map(|k| k.fingerprint) == Some(key.fingerprint) {
+                    Pending::Copy(first)
+                } else {
+                    Pending::Done(Err(StoreError::RequestIdReused))
+                },
+            );
+        } else {
+            first_in_run.insert(&key.request_id, i);
+        }
+    }
+
+    // The catalog checks, one query per table for the whole run.
+    let categories: Vec<&str> = jobs.iter().map(|job| job.new.category.as_str()).collect();
+    let mut category_rows = HashMap::new();
+    let mut rows = sqlx::query(
+        "SELECT code, default_directorate_code, default_priority, active FROM categories
+         WHERE code = ANY($1)",
+    )
+    .bind(&categories)
+    .fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
+        category_rows.insert(row.try_get::<String, _>("code")?, row);
+    }
+    drop(rows);
+    let wilayats: Vec<&str> = jobs
+        .iter()
+        .filter_map(|job| job.new.location.wilayat.as_ref().map(Code::as_str))
+        .collect();
+    let known_wilayats: HashSet<String> = if wilayats.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_scalar("SELECT code FROM wilayats WHERE code = ANY($1)")
+            .bind(&wilayats)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    for (i, job) in jobs.iter().enumerate() {
+        // A copy is checked too: when its first fails, it fails the same way.
+        if matches!(pending[i], Some(Pending::Done(_))) {
+            continue;
+        }
+        let checked = category_defaults("category", category_rows.get(job.new.category.as_str()))
+            .and_then(|defaults| match &job.new.location.wilayat {
+                Some(wilayat) if !known_wilayats.contains(wilayat.as_str()) => Err(unknown(
+                    "location.wilayat",
+                    "is not a wilayat of Muscat Governorate",
+                )),
+                _ => Ok(defaults),
+            });
+        match (checked, &pending[i]) {
+            (Err(error), _) => pending[i] = Some(Pending::Done(Err(error))),
+            (Ok(_), Some(Pending::Copy(_))) => {}
+            (Ok((directorate, priority)), _) => {
+                pending[i] = Some(Pending::Valid(directorate, priority));
+            }
+        }
+    }
+
+    // The run's reference numbers, in queue order, from one counter update.
+    let n_valid = pending
+        .iter()
+        .filter(|p| matches!(p, Some(Pending::Valid(..))))
+        .count();
+    let year = now.muscat_year();
+    let mut next_number = if n_valid == 0 {
+        0
+    } else {
+        let n = i64::try_from(n_valid).map_err(|_| StoreError::Corrupt("run size".into()))?;
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO reference_counters (year, last_value) VALUES ($1, $2)
+             ON CONFLICT (year) DO UPDATE SET last_value = reference_counters.last_value + $2
+             RETURNING last_value",
+        )
+        .bind(year)
+        .bind(n)
+        .fetch_one(&mut *conn)
+        .await?;
+        last - n + 1
+    };
+
+    let mut tickets = TicketRows::default();
+    let mut events = EventRows::default();
+    let mut written = Vec::with_capacity(n_valid);
+    for (i, job) in jobs.iter().enumerate() {
+        let (directorate, priority) = match pending[i].take() {
+            Some(Pending::Valid(directorate, priority)) => (directorate, priority),
+            other => {
+                pending[i] = other;
+                continue;
+            }
+        };
+        let ticket = new_ticket(
+            job.new.clone(),
+            reference(year, next_number)?,
+            directorate,
+            priority,
+            now,
+            &job.author.actor,
+        );
+        next_number += 1;
+        let body = to_json(&ticket)?;
+        let record = created_event(&ticket);
+        tickets.push(&ticket, &body);
+        events.push(&ticket, &job.author.actor, &record, &body)?;
+        written.push((i, ticket, record, body));
+    }
+
+    if !written.is_empty() {
+        tickets.insert(conn).await?;
+        let cursors = events.insert(conn, now, &tickets.ids).await?;
+        let mut outbox = OutboxRows::default();
+        let mut records = RecordRows::default();
+        for ((i, ticket, record, body), cursor) in written.into_iter().zip(cursors) {
+            let job = jobs[i];
+            let event = TicketEvent {
+                cursor,
+                ticket_id: ticket.id,
+                actor: job.author.actor.clone(),
+                occur_time: now,
+                version: ticket.version,
+                record,
+            };
+            // The push this change owes the national platform commits with the change.
+            if job.author.sync.applies_to(&ticket)
+                && let Some(kind) = push_for(&ticket, &event.record)
+            {
+                outbox.push(&ticket, body, &event, kind, now)?;
+            }
+            if let Some(key) = &job.request {
+                records.push(key, to_json(&ticket)?);
+            }
+            pending[i] = Some(Pending::Written(Box::new(ticket)));
+        }
+        outbox.insert(conn).await?;
+        records.insert(conn, now).await?;
+    }
+
+    // Every create's answer; a copy takes the answer of the create it repeats.
+    let copied: Vec<Option<Ticket>> = pending
+        .iter()
+        .map(|p| match p {
+            Some(Pending::Copy(first)) => match &pending[*first] {
+                Some(Pending::Written(ticket)) => Some((**ticket).clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    Ok(pending
+        .into_iter()
+        .zip(copied)
+        .map(|(p, copy)| match (p, copy) {
+            (Some(Pending::Done(outcome)), _) => outcome,
+            (Some(Pending::Written(ticket)), _) => Ok(ticket as Output),
+            (_, Some(ticket)) => Ok(Box::new(ticket) as Output),
+            _ => Err(StoreError::Corrupt(
+                "a create of its run got no answer".into(),
+            )),
+        })
+        .collect())
 }
 
 async fn replay<T: DeserializeOwned>(
@@ -620,6 +977,12 @@ async fn check_category(
     .bind(code.as_str())
     .fetch_optional(&mut *conn)
     .await?;
+    category_defaults(field, row.as_ref())
+}
+
+/// A category's default directorate and priority from its row, or why `field` names no
+/// category a ticket may have.
+fn category_defaults(field: &str, row: Option<&PgRow>) -> Result<(Code, Priority), StoreError> {
     let Some(row) = row else {
         return Err(unknown(field, "is not a category of the catalog"));
     };
@@ -700,6 +1063,262 @@ async fn check_assignment(
         }
     }
     Ok(())
+}
+
+/// The columns of a run's new tickets, for one multi-row insert.
+#[derive(Default)]
+struct TicketRows {
+    ids: Vec<String>,
+    references: Vec<String>,
+    types: Vec<&'static str>,
+    channels: Vec<&'static str>,
+    categories: Vec<String>,
+    priorities: Vec<&'static str>,
+    statuses: Vec<&'static str>,
+    directorates: Vec<Option<String>>,
+    outlets: Vec<Option<String>>,
+    wilayats: Vec<Option<String>>,
+    assignees: Vec<Option<String>>,
+    support_lines: Vec<Option<i16>>,
+    create_times: Vec<i64>,
+    update_times: Vec<i64>,
+    versions: Vec<i64>,
+    bodies: Vec<String>,
+    search_texts: Vec<String>,
+    created_by: Vec<Option<String>>,
+}
+
+impl TicketRows {
+    fn push(&mut self, ticket: &Ticket, body: &str) {
+        let code = |c: &Option<Code>| c.as_ref().map(|c| c.as_str().to_owned());
+        self.ids.push(ticket.id.to_string());
+        self.references.push(ticket.reference.to_string());
+        self.types.push(ticket.ticket_type.as_str());
+        self.channels.push(ticket.channel.as_str());
+        self.categories.push(ticket.category.as_str().to_owned());
+        self.priorities.push(ticket.priority.as_str());
+        self.statuses.push(ticket.status.as_str());
+        self.directorates.push(code(&ticket.assignment.directorate));
+        self.outlets.push(code(&ticket.assignment.outlet));
+        self.wilayats.push(code(&ticket.location.wilayat));
+        self.assignees.push(
+            ticket
+                .assignment
+                .assignee
+                .as_ref()
+                .map(|a| a.as_str().to_owned()),
+        );
+        self.support_lines.push(
+            ticket
+                .assignment
+                .support_line
+                .map(|l| i16::from(l.number())),
+        );
+        self.create_times.push(ticket.create_time.as_micros());
+        self.update_times.push(ticket.update_time.as_micros());
+        self.versions.push(ticket.version);
+        self.bodies.push(body.to_owned());
+        self.search_texts.push(search_text(ticket));
+        self.created_by.push(ticket.created_by.clone());
+    }
+
+    async fn insert(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
+                 directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
+                 version, body, search_text, created_by)
+             SELECT id::uuid, reference, ticket_type, channel, category, priority, status,
+                 directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
+                 version, body::jsonb, search_text, created_by
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int2[],
+                 $13::int8[], $14::int8[], $15::int8[], $16::text[], $17::text[], $18::text[])
+                 WITH ORDINALITY AS t(id, reference, ticket_type, channel, category, priority,
+                     status, directorate, outlet, wilayat, assignee, support_line, create_time,
+                     update_time, version, body, search_text, created_by, n)
+             ORDER BY n",
+        )
+        .bind(&self.ids)
+        .bind(&self.references)
+        .bind(&self.types)
+        .bind(&self.channels)
+        .bind(&self.categories)
+        .bind(&self.priorities)
+        .bind(&self.statuses)
+        .bind(&self.directorates)
+        .bind(&self.outlets)
+        .bind(&self.wilayats)
+        .bind(&self.assignees)
+        .bind(&self.support_lines)
+        .bind(&self.create_times)
+        .bind(&self.update_times)
+        .bind(&self.versions)
+        .bind(&self.bodies)
+        .bind(&self.search_texts)
+        .bind(&self.created_by)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The created events of a run's new tickets, for one multi-row insert.
+#[derive(Default)]
+struct EventRows {
+    kinds: Vec<&'static str>,
+    actors: Vec<String>,
+    versions: Vec<i64>,
+    bodies: Vec<String>,
+    ticket_bodies: Vec<String>,
+}
+
+impl EventRows {
+    fn push(
+        &mut self,
+        ticket: &Ticket,
+        actor: &str,
+        record: &EventRecord,
+        ticket_body: &str,
+    ) -> Result<(), StoreError> {
+        self.kinds.push(record.kind.as_str());
+        self.actors.push(actor.to_owned());
+        self.versions.push(ticket.version);
+        self.bodies.push(to_json(record)?);
+        self.ticket_bodies.push(ticket_body.to_owned());
+        Ok(())
+    }
+
+    /// Appends the events in the order they were pushed (the order of `ticket_ids`) and
+    /// returns their cursors in that order.
+    async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        now: Timestamp,
+        ticket_ids: &[String],
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body,
+                 ticket_body)
+             SELECT ticket_id::uuid, kind, actor, $1, version, body::jsonb, ticket_body::jsonb
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[])
+                 WITH ORDINALITY AS e(ticket_id, kind, actor, version, body, ticket_body, n)
+             ORDER BY n
+             RETURNING ticket_id::text, seq",
+        )
+        .bind(now.as_micros())
+        .bind(ticket_ids)
+        .bind(&self.kinds)
+        .bind(&self.actors)
+        .bind(&self.versions)
+        .bind(&self.bodies)
+        .bind(&self.ticket_bodies)
+        .fetch_all(&mut *conn)
+        .await?;
+        // RETURNING does not promise an order: match the cursors to the tickets by id.
+        let cursors: HashMap<String, i64> = rows.into_iter().collect();
+        ticket_ids
+            .iter()
+            .map(|id| {
+                cursors
+                    .get(id)
+                    .copied()
+                    .ok_or_else(|| StoreError::Corrupt("a created event has no cursor".into()))
+            })
+            .collect()
+    }
+}
+
+/// The pushes a run of creates owes the national platform, for one multi-row insert.
+#[derive(Default)]
+struct OutboxRows {
+    ticket_ids: Vec<String>,
+    cursors: Vec<i64>,
+    kinds: Vec<&'static str>,
+    keys: Vec<String>,
+    ticket_bodies: Vec<String>,
+    event_bodies: Vec<String>,
+    now: i64,
+}
+
+impl OutboxRows {
+    fn push(
+        &mut self,
+        ticket: &Ticket,
+        ticket_body: String,
+        event: &TicketEvent,
+        kind: PushKind,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.ticket_ids.push(ticket.id.to_string());
+        self.cursors.push(event.cursor);
+        self.kinds.push(kind.as_str());
+        self.keys
+            .push(format!("balagh-{}-{}", ticket.id, event.cursor));
+        self.ticket_bodies.push(ticket_body);
+        self.event_bodies.push(to_json(event)?);
+        self.now = now.as_micros();
+        Ok(())
+    }
+
+    async fn insert(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        if self.ticket_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
+                 event_body, state, next_attempt_at, create_time, update_time)
+             SELECT ticket_id::uuid, event_cursor, kind, idempotency_key, ticket_body::jsonb,
+                 event_body::jsonb, 'pending', $1, $1, $1
+             FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[])
+                 WITH ORDINALITY AS o(ticket_id, event_cursor, kind, idempotency_key,
+                     ticket_body, event_body, n)
+             ORDER BY n",
+        )
+        .bind(self.now)
+        .bind(&self.ticket_ids)
+        .bind(&self.cursors)
+        .bind(&self.kinds)
+        .bind(&self.keys)
+        .bind(&self.ticket_bodies)
+        .bind(&self.event_bodies)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The first answers of a run's creates that carried a request id.
+#[derive(Default)]
+struct RecordRows {
+    request_ids: Vec<String>,
+    fingerprints: Vec<Vec<u8>>,
+    responses: Vec<String>,
+}
+
+impl RecordRows {
+    fn push(&mut self, key: &RequestKey, response: String) {
+        self.request_ids.push(key.request_id.clone());
+        self.fingerprints.push(key.fingerprint.to_vec());
+        self.responses.push(response);
+    }
+
+    async fn insert(&self, conn: &mut PgConnection, now: Timestamp) -> Result<(), StoreError> {
+        if self.request_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO request_records (request_id, fingerprint, response, create_time)
+             SELECT request_id, fingerprint, response, $1
+             FROM unnest($2::text[], $3::bytea[], $4::text[]) AS r(request_id, fingerprint, response)",
+        )
+        .bind(now.as_micros())
+        .bind(&self.request_ids)
+        .bind(&self.fingerprints)
+        .bind(&self.responses)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 async fn insert_ticket(
@@ -1416,11 +2035,12 @@ fn push_range(
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_ticket(&self, ctx: WriteContext, new: NewTicket) -> Result<Ticket, StoreError> {
-        let author = self.author(ctx.actor);
-        self.submit(ctx.request, move |conn, now| {
-            Box::pin(create_ticket_tx(conn, author, new, now))
-        })
-        .await
+        let job = CreateJob {
+            author: self.author(ctx.actor),
+            new,
+            request: ctx.request,
+        };
+        self.run(Work::Create(Box::new(job))).await
     }
 
     async fn update_ticket(

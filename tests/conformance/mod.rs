@@ -120,6 +120,197 @@ pub async fn reference_numbers_are_unique_and_gap_free_under_concurrent_writes(h
     assert_eq!(all.len(), 257, "failed writes left nothing behind");
 }
 
+/// What one create of [`creates_written_together_answer_each_as_if_alone`] asks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ask {
+    Report,
+    Complaint,
+    UnknownCategory,
+    UnknownWilayat,
+    /// A request id shared by three creates of the burst, two of one payload and one of another.
+    Shared {
+        group: usize,
+        payload: u8,
+    },
+    /// The request id answered before the burst, with its payload or another.
+    Earlier {
+        payload: u8,
+    },
+}
+
+/// Many creates at once, so the writer commits them in batches (on PostgreSQL each batch's
+/// creates are written together by set-based statements): every create gets the answer it
+/// would get alone, references stay gap-free in queue order, and each create's event and
+/// push are there exactly once.
+pub async fn creates_written_together_answer_each_as_if_alone(h: Harness) {
+    let earlier = h
+        .store
+        .create_ticket(ctx_with("earlier", 1), new_ticket("pothole"))
+        .await
+        .unwrap();
+    let mut asks = Vec::new();
+    for i in 0..240 {
+        asks.push(match i % 12 {
+            1 => Ask::UnknownCategory,
+            2 => Ask::UnknownWilayat,
+            3 | 4 => Ask::Shared {
+                group: i / 12,
+                payload: 1,
+            },
+            5 => Ask::Shared {
+                group: i / 12,
+                payload: 2,
+            },
+            6 | 7 => Ask::Complaint,
+            8 if i % 24 == 8 => Ask::Earlier { payload: 1 },
+            8 => Ask::Earlier { payload: 2 },
+            _ => Ask::Report,
+        });
+    }
+    let mut tasks = Vec::new();
+    for ask in asks.iter().copied() {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (ctx, new) = match ask {
+                Ask::Report => (ctx(), new_ticket("pothole")),
+                Ask::Complaint => (ctx(), complaint()),
+                Ask::UnknownCategory => (ctx(), new_ticket("no_such_category")),
+                Ask::UnknownWilayat => {
+                    let mut new = new_ticket("pothole");
+                    new.location.wilayat = Some(Code::parse("w", "atlantis").unwrap());
+                    (ctx(), new)
+                }
+                Ask::Shared { group, payload } => {
+                    let mut new = new_ticket("pothole");
+                    new.subject = format!("طلب {group} نسخة {payload}");
+                    (ctx_with(&format!("shared-{group}"), payload), new)
+                }
+                Ask::Earlier { payload } => (ctx_with("earlier", payload), new_ticket("pothole")),
+            };
+            store.create_ticket(ctx, new).await
+        }));
+    }
+    let mut created = std::collections::BTreeMap::new();
+    let mut shared: std::collections::BTreeMap<usize, Vec<(u8, Result<_, StoreError>)>> =
+        Default::default();
+    for (ask, task) in asks.iter().zip(tasks) {
+        let answer = task.await.unwrap();
+        match *ask {
+            Ask::Report | Ask::Complaint => {
+                let ticket = answer.unwrap();
+                let expected = if *ask == Ask::Complaint {
+                    TicketType::Complaint
+                } else {
+                    TicketType::Report
+                };
+                assert_eq!(ticket.ticket_type, expected);
+                assert!(created.insert(ticket.reference.number(), ticket).is_none());
+            }
+            Ask::UnknownCategory => match answer {
+                Err(StoreError::UnknownReference(v)) => assert_eq!(v.field, "category"),
+                other => panic!("unknown category: {other:?}"),
+            },
+            Ask::UnknownWilayat => match answer {
+                Err(StoreError::UnknownReference(v)) => assert_eq!(v.field, "location.wilayat"),
+                other => panic!("unknown wilayat: {other:?}"),
+            },
+            Ask::Earlier { payload: 1 } => assert_eq!(answer.unwrap(), earlier),
+            Ask::Earlier { .. } => {
+                assert!(
+                    matches!(answer, Err(StoreError::RequestIdReused)),
+                    "{answer:?}"
+                )
+            }
+            Ask::Shared { group, payload } => {
+                shared.entry(group).or_default().push((payload, answer))
+            }
+        }
+    }
+    // Of three creates sharing a request id, the first written decides: the ones with its
+    // payload get its ticket, the other is refused.
+    for (group, answers) in shared {
+        let tickets: Vec<_> = answers
+            .iter()
+            .filter_map(|(payload, answer)| answer.as_ref().ok().map(|t| (*payload, t.clone())))
+            .collect();
+        let winner = tickets[0].0;
+        assert!(
+            tickets
+                .iter()
+                .all(|(p, t)| *p == winner && *t == tickets[0].1)
+        );
+        let n_refused = answers
+            .iter()
+            .filter(|(_, a)| matches!(a, Err(StoreError::RequestIdReused)))
+            .count();
+        assert_eq!(
+            (tickets.len(), n_refused),
+            if winner == 1 { (2, 1) } else { (1, 2) },
+            "group {group}"
+        );
+        let ticket = &tickets[0].1;
+        assert_eq!(ticket.subject, format!("طلب {group} نسخة {winner}"));
+        assert!(
+            created
+                .insert(ticket.reference.number(), ticket.clone())
+                .is_none()
+        );
+    }
+    // 20 rounds of 12: 6 plain creates (0, 6, 7, 9, 10, 11) and one per shared id.
+    assert_eq!(created.len(), 20 * 7);
+    let numbers: Vec<u32> = created.keys().copied().collect();
+    assert_eq!(
+        numbers,
+        (2..=141).collect::<Vec<_>>(),
+        "gap-free after the earlier one"
+    );
+
+    // Each created ticket has exactly one event, and cursors follow the references.
+    let changes = h.store.read_changes(0, 10_000).await.unwrap();
+    assert_eq!(changes.len(), 141);
+    let in_cursor_order: Vec<u32> = changes
+        .iter()
+        .map(|c| c.ticket.reference.number())
+        .collect();
+    assert_eq!(in_cursor_order, (1..=141).collect::<Vec<_>>());
+    for change in &changes[1..] {
+        let ticket = &created[&change.ticket.reference.number()];
+        assert_eq!(&change.ticket, ticket);
+        assert_eq!(change.event.ticket_id, ticket.id);
+        assert_eq!(change.event.version, ticket.version);
+    }
+    // A push for each complaint (the default policy), none for the reports.
+    let pushes = h
+        .store
+        .list_outbox(OutboxState::Pending, 0, 1000)
+        .await
+        .unwrap();
+    let complaints: BTreeSet<_> = created
+        .values()
+        .filter(|t| t.ticket_type == TicketType::Complaint)
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(complaints.len(), 40);
+    let pushed: BTreeSet<_> = pushes.iter().map(|e| e.ticket_id).collect();
+    assert_eq!(pushes.len(), 40);
+    assert_eq!(pushed, complaints);
+    for push in &pushes {
+        let change = changes
+            .iter()
+            .find(|c| c.ticket.id == push.ticket_id)
+            .unwrap();
+        assert_eq!(push.event.cursor, change.event.cursor);
+        assert_eq!(push.ticket, change.ticket);
+    }
+    // Every shared request id replays its first answer afterwards.
+    let again = h
+        .store
+        .create_ticket(ctx_with("earlier", 1), new_ticket("pothole"))
+        .await
+        .unwrap();
+    assert_eq!(again, earlier);
+}
+
 pub async fn reference_numbers_restart_each_muscat_year_and_survive_a_restart(
     h: Harness,
     clock: ManualClock,
@@ -2259,6 +2450,14 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::reference_numbers_are_unique_and_gap_free_under_concurrent_writes(h).await;
+        }
+
+        #[tokio::test]
+        async fn creates_written_together_answer_each_as_if_alone() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::creates_written_together_answer_each_as_if_alone(h).await;
         }
 
         #[tokio::test]
