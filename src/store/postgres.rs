@@ -214,7 +214,12 @@ impl LeaderLease for PgLease {
 }
 
 /// The advisory lock every write transaction holds until it commits ("balagh" in ASCII).
+#[cfg_attr(not(test), allow(dead_code))]
 const WRITE_LOCK_KEY: i64 = 0x62_61_6c_61_67_68;
+
+/// Begins a write transaction and takes [`WRITE_LOCK_KEY`] in one round trip (a simple query
+/// may hold several statements). A unit test checks that the key is the same.
+const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(108170569672552)";
 
 /// How to open a [`PostgresStore`].
 #[derive(Debug, Clone)]
@@ -455,15 +460,7 @@ async fn write_batch(
     jobs: impl ExactSizeIterator<Item = Job>,
     clock: &dyn Clock,
 ) -> bool {
-    let begun = match conn.begin().await {
-        Ok(mut tx) => sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK_KEY)
-            .execute(&mut *tx)
-            .await
-            .map(|_| tx),
-        Err(error) => Err(error),
-    };
-    let mut tx = match begun {
+    let mut tx = match conn.begin_with(BEGIN_WRITE).await {
         Ok(tx) => tx,
         Err(error) => {
             tracing::error!(error = %error, "cannot begin a write transaction");
@@ -675,33 +672,32 @@ async fn create_set(
         }
     }
 
-    // The catalog checks, one query per table for the whole run.
+    // The catalog checks: one query for the run's categories and wilayats.
     let categories: Vec<&str> = jobs.iter().map(|job| job.new.category.as_str()).collect();
-    let mut category_rows = HashMap::new();
-    let mut rows = sqlx::query(
-        "SELECT code, default_directorate_code, default_priority, active FROM categories
-         WHERE code = ANY($1)",
-    )
-    .bind(&categories)
-    .fetch(&mut *conn);
-    while let Some(row) = rows.try_next().await? {
-        category_rows.insert(row.try_get::<String, _>("code")?, row);
-    }
-    drop(rows);
     let wilayats: Vec<&str> = jobs
         .iter()
         .filter_map(|job| job.new.location.wilayat.as_ref().map(Code::as_str))
         .collect();
-    let known_wilayats: HashSet<String> = if wilayats.is_empty() {
-        Default::default()
-    } else {
-        sqlx::query_scalar("SELECT code FROM wilayats WHERE code = ANY($1)")
-            .bind(&wilayats)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect()
-    };
+    let mut category_rows = HashMap::new();
+    let mut known_wilayats = HashSet::new();
+    let mut rows = sqlx::query(
+        "SELECT 'category' AS kind, code, default_directorate_code, default_priority, active
+         FROM categories WHERE code = ANY($1)
+         UNION ALL
+         SELECT 'wilayat', code, NULL, NULL, NULL FROM wilayats WHERE code = ANY($2)",
+    )
+    .bind(&categories)
+    .bind(&wilayats)
+    .fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
+        let code: String = row.try_get("code")?;
+        if row.try_get::<&str, _>("kind")? == "category" {
+            category_rows.insert(code, row);
+        } else {
+            known_wilayats.insert(code);
+        }
+    }
+    drop(rows);
     for (i, job) in jobs.iter().enumerate() {
         // A copy is checked too: when its first fails, it fails the same way.
         if matches!(pending[i], Some(Pending::Done(_))) {
@@ -792,15 +788,14 @@ async fn create_set(
             if job.author.sync.applies_to(&ticket)
                 && let Some(kind) = push_for(&ticket, &event.record)
             {
-                outbox.push(&ticket, body, &event, kind, now)?;
+                outbox.push(&ticket, body, &event, kind)?;
             }
             if let Some(key) = &job.request {
                 records.push(key, to_json(&ticket)?);
             }
             pending[i] = Some(Pending::Written(Box::new(ticket)));
         }
-        outbox.insert(conn).await?;
-        records.insert(conn, now).await?;
+        insert_pushes_and_records(conn, &outbox, &records, now).await?;
     }
 
     // Every create's answer; a copy takes the answer of the create it repeats.
@@ -1237,7 +1232,6 @@ struct OutboxRows {
     keys: Vec<String>,
     ticket_bodies: Vec<String>,
     event_bodies: Vec<String>,
-    now: i64,
 }
 
 impl OutboxRows {
@@ -1247,7 +1241,6 @@ impl OutboxRows {
         ticket_body: String,
         event: &TicketEvent,
         kind: PushKind,
-        now: Timestamp,
     ) -> Result<(), StoreError> {
         self.ticket_ids.push(ticket.id.to_string());
         self.cursors.push(event.cursor);
@@ -1256,33 +1249,6 @@ impl OutboxRows {
             .push(format!("balagh-{}-{}", ticket.id, event.cursor));
         self.ticket_bodies.push(ticket_body);
         self.event_bodies.push(to_json(event)?);
-        self.now = now.as_micros();
-        Ok(())
-    }
-
-    async fn insert(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
-        if self.ticket_ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
-                 event_body, state, next_attempt_at, create_time, update_time)
-             SELECT ticket_id::uuid, event_cursor, kind, idempotency_key, ticket_body::jsonb,
-                 event_body::jsonb, 'pending', $1, $1, $1
-             FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[])
-                 WITH ORDINALITY AS o(ticket_id, event_cursor, kind, idempotency_key,
-                     ticket_body, event_body, n)
-             ORDER BY n",
-        )
-        .bind(self.now)
-        .bind(&self.ticket_ids)
-        .bind(&self.cursors)
-        .bind(&self.kinds)
-        .bind(&self.keys)
-        .bind(&self.ticket_bodies)
-        .bind(&self.event_bodies)
-        .execute(&mut *conn)
-        .await?;
         Ok(())
     }
 }
@@ -1301,24 +1267,47 @@ impl RecordRows {
         self.fingerprints.push(key.fingerprint.to_vec());
         self.responses.push(response);
     }
+}
 
-    async fn insert(&self, conn: &mut PgConnection, now: Timestamp) -> Result<(), StoreError> {
-        if self.request_ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO request_records (request_id, fingerprint, response, create_time)
-             SELECT request_id, fingerprint, response, $1
-             FROM unnest($2::text[], $3::bytea[], $4::text[]) AS r(request_id, fingerprint, response)",
-        )
-        .bind(now.as_micros())
-        .bind(&self.request_ids)
-        .bind(&self.fingerprints)
-        .bind(&self.responses)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+/// Inserts a run's pushes and request records with one statement (empty arrays insert
+/// nothing).
+async fn insert_pushes_and_records(
+    conn: &mut PgConnection,
+    outbox: &OutboxRows,
+    records: &RecordRows,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if outbox.ticket_ids.is_empty() && records.request_ids.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "WITH pushes AS (
+             INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
+                 event_body, state, next_attempt_at, create_time, update_time)
+             SELECT ticket_id::uuid, event_cursor, kind, idempotency_key, ticket_body::jsonb,
+                 event_body::jsonb, 'pending', $1, $1, $1
+             FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                 $7::text[]) WITH ORDINALITY
+                 AS o(ticket_id, event_cursor, kind, idempotency_key, ticket_body, event_body, n)
+             ORDER BY n
+         )
+         INSERT INTO request_records (request_id, fingerprint, response, create_time)
+         SELECT request_id, fingerprint, response, $1
+         FROM unnest($8::text[], $9::bytea[], $10::text[]) AS r(request_id, fingerprint, response)",
+    )
+    .bind(now.as_micros())
+    .bind(&outbox.ticket_ids)
+    .bind(&outbox.cursors)
+    .bind(&outbox.kinds)
+    .bind(&outbox.keys)
+    .bind(&outbox.ticket_bodies)
+    .bind(&outbox.event_bodies)
+    .bind(&records.request_ids)
+    .bind(&records.fingerprints)
+    .bind(&records.responses)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn insert_ticket(
@@ -3535,4 +3524,17 @@ fn setting_from_row(row: &PgRow, time_column: &str) -> Result<StoredSetting, Sto
         actor: row.try_get("actor")?,
         update_time: Timestamp::from_micros(row.try_get(time_column)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BEGIN_WRITE, WRITE_LOCK_KEY};
+
+    #[test]
+    fn a_write_transaction_begins_by_taking_the_write_lock() {
+        assert_eq!(
+            BEGIN_WRITE,
+            format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+        );
+    }
 }
