@@ -185,7 +185,9 @@ impl TraceExport {
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
         // The SDK's batch processor exports from a thread of its own, so neither a slow
-        // collector nor a full queue ever waits on the runtime that serves calls.
+        // collector nor a full queue ever waits on the runtime that serves calls. (The
+        // processors that run on tokio, behind the SDK's rt-tokio feature, are still
+        // experimental in 0.33.)
         let provider = SdkTracerProvider::builder()
             .with_span_processor(BatchSpanProcessor::builder(exporter).build())
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
