@@ -808,6 +808,13 @@ mod tests {
             (60, 32),
             "the guide shows the defaults"
         );
+        let traces = trace_export(None, None, &file.telemetry)
+            .expect("valid")
+            .expect("the guide shows an endpoint");
+        assert_eq!(
+            traces.traces_url(),
+            "http://otel-collector.observability:4318/v1/traces"
+        );
     }
 
     #[test]
