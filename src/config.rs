@@ -44,6 +44,124 @@ pub struct Config {
     pub tls: Option<crate::auth::tls::TlsConfig>,
     /// The retention of reporters' personal data.
     pub privacy: PrivacyConfig,
+    /// Where traces are exported over OTLP; `None` when no endpoint is configured (then no
+    /// span leaves the process).
+    pub traces: Option<TraceExportConfig>,
+}
+
+/// `[telemetry]` of the config file: OpenTelemetry trace export (docs/operations.md, "Traces").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP collector's base URL (`http://collector:4318`); traces go to
+    /// `<endpoint>/v1/traces`. None: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of every exported span.
+    pub service_name: String,
+    /// The share of traces started here that are exported, 0.0 to 1.0. A call that arrives
+    /// with a `traceparent` follows its caller's decision instead.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "balagh".to_owned(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+/// Trace export, resolved and checked: the collector's traces URL, the service's name and the
+/// sampling ratio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceExportConfig {
+    traces_url: String,
+    service_name: String,
+    sample_ratio: f64,
+}
+
+impl TraceExportConfig {
+    /// `endpoint` is the collector's base URL, an http(s) URL without credentials (a collector
+    /// that wants them gets them from `OTEL_EXPORTER_OTLP_HEADERS`, never from a URL that
+    /// could be logged). `setting` names where the endpoint came from, for the error.
+    pub fn new(
+        endpoint: &str,
+        setting: &str,
+        service_name: &str,
+        sample_ratio: f64,
+    ) -> anyhow::Result<Self> {
+        let uri: http::Uri = endpoint
+            .parse()
+            .with_context(|| format!("{setting} {endpoint:?} is not a URL"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            anyhow::bail!(
+                "{setting} must be an http:// or https:// URL like http://collector:4318, not {endpoint:?}"
+            );
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            anyhow::bail!(
+                "{setting} must not hold credentials: set OTEL_EXPORTER_OTLP_HEADERS instead"
+            );
+        }
+        if uri.query().is_some() {
+            anyhow::bail!("{setting} must not have a query string: {endpoint:?}");
+        }
+        check_service_and_ratio(service_name, sample_ratio)?;
+        Ok(Self {
+            traces_url: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            service_name: service_name.to_owned(),
+            sample_ratio,
+        })
+    }
+
+    /// Where spans are posted: `<endpoint>/v1/traces`.
+    pub fn traces_url(&self) -> &str {
+        &self.traces_url
+    }
+
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+
+    pub fn sample_ratio(&self) -> f64 {
+        self.sample_ratio
+    }
+}
+
+fn check_service_and_ratio(service_name: &str, sample_ratio: f64) -> anyhow::Result<()> {
+    if service_name.trim().is_empty() {
+        anyhow::bail!("telemetry.service_name must not be empty");
+    }
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        anyhow::bail!("telemetry.sample_ratio must be from 0.0 to 1.0, not {sample_ratio}");
+    }
+    Ok(())
+}
+
+/// Trace export from the flag (or `BALAGH_OTLP_ENDPOINT`), else the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, else `[telemetry] otlp_endpoint`; `None` when none is set
+/// (an empty value counts as unset, as OpenTelemetry's specification asks).
+fn trace_export(
+    flag: Option<&str>,
+    standard_env: Option<&str>,
+    file: &TelemetryConfig,
+) -> anyhow::Result<Option<TraceExportConfig>> {
+    let endpoint = [
+        (flag, "--otlp-endpoint (BALAGH_OTLP_ENDPOINT)"),
+        (standard_env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        (file.otlp_endpoint.as_deref(), "telemetry.otlp_endpoint"),
+    ]
+    .into_iter()
+    .find_map(|(value, setting)| value.filter(|v| !v.is_empty()).map(|v| (v, setting)));
+    // Checked even without an endpoint: a wrong value is a mistake either way.
+    check_service_and_ratio(&file.service_name, file.sample_ratio)?;
+    endpoint
+        .map(|(endpoint, setting)| {
+            TraceExportConfig::new(endpoint, setting, &file.service_name, file.sample_ratio)
+        })
+        .transpose()
 }
 
 /// `[privacy]` of the config file (docs/security.md, "Erasure and retention").
@@ -416,6 +534,7 @@ pub struct FileConfig {
     pub auth: AuthConfig,
     pub tls: Option<crate::auth::tls::TlsConfig>,
     pub privacy: PrivacyConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -436,6 +555,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "BALAGH_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// The OpenTelemetry collector's OTLP/HTTP base URL (http://collector:4318); spans are
+    /// exported to <URL>/v1/traces. OTEL_EXPORTER_OTLP_ENDPOINT is read when this is not set.
+    #[arg(long, env = "BALAGH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// The parts of the service to run, comma-separated: grpc (the API), sync (pushes to the
     /// national platform, and the pull on the replica leading it), scheduler (the escalation
     /// sweep on the replica leading it). Default: all three.
@@ -597,6 +720,11 @@ impl Config {
             file.satisfaction.max_call_attempts,
         )
         .map_err(|v| anyhow::anyhow!("{v}"))?;
+        let traces = trace_export(
+            args.otlp_endpoint.as_deref(),
+            std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().as_deref(),
+            &file.telemetry,
+        )?;
         Ok(Self {
             listen,
             admin_listen,
@@ -621,6 +749,7 @@ impl Config {
             auth,
             tls: file.tls,
             privacy: file.privacy,
+            traces,
         })
     }
 
@@ -648,6 +777,7 @@ impl Config {
             auth: None,
             tls: None,
             privacy: PrivacyConfig::default(),
+            traces: None,
         }
     }
 }
@@ -678,6 +808,13 @@ mod tests {
             (60, 32),
             "the guide shows the defaults"
         );
+        let traces = trace_export(None, None, &file.telemetry)
+            .expect("valid")
+            .expect("the guide shows an endpoint");
+        assert_eq!(
+            traces.traces_url(),
+            "http://otel-collector.observability:4318/v1/traces"
+        );
     }
 
     #[test]
@@ -697,6 +834,132 @@ mod tests {
         }
         let config = Config::resolve(&ServeArgs::default()).expect("defaults");
         assert_eq!(config.components, Components::default());
+    }
+
+    #[test]
+    fn trace_export_takes_the_flag_then_the_standard_variable_then_the_file() {
+        let file = TelemetryConfig {
+            otlp_endpoint: Some("http://from-file:4318".into()),
+            ..TelemetryConfig::default()
+        };
+        let url = |flag, env, file: &TelemetryConfig| {
+            trace_export(flag, env, file)
+                .expect("valid")
+                .map(|t| t.traces_url().to_owned())
+        };
+        assert_eq!(url(None, None, &TelemetryConfig::default()), None);
+        assert_eq!(
+            url(None, None, &file).as_deref(),
+            Some("http://from-file:4318/v1/traces")
+        );
+        assert_eq!(
+            url(None, Some("https://from-env:4318/"), &file).as_deref(),
+            Some("https://from-env:4318/v1/traces"),
+            "the standard variable wins over the file, and a trailing slash is not doubled"
+        );
+        assert_eq!(
+            url(
+                Some("http://from-flag:4318/otlp"),
+                Some("http://from-env"),
+                &file
+            )
+            .as_deref(),
+            Some("http://from-flag:4318/otlp/v1/traces")
+        );
+        assert_eq!(
+            url(Some(""), Some(""), &file).as_deref(),
+            Some("http://from-file:4318/v1/traces"),
+            "empty values count as unset"
+        );
+        let traces = trace_export(None, None, &file).unwrap().unwrap();
+        assert_eq!(
+            (traces.service_name(), traces.sample_ratio()),
+            ("balagh", 1.0)
+        );
+    }
+
+    #[test]
+    fn trace_export_settings_are_checked_and_errors_name_them() {
+        let error = |flag: Option<&str>, env: Option<&str>, file: TelemetryConfig| {
+            format!("{:#}", trace_export(flag, env, &file).expect_err("refused"))
+        };
+        let with_endpoint = |endpoint: &str| TelemetryConfig {
+            otlp_endpoint: Some(endpoint.into()),
+            ..TelemetryConfig::default()
+        };
+        for bad in [
+            "collector:4318",
+            "grpc://collector:4317",
+            "file:///tmp/x",
+            "http://",
+        ] {
+            let message = error(None, None, with_endpoint(bad));
+            assert!(
+                message.contains("telemetry.otlp_endpoint"),
+                "{bad}: {message}"
+            );
+        }
+        let message = error(None, Some("ftp://collector"), TelemetryConfig::default());
+        assert!(message.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{message}");
+        let message = error(Some("collector"), None, TelemetryConfig::default());
+        assert!(message.contains("--otlp-endpoint"), "{message}");
+        let message = error(
+            None,
+            None,
+            with_endpoint("http://user:secret@collector:4318"),
+        );
+        assert!(
+            message.contains("credentials") && !message.contains("secret"),
+            "{message}"
+        );
+        for ratio in [-0.1, 1.5, f64::NAN] {
+            // Refused even without an endpoint.
+            let message = error(
+                None,
+                None,
+                TelemetryConfig {
+                    sample_ratio: ratio,
+                    ..TelemetryConfig::default()
+                },
+            );
+            assert!(
+                message.contains("telemetry.sample_ratio"),
+                "{ratio}: {message}"
+            );
+        }
+        let message = error(
+            None,
+            None,
+            TelemetryConfig {
+                service_name: " ".into(),
+                ..with_endpoint("http://collector:4318")
+            },
+        );
+        assert!(message.contains("telemetry.service_name"), "{message}");
+    }
+
+    #[test]
+    fn the_telemetry_section_is_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("balagh.toml");
+        std::fs::write(
+            &path,
+            "[telemetry]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"balagh-api\"\nsample_ratio = 0.25\n",
+        )
+        .expect("write");
+        let file = read_file(&path).expect("valid");
+        let traces = trace_export(None, None, &file.telemetry).unwrap().unwrap();
+        assert_eq!(traces.traces_url(), "http://collector:4318/v1/traces");
+        assert_eq!(
+            (traces.service_name(), traces.sample_ratio()),
+            ("balagh-api", 0.25)
+        );
+        std::fs::write(
+            &path,
+            "[telemetry]\notlp_endpont = \"http://collector:4318\"\n",
+        )
+        .expect("write");
+        assert!(read_file(&path).is_err(), "a misspelt key is refused");
     }
 
     #[test]

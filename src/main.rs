@@ -1,4 +1,5 @@
-//! `balagh`: config, telemetry, the application, and a wait for a signal. Nothing else.
+//! `balagh`: config, telemetry, the application, and a wait for a signal (then the last
+//! spans are flushed). Nothing else.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -57,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let config = Config::resolve(&args)?;
-            balagh::telemetry::init(config.log_format);
+            let telemetry =
+                balagh::telemetry::init_with_traces(config.log_format, config.traces.as_ref())?;
             let app = Application::build(config).await?;
             // Tests and scripts read the real address from this first line of stdout.
             match app.local_addr() {
@@ -66,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
             }
             let shutdown = CancellationToken::new();
             balagh::shutdown::cancel_on_signal(shutdown.clone());
-            app.run_until_stopped(shutdown).await
+            let stopped = app.run_until_stopped(shutdown).await;
+            // The spans of the last calls are still buffered.
+            telemetry.shutdown().await;
+            stopped
         }
         Command::Watch(args) => balagh::watch_client::run(args).await,
         Command::Bench(args) => {

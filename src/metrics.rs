@@ -1,4 +1,6 @@
-//! Prometheus metrics of the process, and the tower layer that counts every gRPC call.
+//! Prometheus metrics of the process, and the tower layer that counts every gRPC call and
+//! opens its span (`crate::telemetry::grpc_call_span`), which lasts until the call's status
+//! is known.
 //!
 //! Labels are bounded: gRPC method paths (a fixed set), status codes, and nothing a caller
 //! can choose freely. Personal data never reaches a label.
@@ -15,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tracing::Instrument;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -180,7 +183,7 @@ impl Metrics {
     }
 }
 
-/// Counts every gRPC call by method and final status, and times it.
+/// Counts every gRPC call by method and final status, times it, and runs it in its span.
 #[derive(Clone)]
 pub struct GrpcMetricsLayer(pub Metrics);
 
@@ -217,10 +220,12 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let method = known_method(request.uri().path());
+        let span = crate::telemetry::grpc_call_span(&method, request.headers());
         let metrics = self.metrics.clone();
         let started = Instant::now();
-        let future = self.inner.call(request);
-        Box::pin(async move {
+        let future = span.in_scope(|| self.inner.call(request));
+        let call_span = span.clone();
+        let answered = async move {
             let response = future.await?;
             metrics
                 .grpc_duration
@@ -233,11 +238,15 @@ where
                 .headers()
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
-                .map(code_name);
+                .map(parse_code);
             let (parts, body) = response.into_parts();
             let mut counted = CountedBody {
                 inner: body,
-                record: Some(Recorder { metrics, method }),
+                record: Some(Recorder {
+                    metrics,
+                    method,
+                    span: call_span,
+                }),
             };
             if let Some(code) = code
                 && let Some(recorder) = counted.record.take()
@@ -245,7 +254,8 @@ where
                 recorder.count(code);
             }
             Ok(http::Response::from_parts(parts, counted))
-        })
+        };
+        Box::pin(answered.instrument(span))
     }
 }
 
@@ -266,25 +276,28 @@ fn known_method(path: &str) -> String {
     }
 }
 
-fn code_name(value: &str) -> String {
+fn parse_code(value: &str) -> tonic::Code {
     value
         .parse::<i32>()
-        .map(|n| format!("{:?}", tonic::Code::from_i32(n)))
-        .unwrap_or_else(|_| "Unknown".to_owned())
+        .map(tonic::Code::from_i32)
+        .unwrap_or(tonic::Code::Unknown)
 }
 
+/// Counts the call once its status is known, and ends its span.
 struct Recorder {
     metrics: Metrics,
     method: String,
+    span: tracing::Span,
 }
 
 impl Recorder {
-    fn count(self, code: String) {
+    fn count(self, code: tonic::Code) {
+        crate::telemetry::record_grpc_status(&self.span, code);
         self.metrics
             .grpc_requests
             .get_or_create(&RpcLabels {
                 method: self.method,
-                code,
+                code: format!("{code:?}"),
             })
             .inc();
     }
@@ -302,7 +315,7 @@ pin_project_lite::pin_project! {
     impl<B> PinnedDrop for CountedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(recorder) = this.project().record.take() {
-                recorder.count("Cancelled".to_owned());
+                recorder.count(tonic::Code::Cancelled);
             }
         }
     }
@@ -325,8 +338,7 @@ impl<B: http_body::Body> http_body::Body for CountedBody<B> {
             let code = trailers
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
-                .map(code_name)
-                .unwrap_or_else(|| "Unknown".to_owned());
+                .map_or(tonic::Code::Unknown, parse_code);
             recorder.count(code);
         }
         polled

@@ -117,6 +117,15 @@ max_call_attempts = {{ $c.satisfaction.max_call_attempts | int64 }}
 
 [privacy]
 anonymise_closed_after_years = {{ $c.privacy.anonymise_closed_after_years | int64 }}
+
+[telemetry]
+{{- with $c.telemetry.otlp_endpoint }}
+otlp_endpoint = {{ . | toJson }}
+{{- end }}
+service_name = {{ $c.telemetry.service_name | toJson }}
+{{- /* A TOML float needs its point: 1 would be an integer. */}}
+{{- $ratio := $c.telemetry.sample_ratio | float64 | toString }}
+sample_ratio = {{ $ratio }}{{ if not (regexMatch "[.eE]" $ratio) }}.0{{ end }}
 {{- /* Strings go through toJson: a JSON string is a valid TOML basic string. */}}
 {{- $jwt := .Values.auth.jwt }}
 {{- if $jwt.keys }}
