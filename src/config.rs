@@ -497,13 +497,21 @@ impl Default for Limits {
     }
 }
 
-/// Tuning of the embedded store's group commit.
+/// `[store]`: the store's group commit and connections, and PostgreSQL's session limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreTuning {
     pub max_batch: usize,
     pub queue_depth: usize,
     pub readers: u32,
+    /// PostgreSQL only: `statement_timeout` of every session but the migration's; 0 = none.
+    pub statement_timeout_seconds: u64,
+    /// PostgreSQL only: `idle_in_transaction_session_timeout` (a replica frozen inside a
+    /// write transaction would otherwise hold every replica's write lock); 0 = none.
+    pub idle_in_transaction_timeout_seconds: u64,
+    /// PostgreSQL only: how long a read waits for a pooled connection before the call gets
+    /// `UNAVAILABLE` `STORAGE_BUSY`; at least 1.
+    pub acquire_timeout_seconds: u64,
 }
 
 impl Default for StoreTuning {
@@ -512,6 +520,21 @@ impl Default for StoreTuning {
             max_batch: 512,
             queue_depth: 4096,
             readers: 4,
+            statement_timeout_seconds: 30,
+            idle_in_transaction_timeout_seconds: 60,
+            acquire_timeout_seconds: 10,
+        }
+    }
+}
+
+impl StoreTuning {
+    /// The PostgreSQL session limits these settings ask for.
+    pub fn session_limits(&self) -> crate::store::SessionLimits {
+        let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        crate::store::SessionLimits {
+            statement_timeout: seconds(self.statement_timeout_seconds),
+            idle_in_transaction_timeout: seconds(self.idle_in_transaction_timeout_seconds),
+            acquire_timeout: Duration::from_secs(self.acquire_timeout_seconds.max(1)),
         }
     }
 }
@@ -650,11 +673,12 @@ impl Config {
         clock: std::sync::Arc<dyn crate::domain::Clock>,
     ) -> Result<std::sync::Arc<dyn crate::store::Store>, crate::store::StoreError> {
         let tuning = &self.store;
-        crate::store::open_store(
+        crate::store::open_store_with(
             &self.database_url,
             tuning.max_batch,
             tuning.queue_depth,
             tuning.readers,
+            tuning.session_limits(),
             crate::domain::sync::SyncPolicy::default(),
             clock,
         )
@@ -699,6 +723,9 @@ impl Config {
         }
         if file.limits.max_in_flight == 0 {
             anyhow::bail!("limits.max_in_flight must be at least 1");
+        }
+        if file.store.acquire_timeout_seconds == 0 {
+            anyhow::bail!("store.acquire_timeout_seconds must be at least 1");
         }
         if file.limits.caller_rate_per_second == 0
             || file.limits.caller_burst == 0

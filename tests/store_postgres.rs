@@ -108,3 +108,110 @@ async fn a_create_the_database_refuses_fails_alone_in_its_batch() {
     admin.close().await.unwrap();
     store.close().await;
 }
+
+/// The session limits hold: a write waiting on a row lock beyond `statement_timeout` fails
+/// alone with a retryable status (`UNAVAILABLE` `STORAGE_BUSY`) while the writes around it
+/// commit; a batch that cannot take the write lock in time fails retryably too; and once the
+/// other session lets go, writes go through with no reference number lost.
+#[tokio::test]
+async fn writes_held_up_beyond_the_statement_timeout_fail_retryably_and_alone() {
+    use std::time::Duration;
+
+    use balagh::domain::Timestamp;
+    use balagh::store::{SessionLimits, StoreError};
+    use sqlx::Connection;
+
+    let Some(database) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let clock = balagh::domain::ManualClock::new(Timestamp::from_micros(conformance::JUNE_2026));
+    let mut options = PostgresStoreOptions::new(&database.url);
+    options.limits = SessionLimits {
+        statement_timeout: Some(Duration::from_millis(500)),
+        ..SessionLimits::default()
+    };
+    let store = Arc::new(PostgresStore::open(options, Arc::new(clock)).await.unwrap());
+    let first = store
+        .create_ticket(conformance::ctx(), conformance::new_ticket("pothole"))
+        .await
+        .unwrap();
+
+    // Another session holds the ticket's row: the update waits on it and is cancelled.
+    let mut other = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT 1 FROM tickets WHERE id = '{}' FOR UPDATE",
+        first.id
+    )))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let held = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let patch = balagh::domain::ticket::TicketPatch {
+                subject: Some("عنوان جديد".into()),
+                ..Default::default()
+            };
+            store
+                .update_ticket(conformance::ctx(), first.id, None, patch)
+                .await
+        })
+    };
+    let beside = store
+        .create_ticket(conformance::ctx(), conformance::new_ticket("pothole"))
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .expect("the held update ends")
+        .unwrap()
+        .expect_err("the held update fails");
+    assert!(
+        matches!(&error, StoreError::Database(e)
+            if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("57014")),
+        "{error:?}"
+    );
+    let status = tonic::Status::from(error);
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    assert_eq!(details.error_info().unwrap().reason, "STORAGE_BUSY");
+    assert_eq!(beside.reference.number(), 2);
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+
+    // Another session holds the write lock itself: whole batches fail, retryably.
+    sqlx::query("SELECT pg_advisory_lock(108170569672552)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(20),
+        store.create_ticket(conformance::ctx(), conformance::new_ticket("pothole")),
+    )
+    .await
+    .expect("the create ends");
+    assert!(
+        matches!(refused, Err(StoreError::CommitFailed)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        tonic::Status::from(refused.unwrap_err()).code(),
+        tonic::Code::Unavailable
+    );
+    sqlx::query("SELECT pg_advisory_unlock(108170569672552)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let after = store
+        .create_ticket(conformance::ctx(), conformance::new_ticket("pothole"))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.reference.number(),
+        3,
+        "the refused creates took no number"
+    );
+    let changed = store.get_ticket(first.id).await.unwrap().unwrap();
+    assert_eq!(changed, first, "the cancelled update changed nothing");
+    other.close().await.unwrap();
+    store.close().await;
+}

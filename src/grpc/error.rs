@@ -49,6 +49,17 @@ pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
     )
 }
 
+/// PostgreSQL refusals that a retry can overcome: a serialization failure (40001), a
+/// deadlock (40P01), a lock not available (55P03), or a statement cancelled by
+/// `statement_timeout` (57014). See `SessionLimits` in the PostgreSQL store.
+fn storage_busy(error: &sqlx::Error) -> bool {
+    const RETRYABLE: [&str; 4] = ["40001", "40P01", "55P03", "57014"];
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| RETRYABLE.contains(&code.as_ref()))
+}
+
 fn internal(error: &dyn std::error::Error) -> Status {
     let mut chain = error.to_string();
     let mut source = error.source();
@@ -244,6 +255,16 @@ impl From<StoreError> for Status {
                 HashMap::new(),
                 &[],
             ),
+            StoreError::Database(error) if storage_busy(&error) => {
+                tracing::warn!(error = %error, "a storage conflict or timeout refused a call");
+                status(
+                    Code::Unavailable,
+                    "STORAGE_BUSY",
+                    "storage is busy; retry shortly (a write with the same request_id)",
+                    HashMap::new(),
+                    &[],
+                )
+            }
             StoreError::Database(error) => internal(&error),
             StoreError::Sqlite(error) => internal(&error),
             error @ StoreError::Corrupt(_) => internal(&error),

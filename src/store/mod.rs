@@ -36,7 +36,7 @@ use crate::domain::ticket::{Channel, NewTicket, Priority, Satisfaction, Ticket, 
 use crate::domain::values::{EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
-pub use postgres::{PostgresStore, PostgresStoreOptions};
+pub use postgres::{PostgresStore, PostgresStoreOptions, SessionLimits};
 
 /// A part of the service one replica at a time plays on a shared database (see
 /// `crate::leader`).
@@ -125,12 +125,35 @@ pub async fn open_store(
     sync_policy: SyncPolicy,
     clock: std::sync::Arc<dyn crate::domain::Clock>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_store_with(
+        url,
+        max_batch,
+        queue_depth,
+        readers,
+        SessionLimits::default(),
+        sync_policy,
+        clock,
+    )
+    .await
+}
+
+/// [`open_store`] with PostgreSQL session limits other than the defaults.
+pub async fn open_store_with(
+    url: &str,
+    max_batch: usize,
+    queue_depth: usize,
+    readers: u32,
+    limits: SessionLimits,
+    sync_policy: SyncPolicy,
+    clock: std::sync::Arc<dyn crate::domain::Clock>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let options = PostgresStoreOptions {
             url: url.to_owned(),
             max_batch,
             queue_depth,
             readers,
+            limits,
             sync_policy,
         };
         Ok(std::sync::Arc::new(

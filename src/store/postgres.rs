@@ -232,6 +232,8 @@ pub struct PostgresStoreOptions {
     pub queue_depth: usize,
     /// Connections in the read pool.
     pub readers: u32,
+    /// Statement and idle timeouts of the store's sessions, and the read pool's wait.
+    pub limits: SessionLimits,
     /// Which tickets owe pushes to the national platform (written to the outbox).
     pub sync_policy: SyncPolicy,
 }
@@ -243,8 +245,54 @@ impl PostgresStoreOptions {
             max_batch: 512,
             queue_depth: 4096,
             readers: 4,
+            limits: SessionLimits::default(),
             sync_policy: SyncPolicy::default(),
         }
+    }
+}
+
+/// What the store's PostgreSQL sessions may take (`[store]` in docs/operations.md).
+///
+/// Serialization failures: the store runs at READ COMMITTED and every write transaction first
+/// takes one advisory lock, so writes never wait on each other's rows and PostgreSQL has no
+/// serialization failure or deadlock to report. Should one come anyway (40001, 40P01, for
+/// example from a manual session holding row locks), or a lock wait or statement outlive
+/// these limits, the write fails alone and the caller gets `UNAVAILABLE` (`STORAGE_BUSY`): it
+/// retries with the same `request_id`, which makes the retry safe. Nothing retries inside
+/// the store, where a retry would hide the cause and hold the writer for every other caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// `statement_timeout` of every session but the migration's (an index build may take
+    /// longer); `None` for none. A write whose lock wait or statement outlives it fails.
+    pub statement_timeout: Option<Duration>,
+    /// `idle_in_transaction_session_timeout`: a replica frozen inside a write transaction
+    /// holds every replica's write lock until PostgreSQL ends its session.
+    pub idle_in_transaction_timeout: Option<Duration>,
+    /// How long a read waits for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Some(Duration::from_secs(30)),
+            idle_in_transaction_timeout: Some(Duration::from_secs(60)),
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SessionLimits {
+    /// `options` with these limits as session parameters (sent at connection start-up).
+    fn apply(&self, options: PgConnectOptions) -> PgConnectOptions {
+        let millis = |d: Option<Duration>| d.map_or(0, |d| d.as_millis()).to_string();
+        options.options([
+            ("statement_timeout", millis(self.statement_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                millis(self.idle_in_transaction_timeout),
+            ),
+        ])
     }
 }
 
@@ -304,19 +352,27 @@ impl PostgresStore {
         options: PostgresStoreOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(&options.url)?.application_name("balagh");
+        let unlimited = PgConnectOptions::from_str(&options.url)?.application_name("balagh");
+        // sqlx takes an advisory lock while migrating, so replicas starting together are safe.
+        // The migration's session has no statement timeout: building an index on a large
+        // table may take longer.
+        let migrating = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(unlimited.clone())
+            .await?;
+        MIGRATOR
+            .run(&migrating)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
+        migrating.close().await;
+        let connect = options.limits.apply(unlimited);
         // One more than the readers: the commit listener keeps a connection of its own.
         let readers = PgPoolOptions::new()
             .max_connections(options.readers.max(1) + 1)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(options.limits.acquire_timeout)
             .connect_with(connect.clone())
             .await?;
-        // sqlx takes an advisory lock while migrating, so replicas starting together are safe.
-        MIGRATOR
-            .run(&readers)
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
         let mut writer = PgConnection::connect_with(&connect).await?;
         seed_default_catalog(&mut writer).await?;
         let (jobs, queue) = mpsc::channel(options.queue_depth.max(1));
@@ -460,16 +516,28 @@ async fn write_batch(
     jobs: impl ExactSizeIterator<Item = Job>,
     clock: &dyn Clock,
 ) -> bool {
-    let mut tx = match conn.begin_with(BEGIN_WRITE).await {
-        Ok(tx) => tx,
-        Err(error) => {
-            tracing::error!(error = %error, "cannot begin a write transaction");
-            for job in jobs {
-                let _ = job.reply.send(Err(StoreError::CommitFailed));
-            }
-            return false;
-        }
+    let error = match conn.begin_with(BEGIN_WRITE).await {
+        Ok(tx) => return write_in(tx, jobs, clock).await,
+        Err(error) => error,
     };
+    tracing::error!(error = %error, "cannot begin a write transaction");
+    // BEGIN may have run and the lock failed (a lock wait beyond statement_timeout): the
+    // session is then in an aborted transaction that sqlx does not know of.
+    if let Err(rollback) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
+        tracing::error!(error = %rollback, "rolling back a failed begin failed");
+    }
+    for job in jobs {
+        let _ = job.reply.send(Err(StoreError::CommitFailed));
+    }
+    false
+}
+
+/// Runs the batch in `tx`, which holds the write lock, and commits; true when it committed.
+async fn write_in(
+    mut tx: sqlx::Transaction<'_, Postgres>,
+    jobs: impl ExactSizeIterator<Item = Job>,
+    clock: &dyn Clock,
+) -> bool {
     let mut answers = Vec::with_capacity(jobs.len());
     // Consecutive creates are written together; any other write ends the run, so writes
     // keep the order in which they were queued.
