@@ -284,13 +284,13 @@ async fn show(conn: &mut PgConnection, setting: &'static str) -> anyhow::Result<
 }
 
 /// The scratch databases of this run, dropped together at the end.
-struct ScratchDatabases {
+pub(crate) struct ScratchDatabases {
     admin_url: String,
     names: Vec<String>,
 }
 
 impl ScratchDatabases {
-    fn new(admin_url: &str) -> Self {
+    pub(crate) fn new(admin_url: &str) -> Self {
         Self {
             admin_url: admin_url.to_owned(),
             names: Vec::new(),
@@ -298,7 +298,7 @@ impl ScratchDatabases {
     }
 
     /// Creates `balagh_bench_<pid>_<part>` and returns its URL.
-    async fn create(&mut self, part: &'static str) -> anyhow::Result<String> {
+    pub(crate) async fn create(&mut self, part: &'static str) -> anyhow::Result<String> {
         let name = format!("balagh_bench_{}_{part}", std::process::id());
         let mut admin = PgConnection::connect(&self.admin_url).await?;
         // The name is made here from digits and a literal, never from input.
@@ -316,7 +316,7 @@ impl ScratchDatabases {
         Ok(with_database(&self.admin_url, &name))
     }
 
-    async fn drop_all(self) {
+    pub(crate) async fn drop_all(self) {
         let mut admin = match PgConnection::connect(&self.admin_url).await {
             Ok(admin) => admin,
             Err(error) => {

@@ -1,8 +1,9 @@
 //! `balagh bench-sla`: the escalation scheduler's sweep over many open tickets, next to a
 //! baseline measured in the same run.
 //!
-//! On a fresh SQLite file under the system temp directory (removed at the end), with the
-//! default calendar and SLA settings and a clock the bench moves:
+//! On a fresh SQLite file under the system temp directory, or with `--database-url` on a
+//! scratch database of that PostgreSQL server (both removed at the end), with the default
+//! calendar and SLA settings and a clock the bench moves:
 //! 1. `--tickets` open tickets are filed over 100 minutes of a Sunday morning (100 waves),
 //!    so their deadlines are spread the way a working morning spreads them;
 //! 2. baseline: every open ticket read once, in pages of 500 (the raw read rate);
@@ -42,6 +43,11 @@ pub struct BenchSlaArgs {
     /// Creates in flight at once while filling the registry.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// A PostgreSQL server to run on instead of a scratch SQLite file, for example
+    /// `postgres://postgres@127.0.0.1:5432/postgres`: the bench creates a scratch database
+    /// there (`balagh_bench_<pid>_sla`) and drops it at the end.
+    #[arg(long)]
+    pub database_url: Option<String>,
 }
 
 /// Sunday 2026-11-29 07:30 in Muscat, the start of the default calendar's working day.
@@ -68,16 +74,35 @@ pub async fn run(args: BenchSlaArgs) -> anyhow::Result<()> {
         uuid::Uuid::now_v7().simple()
     ));
     std::fs::create_dir_all(&dir).context("cannot create the scratch folder")?;
-    let outcome = bench(&args, &dir).await;
+    let outcome = match &args.database_url {
+        Some(server) => {
+            let mut scratch = crate::bench_pg::ScratchDatabases::new(server);
+            let outcome = match scratch.create("sla").await {
+                Ok(url) => bench(&args, &dir, &url).await,
+                Err(error) => Err(error),
+            };
+            scratch.drop_all().await;
+            outcome
+        }
+        None => {
+            let url = format!("sqlite://{}", dir.join("bench.db").display());
+            bench(&args, &dir, &url).await
+        }
+    };
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
 
-async fn bench(args: &BenchSlaArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+async fn bench(args: &BenchSlaArgs, dir: &std::path::Path, url: &str) -> anyhow::Result<()> {
     let clock = ManualClock::new(Timestamp::from_micros(SUNDAY_MORNING));
-    let url = format!("sqlite://{}", dir.join("bench.db").display());
+    let backend = if url.starts_with("sqlite:") {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    };
+    eprintln!("bench-sla: on {backend}");
     let store = open_store(
-        &url,
+        url,
         256,
         4096,
         4,
@@ -275,8 +300,13 @@ fn pothole() -> NewTicket {
 
 fn print_report(args: &BenchSlaArgs, runs: &[Run]) {
     println!(
-        "bench-sla: {} open tickets, {} cores",
+        "bench-sla: {} open tickets on {}, {} cores",
         args.tickets,
+        if args.database_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!();
