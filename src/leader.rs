@@ -3,8 +3,8 @@
 //! The escalation scheduler and the platform pull each run only on the replica that holds
 //! their role ([`LeaderRole`]). On PostgreSQL a role is a session advisory lock, taken with
 //! `pg_try_advisory_lock` on a connection of its own: every replica tries to take it every
-//! [`LeaderSettings::retry`], the holder checks every [`LeaderSettings::check`] that its
-//! session still answers. When the holder dies (also by SIGKILL) the server ends its session
+//! [`LeaderSettings::retry`] (on the same session each time, kept between tries), the holder
+//! checks every [`LeaderSettings::check`] that its session still answers. When the holder dies (also by SIGKILL) the server ends its session
 //! and releases the lock, and another replica takes the role at its next try: leadership
 //! moves within `retry` (plus the time PostgreSQL needs to notice a vanished peer; set TCP
 //! keepalives for hosts that disappear without closing their connections).

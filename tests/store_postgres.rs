@@ -215,3 +215,74 @@ async fn writes_held_up_beyond_the_statement_timeout_fail_retryably_and_alone() 
     other.close().await.unwrap();
     store.close().await;
 }
+
+/// A replica waiting for a role tries again on the session of its last try instead of
+/// opening one each time, and takes the role on that session once the holder lets go.
+#[tokio::test]
+async fn a_replica_waiting_for_a_role_keeps_one_session_for_its_tries() {
+    use balagh::domain::Timestamp;
+    use balagh::store::LeaderRole;
+    use sqlx::Connection;
+
+    let Some(database) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let open = || async {
+        let clock =
+            balagh::domain::ManualClock::new(Timestamp::from_micros(conformance::JUNE_2026));
+        PostgresStore::open(PostgresStoreOptions::new(&database.url), Arc::new(clock))
+            .await
+            .unwrap()
+    };
+    let (a, b) = (open().await, open().await);
+    let mut admin = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    // Sessions of this database whose last statement tried to take a role and that hold no
+    // advisory lock: the sessions waiting for a role.
+    let mut waiting = async || -> Vec<i32> {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'SELECT pg_try_advisory_lock%'
+               AND pid NOT IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')
+             ORDER BY pid",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap()
+    };
+
+    let lease = a
+        .try_lead(LeaderRole::EscalationScheduler)
+        .await
+        .unwrap()
+        .expect("the role is free");
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        assert!(
+            b.try_lead(LeaderRole::EscalationScheduler)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        sessions.push(waiting().await);
+    }
+    assert_eq!(sessions[0].len(), 1, "one session waits: {sessions:?}");
+    assert!(sessions.iter().all(|s| *s == sessions[0]), "{sessions:?}");
+
+    lease.release().await;
+    let taken = b
+        .try_lead(LeaderRole::EscalationScheduler)
+        .await
+        .unwrap()
+        .expect("the role is free again");
+    let holders: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted ORDER BY pid",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(holders, sessions[0], "taken on the session that waited");
+    taken.release().await;
+    admin.close().await.unwrap();
+    a.close().await;
+    b.close().await;
+}

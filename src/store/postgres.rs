@@ -332,6 +332,9 @@ struct CreateJob {
 pub struct PostgresStore {
     /// How to open a session outside the pools (a leader's lease).
     connect: PgConnectOptions,
+    /// Per role this replica does not hold, the session it last tried to take it on: kept
+    /// for the next try, so a replica waiting for a role does not open a session each time.
+    candidates: std::sync::Mutex<HashMap<i64, PgConnection>>,
     sync_policy: Arc<SyncPolicy>,
     readers: PgPool,
     commits: watch::Receiver<u64>,
@@ -397,6 +400,7 @@ impl PostgresStore {
         ));
         Ok(Self {
             connect,
+            candidates: std::sync::Mutex::new(HashMap::new()),
             sync_policy: Arc::new(options.sync_policy),
             readers,
             commits,
@@ -2958,13 +2962,25 @@ impl Store for PostgresStore {
 
     async fn try_lead(&self, role: LeaderRole) -> Result<Option<Box<dyn LeaderLease>>, StoreError> {
         // A session of its own, outside the pools: the lock lives as long as this session.
-        let mut conn = PgConnection::connect_with(&self.connect).await?;
+        // The session of the last failed try is used again.
+        let cached = self
+            .candidates
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the candidate sessions' lock is poisoned".into()))?
+            .remove(&role.lock_key());
+        let mut conn = match cached {
+            Some(conn) => conn,
+            None => PgConnection::connect_with(&self.connect).await?,
+        };
+        // A session that fails here is dropped, and the next try opens a new one.
         let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(role.lock_key())
             .fetch_one(&mut conn)
             .await?;
         if !taken {
-            conn.close().await.ok();
+            if let Ok(mut candidates) = self.candidates.lock() {
+                candidates.insert(role.lock_key(), conn);
+            }
             return Ok(None);
         }
         Ok(Some(Box::new(PgLease {
@@ -3493,6 +3509,13 @@ impl Store for PostgresStore {
             tracing::error!(error = %error, "the commit listener failed");
         }
         self.readers.close().await;
+        let candidates: Vec<PgConnection> = match self.candidates.lock() {
+            Ok(mut candidates) => candidates.drain().map(|(_, conn)| conn).collect(),
+            Err(_) => Vec::new(),
+        };
+        for conn in candidates {
+            conn.close().await.ok();
+        }
     }
 }
 
