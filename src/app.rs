@@ -385,6 +385,7 @@ async fn start_sync(
             PlatformClientConfig::new(handle.base_url(), entity, client_id, secret)
         }
     };
+    let client_config = config.sync.client(client_config);
     let client =
         Arc::new(PlatformClient::new(client_config).context("cannot build the platform client")?);
     let mapping =

@@ -334,16 +334,35 @@ pub struct SyncConfig {
     pub lease_seconds: u64,
     /// Pushes in flight at once per replica (always of different tickets), 1 to 256.
     pub concurrency: usize,
+    /// How long one call to the platform (answer read included) may take, 1 to 300 s.
+    pub request_timeout_seconds: u64,
+    /// How long connecting to the platform may take, 1 to 60 s.
+    pub connect_timeout_seconds: u64,
+    /// How long one token request may take before it is abandoned, 100 to 60,000 ms (and no
+    /// longer than the request timeout). Every call that needs a token waits for it.
+    pub token_request_timeout_ms: u64,
+    /// After this long without an answer a second token request is sent beside the first,
+    /// 0 to 60,000 ms (0: at once; at or above the token timeout: never two at once).
+    pub token_hedge_delay_ms: u64,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
+        use crate::platform::client;
         let defaults = crate::sync::SyncSettings::default();
         Self {
             lease_seconds: defaults.lease.as_secs(),
             concurrency: defaults.concurrency,
+            request_timeout_seconds: client::DEFAULT_REQUEST_TIMEOUT.as_secs(),
+            connect_timeout_seconds: client::DEFAULT_CONNECT_TIMEOUT.as_secs(),
+            token_request_timeout_ms: millis(client::DEFAULT_TOKEN_REQUEST_TIMEOUT),
+            token_hedge_delay_ms: millis(client::DEFAULT_TOKEN_HEDGE_DELAY),
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl SyncConfig {
@@ -354,7 +373,38 @@ impl SyncConfig {
         if !(1..=256).contains(&self.concurrency) {
             anyhow::bail!("sync.concurrency must be from 1 to 256");
         }
+        if !(1..=300).contains(&self.request_timeout_seconds) {
+            anyhow::bail!("sync.request_timeout_seconds must be from 1 to 300");
+        }
+        if !(1..=60).contains(&self.connect_timeout_seconds) {
+            anyhow::bail!("sync.connect_timeout_seconds must be from 1 to 60");
+        }
+        if !(100..=60_000).contains(&self.token_request_timeout_ms)
+            || self.token_request_timeout_ms > self.request_timeout_seconds * 1000
+        {
+            anyhow::bail!(
+                "sync.token_request_timeout_ms must be from 100 to 60000 and at most \
+                 sync.request_timeout_seconds"
+            );
+        }
+        if self.token_hedge_delay_ms > 60_000 {
+            anyhow::bail!("sync.token_hedge_delay_ms must be from 0 to 60000");
+        }
         Ok(self)
+    }
+
+    /// `client` with this section's timeouts.
+    pub fn client(
+        self,
+        client: crate::platform::client::PlatformClientConfig,
+    ) -> crate::platform::client::PlatformClientConfig {
+        crate::platform::client::PlatformClientConfig {
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            connect_timeout: Duration::from_secs(self.connect_timeout_seconds),
+            token_request_timeout: Duration::from_millis(self.token_request_timeout_ms),
+            token_hedge_delay: Duration::from_millis(self.token_hedge_delay_ms),
+            ..client
+        }
     }
 
     /// The worker's settings: these two, the rest at their defaults.
@@ -842,6 +892,56 @@ mod tests {
             traces.traces_url(),
             "http://otel-collector.observability:4318/v1/traces"
         );
+    }
+
+    #[test]
+    fn the_platform_timeouts_reach_the_client_and_are_checked() {
+        use crate::platform::client::{ClientSecret, PlatformClientConfig};
+        let file: FileConfig = toml::from_str(
+            "[sync]\nrequest_timeout_seconds = 20\nconnect_timeout_seconds = 5\n\
+             token_request_timeout_ms = 1500\ntoken_hedge_delay_ms = 250\n",
+        )
+        .expect("parses");
+        let sync = file.sync.check().expect("valid");
+        let client = sync.client(PlatformClientConfig::new(
+            "http://platform.example",
+            "muscat",
+            "balagh",
+            ClientSecret::new("s"),
+        ));
+        assert_eq!(
+            (
+                client.request_timeout,
+                client.connect_timeout,
+                client.token_request_timeout,
+                client.token_hedge_delay
+            ),
+            (
+                Duration::from_secs(20),
+                Duration::from_secs(5),
+                Duration::from_millis(1500),
+                Duration::from_millis(250)
+            )
+        );
+        let defaults = SyncConfig::default().client(PlatformClientConfig::new(
+            "http://platform.example",
+            "muscat",
+            "balagh",
+            ClientSecret::new("s"),
+        ));
+        assert_eq!(defaults.request_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.token_hedge_delay, Duration::from_millis(500));
+        for bad in [
+            "request_timeout_seconds = 0",
+            "request_timeout_seconds = 301",
+            "connect_timeout_seconds = 0",
+            "token_request_timeout_ms = 99",
+            "request_timeout_seconds = 2\ntoken_request_timeout_ms = 2500",
+            "token_hedge_delay_ms = 60001",
+        ] {
+            let file: FileConfig = toml::from_str(&format!("[sync]\n{bad}\n")).expect("parses");
+            assert!(file.sync.check().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -58,6 +58,15 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
+/// How long one request may take by default ([`PlatformClientConfig::request_timeout`]).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one token request may take by default.
+pub const DEFAULT_TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// After how long without an answer a second token request goes out by default.
+pub const DEFAULT_TOKEN_HEDGE_DELAY: Duration = Duration::from_millis(500);
+
 /// Where the platform is and who balagh is to it.
 #[derive(Debug, Clone)]
 pub struct PlatformClientConfig {
@@ -93,10 +102,10 @@ impl PlatformClientConfig {
             entity: entity.into(),
             client_id: client_id.into(),
             client_secret,
-            request_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(3),
-            token_request_timeout: Duration::from_secs(3),
-            token_hedge_delay: Duration::from_millis(500),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            token_request_timeout: DEFAULT_TOKEN_REQUEST_TIMEOUT,
+            token_hedge_delay: DEFAULT_TOKEN_HEDGE_DELAY,
         }
     }
 }
