@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
-use balagh::config::{LogFormat, PlatformMode, TraceExportConfig};
+use balagh::config::{LogFormat, TraceExportConfig};
 use balagh::grpc::proto;
 use balagh::grpc::proto::sync_service_client::SyncServiceClient;
 use common::*;
@@ -159,21 +159,7 @@ async fn spans_reach_the_collector_named_after_their_calls_without_personal_data
         "this test process's only subscriber"
     );
 
-    let platform = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
-    let mut app = spawn_app_with(
-        TestDb::fresh().await,
-        move |c| {
-            c.platform = PlatformMode::Simulator {
-                listen: platform,
-                citizen_rate: 0.0,
-            }
-        },
-        Arc::new(balagh::domain::SystemClock),
-    )
-    .await;
+    let (mut app, _) = spawn_app_beside_simulator().await;
     let calls = async {
         let ticket = create(&mut app, complaint()).await;
         let mut get = tonic::Request::new(proto::GetTicketRequest {

@@ -11,7 +11,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use balagh::config::PlatformMode;
 use balagh::grpc::proto;
 use balagh::grpc::proto::sync_service_client::SyncServiceClient;
 use common::*;
@@ -62,21 +61,7 @@ async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
         .try_init()
         .expect("this test process's only subscriber");
 
-    let platform = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
-    let mut app = spawn_app_with(
-        TestDb::fresh().await,
-        move |c| {
-            c.platform = PlatformMode::Simulator {
-                listen: platform,
-                citizen_rate: 0.0,
-            }
-        },
-        Arc::new(balagh::domain::SystemClock),
-    )
-    .await;
+    let (mut app, platform) = spawn_app_beside_simulator().await;
     let mut watch = app
         .tickets
         .watch_tickets(proto::WatchTicketsRequest::default())

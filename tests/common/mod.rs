@@ -83,6 +83,27 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// The application on `db`, with a changed configuration and a chosen clock.
+/// A test app (fresh SQLite file, system clock) pushing to an in-process platform simulator
+/// whose citizens stay idle, and the simulator's address.
+pub async fn spawn_app_beside_simulator() -> (TestApp, SocketAddr) {
+    let platform = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let app = spawn_app_with(
+        TestDb::fresh().await,
+        move |c| {
+            c.platform = balagh::config::PlatformMode::Simulator {
+                listen: platform,
+                citizen_rate: 0.0,
+            }
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
+    (app, platform)
+}
+
 pub async fn spawn_app_with(
     db: Arc<TestDb>,
     configure: impl FnOnce(&mut Config),
