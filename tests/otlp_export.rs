@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use balagh::config::{LogFormat, TraceExportConfig};
 use balagh::grpc::proto;
-use balagh::grpc::proto::sync_service_client::SyncServiceClient;
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -30,11 +29,6 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use tokio::net::TcpListener;
-
-const NAME: &str = "Zainab Testiya Albusaidi";
-const PHONE_DIGITS: &str = "91234567";
-const EMAIL: &str = "zainab.testiya@mail.example.om";
-const CIVIL_ID: &str = "87654321";
 
 /// A caller's trace, as a W3C `traceparent` would carry it (sampled).
 const CALLER_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -107,22 +101,6 @@ async fn receive(
     )
 }
 
-fn complaint() -> proto::CreateTicketRequest {
-    let mut request = pothole_report();
-    request.r#type = proto::TicketType::Complaint.into();
-    request.category = "waste_collection".into();
-    request.reporter = Some(proto::Reporter {
-        name: NAME.into(),
-        phone: "+968 9123 4567".into(),
-        email: EMAIL.into(),
-        civil_id: CIVIL_ID.into(),
-        anonymous: false,
-        masked: false,
-        erased: false,
-    });
-    request
-}
-
 fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
     attributes
         .iter()
@@ -161,7 +139,7 @@ async fn spans_reach_the_collector_named_after_their_calls_without_personal_data
 
     let (mut app, _) = spawn_app_beside_simulator().await;
     let calls = async {
-        let ticket = create(&mut app, complaint()).await;
+        let ticket = create(&mut app, identified_complaint()).await;
         let mut get = tonic::Request::new(proto::GetTicketRequest {
             reveal_personal_data: true,
             lookup: Some(proto::get_ticket_request::Lookup::Id(ticket.id.clone())),
@@ -173,7 +151,7 @@ async fn spans_reach_the_collector_named_after_their_calls_without_personal_data
                 .unwrap(),
         );
         let got = app.tickets.get_ticket(get).await.expect("get").into_inner();
-        assert_eq!(got.ticket.unwrap().reporter.unwrap().name, NAME);
+        assert_eq!(got.ticket.unwrap().reporter.unwrap().name, REPORTER_NAME);
         let missing = app
             .tickets
             .get_ticket(proto::GetTicketRequest {
@@ -186,26 +164,15 @@ async fn spans_reach_the_collector_named_after_their_calls_without_personal_data
             .expect_err("no such ticket");
         assert_eq!(missing.code(), tonic::Code::NotFound);
         // Bad input that carries personal data is refused; the refusal is traced without it.
-        let mut bad = complaint();
-        bad.reporter.as_mut().unwrap().phone = format!("{PHONE_DIGITS}x");
-        bad.reporter.as_mut().unwrap().email = format!("{NAME}@");
+        let mut bad = identified_complaint();
+        bad.reporter.as_mut().unwrap().phone = format!("{REPORTER_PHONE_DIGITS}x");
+        bad.reporter.as_mut().unwrap().email = format!("{REPORTER_NAME}@");
         app.tickets
             .create_ticket(bad)
             .await
             .expect_err("an invalid phone and e-mail");
         // The push reaches the simulated platform, in a span of its own.
-        let mut sync = SyncServiceClient::new(app.channel.clone());
-        loop {
-            let status = sync
-                .get_sync_status(proto::GetSyncStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if status.delivered >= 1 && status.pending == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_sync_status(&app, |s| s.delivered >= 1 && s.pending == 0).await;
         ticket
     };
     let ticket = tokio::time::timeout(Duration::from_secs(30), calls)
@@ -298,14 +265,14 @@ async fn spans_reach_the_collector_named_after_their_calls_without_personal_data
     // Not one byte of what the collector received holds personal data.
     let bodies = collector.bodies();
     for needle in [
-        NAME,
+        REPORTER_NAME,
         "Zainab",
         "Testiya",
-        PHONE_DIGITS,
+        REPORTER_PHONE_DIGITS,
         "9123 4567",
         "+96891234567",
-        EMAIL,
-        CIVIL_ID,
+        REPORTER_EMAIL,
+        REPORTER_CIVIL_ID,
     ] {
         let found = bodies
             .iter()

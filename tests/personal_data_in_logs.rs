@@ -29,27 +29,6 @@ impl Write for Captured {
     }
 }
 
-const NAME: &str = "Zainab Testiya Albusaidi";
-const PHONE_DIGITS: &str = "91234567";
-const EMAIL: &str = "zainab.testiya@mail.example.om";
-const CIVIL_ID: &str = "87654321";
-
-fn complaint() -> proto::CreateTicketRequest {
-    let mut request = pothole_report();
-    request.r#type = proto::TicketType::Complaint.into();
-    request.category = "waste_collection".into();
-    request.reporter = Some(proto::Reporter {
-        name: NAME.into(),
-        phone: "+968 9123 4567".into(),
-        email: EMAIL.into(),
-        civil_id: CIVIL_ID.into(),
-        anonymous: false,
-        masked: false,
-        erased: false,
-    });
-    request
-}
-
 #[tokio::test]
 async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
     let captured = Captured::default();
@@ -68,13 +47,13 @@ async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
         .await
         .unwrap()
         .into_inner();
-    let ticket = create(&mut app, complaint()).await;
+    let ticket = create(&mut app, identified_complaint()).await;
     let first = tokio::time::timeout(Duration::from_secs(10), watch.message())
         .await
         .expect("a change in time")
         .unwrap()
         .unwrap();
-    assert_eq!(first.ticket.unwrap().reporter.unwrap().name, NAME);
+    assert_eq!(first.ticket.unwrap().reporter.unwrap().name, REPORTER_NAME);
     app.tickets
         .get_ticket(proto::GetTicketRequest {
             reveal_personal_data: true,
@@ -111,9 +90,9 @@ async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
     start_work(&mut app, &ticket.id).await;
     resolve(&mut app, &ticket.id).await;
     // Bad input that carries personal data is refused; the refusal is logged without it.
-    let mut bad = complaint();
-    bad.reporter.as_mut().unwrap().phone = format!("{PHONE_DIGITS}x");
-    bad.reporter.as_mut().unwrap().email = format!("{NAME}@");
+    let mut bad = identified_complaint();
+    bad.reporter.as_mut().unwrap().phone = format!("{REPORTER_PHONE_DIGITS}x");
+    bad.reporter.as_mut().unwrap().email = format!("{REPORTER_NAME}@");
     app.tickets
         .create_ticket(bad)
         .await
@@ -162,15 +141,15 @@ async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
         ("the metrics", &metrics),
     ];
     for needle in [
-        NAME,
+        REPORTER_NAME,
         "Zainab",
         "Testiya",
-        PHONE_DIGITS,
+        REPORTER_PHONE_DIGITS,
         "9123 4567",
         "+96891234567",
-        EMAIL,
+        REPORTER_EMAIL,
         "zainab.other",
-        CIVIL_ID,
+        REPORTER_CIVIL_ID,
     ] {
         for (place, text) in &searched {
             let hits: Vec<&str> = text

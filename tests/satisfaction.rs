@@ -15,7 +15,10 @@ use balagh::domain::{ManualClock, Timestamp};
 use balagh::grpc::proto;
 use balagh::grpc::proto::satisfaction_service_client::SatisfactionServiceClient;
 use balagh::grpc::proto::sync_service_client::SyncServiceClient;
-use common::{TestApp, TestDb, create, expect_error, pothole_report, resolve, spawn_app_with};
+use common::{
+    TestApp, TestDb, create, expect_error, pothole_report, resolve, spawn_app_with,
+    wait_for_sync_status,
+};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -529,19 +532,10 @@ async fn a_rating_given_on_the_national_platform_counts_as_asked() {
     assert!(!phone.is_empty());
     resolve(&mut app, &platform_ticket.id).await;
     // The citizen rates once the resolution reached the platform.
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let status = sync
-                .get_sync_status(proto::GetSyncStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if status.pending == 0 && status.leased == 0 && status.delivered > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        wait_for_sync_status(&app, |s| s.pending == 0 && s.leased == 0 && s.delivered > 0),
+    )
     .await
     .expect("the resolution is pushed within 20 s");
     citizen(

@@ -28,20 +28,10 @@ async fn a_complaint_reaches_the_simulated_platform() {
     complaint.r#type = proto::TicketType::Complaint.into();
     complaint.category = "waste_collection".into();
     create(&mut app, complaint).await;
-    let mut sync = SyncServiceClient::new(app.channel.clone());
-    let delivered = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let status = sync
-                .get_sync_status(proto::GetSyncStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if status.delivered == 1 {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    let delivered = tokio::time::timeout(
+        Duration::from_secs(20),
+        wait_for_sync_status(&app, |s| s.delivered == 1),
+    )
     .await
     .expect("the complaint is pushed within 20 s");
     assert_eq!((delivered.pending, delivered.dead), (0, 0));

@@ -175,6 +175,49 @@ pub fn pothole_report() -> proto::CreateTicketRequest {
     }
 }
 
+/// A reporter whose every field the personal-data tests search for in logs and traces.
+pub const REPORTER_NAME: &str = "Zainab Testiya Albusaidi";
+pub const REPORTER_PHONE_DIGITS: &str = "91234567";
+pub const REPORTER_EMAIL: &str = "zainab.testiya@mail.example.om";
+pub const REPORTER_CIVIL_ID: &str = "87654321";
+
+/// A complaint (synchronised with the platform) filed by that identified reporter.
+pub fn identified_complaint() -> proto::CreateTicketRequest {
+    let mut request = pothole_report();
+    request.r#type = proto::TicketType::Complaint.into();
+    request.category = "waste_collection".into();
+    request.reporter = Some(proto::Reporter {
+        name: REPORTER_NAME.into(),
+        phone: "+968 9123 4567".into(),
+        email: REPORTER_EMAIL.into(),
+        civil_id: REPORTER_CIVIL_ID.into(),
+        anonymous: false,
+        masked: false,
+        erased: false,
+    });
+    request
+}
+
+/// Polls `GetSyncStatus` every 50 ms until `done` holds for it, and returns that status.
+/// Unbounded: callers put it under a timeout.
+pub async fn wait_for_sync_status(
+    app: &TestApp,
+    done: impl Fn(&proto::GetSyncStatusResponse) -> bool,
+) -> proto::GetSyncStatusResponse {
+    let mut sync = proto::sync_service_client::SyncServiceClient::new(app.channel.clone());
+    loop {
+        let status = sync
+            .get_sync_status(proto::GetSyncStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if done(&status) {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn create(app: &mut TestApp, request: proto::CreateTicketRequest) -> proto::Ticket {
     app.tickets
         .create_ticket(request)
