@@ -584,7 +584,7 @@ impl StoreTuning {
         crate::store::SessionLimits {
             statement_timeout: seconds(self.statement_timeout_seconds),
             idle_in_transaction_timeout: seconds(self.idle_in_transaction_timeout_seconds),
-            acquire_timeout: Duration::from_secs(self.acquire_timeout_seconds.max(1)),
+            acquire_timeout: Duration::from_secs(self.acquire_timeout_seconds),
         }
     }
 }

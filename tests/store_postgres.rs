@@ -275,7 +275,10 @@ async fn a_replica_waiting_for_a_role_keeps_one_session_for_its_tries() {
         .unwrap()
         .expect("the role is free again");
     let holders: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted ORDER BY pid",
+        "SELECT pid FROM pg_locks
+         WHERE locktype = 'advisory' AND granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         ORDER BY pid",
     )
     .fetch_all(&mut admin)
     .await
