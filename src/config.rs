@@ -344,6 +344,10 @@ pub struct SyncConfig {
     /// After this long without an answer a second token request is sent beside the first,
     /// 0 to 60,000 ms (0: at once; at or above the token timeout: never two at once).
     pub token_hedge_delay_ms: u64,
+    /// After this long without an answer a write (or a read of one case) is sent again beside
+    /// the first, same `Idempotency-Key`, 0 to 60,000 ms (0: never). At most about one call
+    /// in ten is hedged.
+    pub hedge_delay_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -357,6 +361,7 @@ impl Default for SyncConfig {
             connect_timeout_seconds: client::DEFAULT_CONNECT_TIMEOUT.as_secs(),
             token_request_timeout_ms: millis(client::DEFAULT_TOKEN_REQUEST_TIMEOUT),
             token_hedge_delay_ms: millis(client::DEFAULT_TOKEN_HEDGE_DELAY),
+            hedge_delay_ms: millis(client::DEFAULT_HEDGE_DELAY),
         }
     }
 }
@@ -390,6 +395,9 @@ impl SyncConfig {
         if self.token_hedge_delay_ms > 60_000 {
             anyhow::bail!("sync.token_hedge_delay_ms must be from 0 to 60000");
         }
+        if self.hedge_delay_ms > 60_000 {
+            anyhow::bail!("sync.hedge_delay_ms must be from 0 to 60000 (0: never)");
+        }
         Ok(self)
     }
 
@@ -403,6 +411,8 @@ impl SyncConfig {
             connect_timeout: Duration::from_secs(self.connect_timeout_seconds),
             token_request_timeout: Duration::from_millis(self.token_request_timeout_ms),
             token_hedge_delay: Duration::from_millis(self.token_hedge_delay_ms),
+            hedge_delay: (self.hedge_delay_ms > 0)
+                .then(|| Duration::from_millis(self.hedge_delay_ms)),
             ..client
         }
     }
@@ -899,7 +909,7 @@ mod tests {
         use crate::platform::client::{ClientSecret, PlatformClientConfig};
         let file: FileConfig = toml::from_str(
             "[sync]\nrequest_timeout_seconds = 20\nconnect_timeout_seconds = 5\n\
-             token_request_timeout_ms = 1500\ntoken_hedge_delay_ms = 250\n",
+             token_request_timeout_ms = 1500\ntoken_hedge_delay_ms = 250\nhedge_delay_ms = 400\n",
         )
         .expect("parses");
         let sync = file.sync.check().expect("valid");
@@ -914,15 +924,29 @@ mod tests {
                 client.request_timeout,
                 client.connect_timeout,
                 client.token_request_timeout,
-                client.token_hedge_delay
+                client.token_hedge_delay,
+                client.hedge_delay
             ),
             (
                 Duration::from_secs(20),
                 Duration::from_secs(5),
                 Duration::from_millis(1500),
-                Duration::from_millis(250)
+                Duration::from_millis(250),
+                Some(Duration::from_millis(400))
             )
         );
+        let never: FileConfig = toml::from_str("[sync]\nhedge_delay_ms = 0\n").expect("parses");
+        let never = never
+            .sync
+            .check()
+            .expect("valid")
+            .client(PlatformClientConfig::new(
+                "http://platform.example",
+                "muscat",
+                "balagh",
+                ClientSecret::new("s"),
+            ));
+        assert_eq!(never.hedge_delay, None);
         let defaults = SyncConfig::default().client(PlatformClientConfig::new(
             "http://platform.example",
             "muscat",
@@ -931,6 +955,7 @@ mod tests {
         ));
         assert_eq!(defaults.request_timeout, Duration::from_secs(10));
         assert_eq!(defaults.token_hedge_delay, Duration::from_millis(500));
+        assert_eq!(defaults.hedge_delay, Some(Duration::from_secs(1)));
         for bad in [
             "request_timeout_seconds = 0",
             "request_timeout_seconds = 301",
@@ -938,6 +963,7 @@ mod tests {
             "token_request_timeout_ms = 99",
             "request_timeout_seconds = 2\ntoken_request_timeout_ms = 2500",
             "token_hedge_delay_ms = 60001",
+            "hedge_delay_ms = 60001",
         ] {
             let file: FileConfig = toml::from_str(&format!("[sync]\n{bad}\n")).expect("parses");
             assert!(file.sync.check().is_err(), "{bad}");

@@ -1106,3 +1106,253 @@ async fn the_simulators_citizens_play_by_themselves_at_a_rate() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A client whose writes are hedged after `hedge_delay`; calls may take 20 s, so whatever
+/// ends a test's wait early is the second request.
+fn hedging_client(base_url: &str, hedge_delay: Option<Duration>) -> PlatformClient {
+    let mut config = PlatformClientConfig::new(
+        base_url,
+        "muscat-municipality",
+        TEST_CLIENT_ID,
+        ClientSecret::new(TEST_CLIENT_SECRET),
+    );
+    config.request_timeout = Duration::from_secs(20);
+    config.hedge_delay = hedge_delay;
+    PlatformClient::new(config).expect("client")
+}
+
+#[tokio::test]
+async fn a_hung_write_is_outrun_by_the_same_write_sent_again_with_its_key() {
+    let mut config = SimulatorConfig::for_tests();
+    config.faults.timeout_hold_ms = 30_000;
+    let h = start(config).await;
+    let client = hedging_client(&h.sim.base_url(), Some(Duration::from_millis(100)));
+    client.changes(None, 1).await.expect("warm-up");
+    h.sim.force_faults(&[FaultKind::Timeout]);
+    let started = Instant::now();
+    let created = within(
+        Duration::from_secs(10),
+        client.create_case(&key("hung-1"), &complaint("MCT-2026-000090")),
+    )
+    .await
+    .expect("the second request answers");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!created.replayed, "the hung request applied nothing");
+    let state = h.state();
+    assert_eq!(state.cases.len(), 1);
+    assert_eq!(state.faults.counts[&FaultKind::Timeout], 1);
+    let stats = client.hedge_stats();
+    assert_eq!((stats.sent, stats.won, stats.refused), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn a_slow_write_and_its_second_copy_are_one_write_at_the_platform() {
+    // The first request waits 1.5 s before the platform handles it; the second, sent after
+    // 100 ms, is applied first. Whatever becomes of the first (handled late and answered from
+    // the idempotency record, or dropped with its connection), the platform has one case with
+    // one version.
+    let mut config = SimulatorConfig::for_tests();
+    config.faults.slow_ms = 1_500;
+    let h = start(config).await;
+    let client = hedging_client(&h.sim.base_url(), Some(Duration::from_millis(100)));
+    client.changes(None, 1).await.expect("warm-up");
+    h.sim.force_faults(&[FaultKind::Slow]);
+    let started = Instant::now();
+    let created = within(
+        Duration::from_secs(10),
+        client.create_case(&key("slow-1"), &complaint("MCT-2026-000091")),
+    )
+    .await
+    .expect("created");
+    assert!(started.elapsed() < Duration::from_millis(1_400));
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let state = h.state();
+    assert_eq!(state.cases.len(), 1);
+    assert_eq!(state.cases[0].case.case_id, created.case.case_id);
+    assert_eq!(state.cases[0].history.len(), 1);
+    assert_eq!(state.feed.total, 1);
+    assert_eq!(client.hedge_stats().won, 1);
+}
+
+#[tokio::test]
+async fn hedging_is_bounded_by_its_budget_and_never_touches_the_feed() {
+    // Every request is slow (300 ms) and hedged after 30 ms: thirty writes at once may send
+    // at most the saved-up burst (10) plus a tenth of the calls (3) second requests.
+    let mut config = SimulatorConfig::for_tests();
+    config.faults = FaultSettings {
+        slow_ms: 300,
+        ..FaultSettings::default()
+    }
+    .with_rate(FaultKind::Slow, 1.0);
+    let h = start(config).await;
+    let client = hedging_client(&h.sim.base_url(), Some(Duration::from_millis(30)));
+    within(Duration::from_secs(10), client.changes(None, 1))
+        .await
+        .expect("the feed, slow");
+    assert_eq!(
+        client.hedge_stats(),
+        Default::default(),
+        "the feed is not hedged"
+    );
+    let writes = (0..30).map(|i| {
+        let client = &client;
+        async move {
+            client
+                .create_case(
+                    &key(&format!("budget-{i}")),
+                    &complaint(&format!("MCT-2026-{:06}", 100 + i)),
+                )
+                .await
+        }
+    });
+    let outcomes = within(Duration::from_secs(10), futures::future::join_all(writes)).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let stats = client.hedge_stats();
+    assert!(stats.sent >= 10 && stats.sent <= 13, "{stats:?}");
+    assert_eq!(stats.sent + stats.refused, 30, "{stats:?}");
+    assert_eq!(h.state().cases.len(), 30);
+
+    // Hedging off: the same slow writes, never a second request.
+    let plain = hedging_client(&h.sim.base_url(), None);
+    within(
+        Duration::from_secs(10),
+        plain.create_case(&key("plain-1"), &complaint("MCT-2026-000200")),
+    )
+    .await
+    .expect("slow but fine");
+    assert_eq!(plain.hedge_stats(), Default::default());
+}
+
+/// A stand-in platform for answers the simulator never gives: every case write is answered
+/// by `answer(n)` for the n-th write (from 0), after its delay.
+async fn stub_platform(
+    answer: fn(usize) -> (Duration, u16, String),
+) -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    CancellationToken,
+) {
+    use axum::routing::post;
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = writes.clone();
+    let app = axum::Router::new()
+        .route(
+            "/oauth2/token",
+            post(|| async {
+                axum::Json(serde_json::json!({
+                    "access_token": "stub-token",
+                    "token_type": "Bearer",
+                    "expires_in": 300
+                }))
+            }),
+        )
+        .route(
+            "/v1/entities/{entity}/cases",
+            post(move || {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    let (delay, status, body) = answer(n);
+                    tokio::time::sleep(delay).await;
+                    let content_type = if status < 300 {
+                        "application/json"
+                    } else {
+                        "application/problem+json"
+                    };
+                    (
+                        axum::http::StatusCode::from_u16(status).expect("status"),
+                        [
+                            (axum::http::header::CONTENT_TYPE, content_type),
+                            (axum::http::header::RETRY_AFTER, "2"),
+                        ],
+                        body,
+                    )
+                }
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await
+    });
+    (url, writes, stop)
+}
+
+fn key_in_use_problem() -> String {
+    serde_json::json!({
+        "type": ProblemType::IdempotencyKeyInUse.uri(),
+        "title": ProblemType::IdempotencyKeyInUse.title(),
+        "status": 409,
+        "retry_after_seconds": 2
+    })
+    .to_string()
+}
+
+/// A case as the platform answers it, taken from the simulator.
+static STUB_CASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+#[tokio::test]
+async fn a_second_request_told_the_key_is_in_use_waits_for_the_first() {
+    let h = start(SimulatorConfig::for_tests()).await;
+    let case = h
+        .client
+        .create_case(&key("model"), &complaint("MCT-2026-000300"))
+        .await
+        .expect("a case to answer with");
+    STUB_CASE.get_or_init(|| serde_json::to_string(&case.case).expect("json"));
+    let (url, writes, stop) = stub_platform(|n| match n {
+        // The first request is slow, and is the one applied.
+        0 => (
+            Duration::from_millis(400),
+            201,
+            STUB_CASE.get().expect("set").clone(),
+        ),
+        // Its twin finds the key still being processed.
+        _ => (Duration::ZERO, 409, key_in_use_problem()),
+    })
+    .await;
+    let client = hedging_client(&url, Some(Duration::from_millis(50)));
+    let started = Instant::now();
+    let created = within(
+        Duration::from_secs(10),
+        client.create_case(&key("in-use-1"), &complaint("MCT-2026-000300")),
+    )
+    .await
+    .expect("the first request's answer");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(created.case, case.case);
+    assert_eq!(writes.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(client.hedge_stats().won, 0);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_key_in_use_alone_is_retryable_after_its_retry_after() {
+    let (url, writes, stop) = stub_platform(|_| (Duration::ZERO, 409, key_in_use_problem())).await;
+    let client = hedging_client(&url, Some(Duration::from_millis(50)));
+    let error = client
+        .create_case(&key("in-use-2"), &complaint("MCT-2026-000301"))
+        .await
+        .expect_err("in use");
+    assert_eq!(
+        retry_cause(&error),
+        Some((
+            RetryCause::KeyInUse,
+            Some(409),
+            Some(Duration::from_secs(2))
+        ))
+    );
+    assert_eq!(
+        writes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "answered before the second request was due"
+    );
+    stop.cancel();
+}

@@ -17,10 +17,18 @@
 //!   `token_hedge_delay` (or failed in passing); the first good answer wins. Never more than two
 //!   token requests for one fetch: the identity provider sees at most one extra request, and
 //!   only when it is already late.
+//! - A write (and a read of one case) that has not answered within `hedge_delay` gets the
+//!   same request sent again beside it (same key and body, the token held then); the first answer
+//!   that settles the call wins and the other request is abandoned. The key makes the pair
+//!   one write at the platform, which answers a key still being processed with 409
+//!   `idempotency-key-in-use` (retryable). At most about one call in ten is hedged over time
+//!   ([`HEDGE_SHARE_PERCENT`]), so a platform that is slow for everyone does not get twice
+//!   the load.
 //! - Nothing personal reaches a log line: logs carry the method, the route, case ids, statuses
 //!   and problem types, never a body.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -66,6 +74,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// After how long without an answer a second token request goes out by default.
 pub const DEFAULT_TOKEN_HEDGE_DELAY: Duration = Duration::from_millis(500);
+/// After how long without an answer a write (or a read of one case) is sent a second time
+/// beside the first, by default.
+pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_secs(1);
+/// The share of calls that may be hedged over time, in percent.
+pub const HEDGE_SHARE_PERCENT: u32 = 10;
+/// How many hedges may go out in a burst before the share above limits them.
+pub const HEDGE_BURST: u32 = 10;
 
 /// Where the platform is and who balagh is to it.
 #[derive(Debug, Clone)]
@@ -86,11 +101,17 @@ pub struct PlatformClientConfig {
     /// the first good answer is used. At or above `token_request_timeout`, two are never in
     /// flight at once (a request that timed out is still followed by one more).
     pub token_hedge_delay: Duration,
+    /// When a write, or a read of one case, has not answered in this time, the same request
+    /// is sent again beside it and the first answer that settles the call is used; `None`
+    /// never sends a second. The change feed is never hedged (a page is large and the pull
+    /// waits for it anyway).
+    pub hedge_delay: Option<Duration>,
 }
 
 impl PlatformClientConfig {
     /// Defaults for everything but where and who: 10 s per request, 3 s to connect, 3 s per
-    /// token request, a second token request after 500 ms without an answer.
+    /// token request, a second token request after 500 ms without an answer, a second write
+    /// after 1 s without an answer.
     pub fn new(
         base_url: impl Into<String>,
         entity: impl Into<String>,
@@ -106,6 +127,7 @@ impl PlatformClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             token_request_timeout: DEFAULT_TOKEN_REQUEST_TIMEOUT,
             token_hedge_delay: DEFAULT_TOKEN_HEDGE_DELAY,
+            hedge_delay: Some(DEFAULT_HEDGE_DELAY),
         }
     }
 }
@@ -150,6 +172,9 @@ pub enum RetryCause {
     RateLimited,
     /// 503: maintenance or overload.
     Unavailable,
+    /// 409 `idempotency-key-in-use`: another request with the same key is still being
+    /// processed (a hedged call's twin, or an attempt the platform has not finished).
+    KeyInUse,
     /// Any other 5xx.
     ServerError,
 }
@@ -163,6 +188,7 @@ impl fmt::Display for RetryCause {
             RetryCause::RequestTimeout => "request timeout (408)",
             RetryCause::RateLimited => "rate limited (429)",
             RetryCause::Unavailable => "unavailable (503)",
+            RetryCause::KeyInUse => "idempotency key in use (409)",
             RetryCause::ServerError => "server error",
         })
     }
@@ -237,6 +263,76 @@ pub struct PlatformClient {
     token_endpoint: Arc<TokenEndpoint>,
     /// Held only to read or replace the slot, never across an await.
     token: Mutex<TokenState>,
+    hedges: HedgeBudget,
+}
+
+/// How many calls were hedged, for benchmarks and the operator's eye.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HedgeStats {
+    /// Calls that got a second request beside the first.
+    pub sent: u64,
+    /// Of those, calls settled by the second request.
+    pub won: u64,
+    /// Calls late enough for a second request that did not get one: the budget was spent.
+    pub refused: u64,
+}
+
+/// Limits hedging to [`HEDGE_SHARE_PERCENT`] of calls over time: every hedgeable call earns
+/// that many hundredths of a hedge, a hedge spends a whole one, and at most [`HEDGE_BURST`]
+/// are saved up (the budget starts full).
+struct HedgeBudget {
+    /// Hundredths of a hedge.
+    credit: AtomicU32,
+    sent: AtomicU64,
+    won: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl HedgeBudget {
+    const ONE: u32 = 100;
+    const CAP: u32 = HEDGE_BURST * Self::ONE;
+
+    fn new() -> Self {
+        Self {
+            credit: AtomicU32::new(Self::CAP),
+            sent: AtomicU64::new(0),
+            won: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// A hedgeable call went out.
+    fn earn(&self) {
+        let _ = self
+            .credit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c < Self::CAP).then(|| (c + HEDGE_SHARE_PERCENT).min(Self::CAP))
+            });
+    }
+
+    /// Takes one hedge's credit, if there is one.
+    fn spend(&self) -> bool {
+        let spent = self
+            .credit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                c.checked_sub(Self::ONE)
+            })
+            .is_ok();
+        if spent {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        spent
+    }
+
+    fn stats(&self) -> HedgeStats {
+        HedgeStats {
+            sent: self.sent.load(Ordering::Relaxed),
+            won: self.won.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -283,6 +379,41 @@ struct ApiRequest {
     if_match: Option<i64>,
 }
 
+impl ApiRequest {
+    /// Writes carry a key, so a second copy is applied at most once; a case read is small.
+    /// The change feed is not hedged.
+    fn hedgeable(&self) -> bool {
+        self.idempotency_key.is_some() || (self.method == Method::GET && self.route != "changes")
+    }
+}
+
+/// Whether an outcome of one of two hedged requests ends the call, or the other request
+/// should be waited for.
+fn settles(outcome: &Result<Sent, PlatformError>) -> bool {
+    match outcome {
+        Err(PlatformError::Retryable { .. }) => false,
+        Err(_) | Ok(Sent::TokenRefused(_)) => true,
+        Ok(Sent::Answer(answer)) => classify_status(answer).is_none() && !is_key_in_use(answer),
+    }
+}
+
+fn second_wins(
+    hedges: &HedgeBudget,
+    outcome: Result<Sent, PlatformError>,
+) -> Result<Sent, PlatformError> {
+    if settles(&outcome) {
+        hedges.won.fetch_add(1, Ordering::Relaxed);
+    }
+    outcome
+}
+
+/// 409 `idempotency-key-in-use`: the platform is still processing this key.
+fn is_key_in_use(answer: &Answer) -> bool {
+    answer.status == StatusCode::CONFLICT
+        && parse_problem(&answer.body).and_then(|p| p.kind())
+            == Some(ProblemType::IdempotencyKeyInUse)
+}
+
 /// A complete HTTP answer.
 struct Answer {
     status: StatusCode,
@@ -292,8 +423,8 @@ struct Answer {
 
 enum Sent {
     Answer(Answer),
-    /// 401 from the API: the token is no good.
-    TokenRefused,
+    /// 401 from the API: this token is no good.
+    TokenRefused(String),
 }
 
 impl PlatformClient {
@@ -336,11 +467,17 @@ impl PlatformClient {
                 slot: TokenSlot::Empty,
                 n_fetches: 0,
             }),
+            hedges: HedgeBudget::new(),
         })
     }
 
     pub fn config(&self) -> &PlatformClientConfig {
         &self.config
+    }
+
+    /// How many calls were hedged so far.
+    pub fn hedge_stats(&self) -> HedgeStats {
+        self.hedges.stats()
     }
 
     /// Shares a case the municipality registered (`POST .../cases`).
@@ -508,18 +645,18 @@ impl PlatformClient {
         request: ApiRequest,
     ) -> Result<(T, HeaderMap), PlatformError> {
         let token = self.access_token().await?;
-        let answer = match self.send(&request, &token).await? {
+        let answer = match self.send_hedged(&request, &token).await? {
             Sent::Answer(answer) => answer,
-            Sent::TokenRefused => {
+            Sent::TokenRefused(refused) => {
                 tracing::info!(
                     route = request.route,
                     "the platform refused the access token; fetching a new one"
                 );
-                self.forget_token(&token);
+                self.forget_token(&refused);
                 let token = self.access_token().await?;
-                match self.send(&request, &token).await? {
+                match self.send_hedged(&request, &token).await? {
                     Sent::Answer(answer) => answer,
-                    Sent::TokenRefused => {
+                    Sent::TokenRefused(_) => {
                         return Err(PlatformError::Unauthorized {
                             detail: "a freshly issued token was refused".to_owned(),
                         });
@@ -546,6 +683,53 @@ impl PlatformClient {
         result
     }
 
+    /// Sends the request, and when it has not answered within the hedge delay, the same
+    /// request again beside it while the budget allows. The first outcome that settles the
+    /// call is returned and the other request abandoned (its connection closed). An outcome
+    /// that may go differently on another try (a timeout, a broken connection, 408, 429, 5xx,
+    /// 409 `idempotency-key-in-use`) does not settle it while the other request is still out;
+    /// when both fail that way, the later failure is returned.
+    ///
+    /// Safe because both requests carry the same `Idempotency-Key` and body (a write is
+    /// applied once, the other gets the replay or 409 in-use), or are reads. The second
+    /// request carries the token held when it goes, which may be newer than the first's.
+    async fn send_hedged(&self, request: &ApiRequest, token: &str) -> Result<Sent, PlatformError> {
+        let Some(delay) = self.config.hedge_delay.filter(|_| request.hedgeable()) else {
+            return self.send(request, token).await;
+        };
+        self.hedges.earn();
+        let first = self.send(request, token);
+        tokio::pin!(first);
+        tokio::select! {
+            outcome = &mut first => return outcome,
+            () = tokio::time::sleep(delay) => {}
+        }
+        if !self.hedges.spend() {
+            return first.await;
+        }
+        tracing::debug!(
+            method = %request.method,
+            route = request.route,
+            case_id = request.case_id.as_deref(),
+            hedge_delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "the platform call is late; sending it again beside the first"
+        );
+        // The token held now: the first request's may have been replaced meanwhile.
+        let second = async {
+            let token = self.access_token().await?;
+            self.send(request, &token).await
+        };
+        tokio::pin!(second);
+        tokio::select! {
+            outcome = &mut first => {
+                if settles(&outcome) { outcome } else { second_wins(&self.hedges, second.await) }
+            }
+            outcome = &mut second => {
+                if settles(&outcome) { second_wins(&self.hedges, outcome) } else { first.await }
+            }
+        }
+    }
+
     async fn send(&self, request: &ApiRequest, token: &str) -> Result<Sent, PlatformError> {
         let mut builder = self
             .http
@@ -566,7 +750,7 @@ impl PlatformClient {
         }
         let answer = receive(builder).await?;
         if answer.status == StatusCode::UNAUTHORIZED {
-            return Ok(Sent::TokenRefused);
+            return Ok(Sent::TokenRefused(token.to_owned()));
         }
         Ok(Sent::Answer(answer))
     }
@@ -741,7 +925,7 @@ fn worth_another_token_request(error: &PlatformError) -> bool {
             | RetryCause::Transport
             | RetryCause::RequestTimeout
             | RetryCause::ServerError => true,
-            RetryCause::RateLimited | RetryCause::Unavailable => false,
+            RetryCause::RateLimited | RetryCause::Unavailable | RetryCause::KeyInUse => false,
         },
         PlatformError::Malformed { .. } => true,
         PlatformError::Conflict { .. }
@@ -813,11 +997,15 @@ fn classify_status(answer: &Answer) -> Option<PlatformError> {
     Some(PlatformError::Retryable {
         cause,
         status: Some(status.as_u16()),
-        retry_after: answer
-            .headers
-            .get(header::RETRY_AFTER)
-            .and_then(|v| parse_retry_after(v, chrono::Utc::now())),
+        retry_after: retry_after(answer),
     })
+}
+
+fn retry_after(answer: &Answer) -> Option<Duration> {
+    answer
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| parse_retry_after(v, chrono::Utc::now()))
 }
 
 fn interpret<T: DeserializeOwned>(answer: Answer) -> Result<(T, HeaderMap), PlatformError> {
@@ -833,6 +1021,13 @@ fn interpret<T: DeserializeOwned>(answer: Answer) -> Result<(T, HeaderMap), Plat
     }
     if let Some(error) = classify_status(&answer) {
         return Err(error);
+    }
+    if is_key_in_use(&answer) {
+        return Err(PlatformError::Retryable {
+            cause: RetryCause::KeyInUse,
+            status: Some(status.as_u16()),
+            retry_after: retry_after(&answer),
+        });
     }
     if status == StatusCode::PRECONDITION_FAILED {
         let problem = parse_problem(&answer.body);

@@ -595,6 +595,9 @@ pub enum ProblemType {
     AlreadyReceived,
     /// 409: the action does not apply to this case (a receipt of the entity's own case).
     InvalidState,
+    /// 409: another request with this `Idempotency-Key` is still being processed; try again
+    /// after `Retry-After`.
+    IdempotencyKeyInUse,
     /// 412: `If-Match` names an older version (`current_version` has the current one).
     VersionMismatch,
     /// 428: an update without `If-Match`.
@@ -608,7 +611,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 16] = [
+    pub const ALL: [ProblemType; 17] = [
         ProblemType::InvalidRequest,
         ProblemType::IdempotencyKeyMissing,
         ProblemType::IdempotencyKeyReused,
@@ -620,6 +623,7 @@ impl ProblemType {
         ProblemType::DuplicateReference,
         ProblemType::AlreadyReceived,
         ProblemType::InvalidState,
+        ProblemType::IdempotencyKeyInUse,
         ProblemType::VersionMismatch,
         ProblemType::PreconditionRequired,
         ProblemType::RateLimited,
@@ -640,6 +644,7 @@ impl ProblemType {
             ProblemType::DuplicateReference => "duplicate-reference",
             ProblemType::AlreadyReceived => "already-received",
             ProblemType::InvalidState => "invalid-state",
+            ProblemType::IdempotencyKeyInUse => "idempotency-key-in-use",
             ProblemType::VersionMismatch => "version-mismatch",
             ProblemType::PreconditionRequired => "precondition-required",
             ProblemType::RateLimited => "rate-limited",
@@ -662,7 +667,8 @@ impl ProblemType {
             ProblemType::CaseNotFound => 404,
             ProblemType::DuplicateReference
             | ProblemType::AlreadyReceived
-            | ProblemType::InvalidState => 409,
+            | ProblemType::InvalidState
+            | ProblemType::IdempotencyKeyInUse => 409,
             ProblemType::CursorExpired => 410,
             ProblemType::VersionMismatch => 412,
             ProblemType::IdempotencyKeyReused => 422,
@@ -688,6 +694,9 @@ impl ProblemType {
             ProblemType::DuplicateReference => "A case with this entity reference exists",
             ProblemType::AlreadyReceived => "The case was received under another reference",
             ProblemType::InvalidState => "The action does not apply to this case",
+            ProblemType::IdempotencyKeyInUse => {
+                "A request with this Idempotency-Key is still being processed"
+            }
             ProblemType::VersionMismatch => "The case has changed since that version",
             ProblemType::PreconditionRequired => "An If-Match header is required",
             ProblemType::RateLimited => "Too many requests",

@@ -7,10 +7,11 @@
 //!   never overwrites a newer state (no regression of status).
 //! - A case filed by a citizen becomes exactly one local ticket: the link case → ticket is
 //!   unique and written with the ticket.
-//! - Each change runs in its own savepoint: one the registry refuses (an unknown category, a
-//!   move the lifecycle forbids with no fallback) is recorded as refused and rolled back alone.
+//! - A change the registry refuses (an unknown category, a move the lifecycle forbids with no
+//!   fallback) is recorded as refused and rolled back alone: the page is applied again with
+//!   a savepoint per change when one is refused ([`apply_changes`]).
 //! - A citizen's rating counts as asked by the platform: the survey ledger records it in the
-//!   change's savepoint, also when the ticket no longer takes a rating and the rating is kept
+//!   change's transaction, also when the ticket no longer takes a rating and the rating is kept
 //!   as a comment instead (the citizen was asked all the same).
 
 use async_trait::async_trait;
@@ -66,7 +67,55 @@ pub(super) trait InboundTx: Send {
 }
 
 /// Applies a page of changes in order; the caller moves the cursor in the same transaction.
+///
+/// The page is first applied in one savepoint, without one per change: a savepoint per
+/// change costs two statements each (two round trips on PostgreSQL), and on SQLite releasing
+/// a savepoint nested in another walks the whole in-memory sub-journal, which made a page of
+/// 1,000 changes quadratic. Refusals are rare; when one comes, the page is rolled back and
+/// applied again with a savepoint per change, so the refused change is rolled back alone and
+/// the others are applied exactly as they would have been.
 pub(super) async fn apply_changes<T: InboundTx + ?Sized>(
+    tx: &mut T,
+    changes: &[InboundChange],
+) -> Result<Vec<InboundOutcome>, StoreError> {
+    tx.execute("SAVEPOINT inbound_page").await?;
+    match apply_page(tx, changes).await? {
+        Some(outcomes) => {
+            tx.execute("RELEASE SAVEPOINT inbound_page").await?;
+            Ok(outcomes)
+        }
+        None => {
+            tx.execute("ROLLBACK TO SAVEPOINT inbound_page").await?;
+            tx.execute("RELEASE SAVEPOINT inbound_page").await?;
+            apply_each_in_savepoint(tx, changes).await
+        }
+    }
+}
+
+/// The page without a savepoint per change; `None` as soon as one change is refused (its
+/// writes so far are then in the page's savepoint, which the caller rolls back).
+async fn apply_page<T: InboundTx + ?Sized>(
+    tx: &mut T,
+    changes: &[InboundChange],
+) -> Result<Option<Vec<InboundOutcome>>, StoreError> {
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for change in changes {
+        let outcome = match apply_one(tx, change).await {
+            Ok(outcome) => outcome,
+            Err(error) if is_refusal(&error) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        if outcome != InboundOutcome::Duplicate {
+            tx.record(change, &outcome).await?;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(Some(outcomes))
+}
+
+/// The page with a savepoint per change: a refused change is rolled back and recorded as
+/// refused, alone.
+async fn apply_each_in_savepoint<T: InboundTx + ?Sized>(
     tx: &mut T,
     changes: &[InboundChange],
 ) -> Result<Vec<InboundOutcome>, StoreError> {

@@ -23,7 +23,7 @@ use crate::domain::lifecycle::Action;
 use crate::domain::ticket::{Satisfaction, Visibility};
 use crate::domain::{Clock, Timestamp};
 use crate::platform::client::{PlatformClient, PlatformError};
-use crate::platform::contract::{CaseSource, Change, ChangeKind};
+use crate::platform::contract::{CaseSource, Change, ChangeKind, ChangePage};
 use crate::platform::convert::{ConversionError, new_ticket_from_case, note_from_citizen};
 use crate::platform::mapping::Mapping;
 use crate::store::{InboundChange, InboundOutcome, Store, StoreError};
@@ -165,17 +165,44 @@ impl Puller {
         self.wake.notify_one();
     }
 
-    /// Reads the feed until it has nothing more, one page per transaction.
+    /// Reads the feed until it has nothing more, one page per transaction. While a page is
+    /// applied, the next one is already being fetched (from the cursor the page ends at), so
+    /// the platform's answer and the database's work overlap; pages are still applied one at
+    /// a time and in order, and a fetched page is dropped if the one before it fails.
     pub async fn pull_until_caught_up(&self) -> Result<PullReport, PullError> {
         let _running = self.running.lock().await;
         let mut report = PullReport::default();
         let result = async {
+            let mut cursor = self.store.pull_state().await?.cursor;
+            let mut page = self.fetch(cursor.as_deref()).await?;
             loop {
-                let (page, has_more) = self.pull_page().await?;
-                report.add(&page);
-                if !has_more {
+                let Some(next_cursor) = page.next_cursor.clone() else {
+                    // An empty feed and no cursor yet: nothing to apply, nothing to remember.
                     return Ok(());
+                };
+                let has_more = page.has_more;
+                if page.changes.is_empty() && cursor.as_deref() == Some(next_cursor.as_str()) {
+                    if !has_more {
+                        return Ok(());
+                    }
+                    page = self.fetch(Some(&next_cursor)).await?;
+                    continue;
                 }
+                let (applied, next_page) = if has_more {
+                    let (applied, next_page) = tokio::join!(
+                        self.apply(page, &next_cursor),
+                        self.fetch(Some(&next_cursor))
+                    );
+                    (applied, Some(next_page))
+                } else {
+                    (self.apply(page, &next_cursor).await, None)
+                };
+                report.add(&applied?);
+                let Some(next_page) = next_page else {
+                    return Ok(());
+                };
+                page = next_page?;
+                cursor = Some(next_cursor);
             }
         }
         .await;
@@ -193,32 +220,24 @@ impl Puller {
         result.map(|()| report)
     }
 
-    /// Takes in one page; true when the feed says more is waiting.
-    async fn pull_page(&self) -> Result<(PullReport, bool), PullError> {
-        let cursor = self.store.pull_state().await?.cursor;
-        let page = match self
-            .client
-            .changes(cursor.as_deref(), self.settings.page_size)
-            .await
-        {
-            Ok(page) => page,
+    /// One page of the feed after `cursor`.
+    async fn fetch(&self, cursor: Option<&str>) -> Result<ChangePage, PullError> {
+        match self.client.changes(cursor, self.settings.page_size).await {
+            Ok(page) => Ok(page),
             Err(error) if error.is_cursor_expired() => {
                 // The feed no longer keeps our position: read it again from its start. What
                 // was applied before is recognised by change id and case version.
                 tracing::error!(
                     "the platform's change feed expired the pull cursor; reading the feed again from its start"
                 );
-                self.client.changes(None, self.settings.page_size).await?
+                Ok(self.client.changes(None, self.settings.page_size).await?)
             }
-            Err(error) => return Err(error.into()),
-        };
-        let Some(next_cursor) = page.next_cursor.clone() else {
-            // An empty feed and no cursor yet: nothing to apply, nothing to remember.
-            return Ok((PullReport::default(), false));
-        };
-        if page.changes.is_empty() && cursor.as_deref() == Some(next_cursor.as_str()) {
-            return Ok((PullReport::default(), page.has_more));
+            Err(error) => Err(error.into()),
         }
+    }
+
+    /// Applies one page and stores `next_cursor` with it, in one transaction.
+    async fn apply(&self, page: ChangePage, next_cursor: &str) -> Result<PullReport, PullError> {
         let span = tracing::info_span!("pull", n_changes = page.changes.len());
         async {
             let inbound = page
@@ -228,7 +247,7 @@ impl Puller {
                 .collect::<Vec<_>>();
             let outcomes = self
                 .store
-                .apply_platform_changes(PULL_ACTOR, inbound, Some(&next_cursor))
+                .apply_platform_changes(PULL_ACTOR, inbound, Some(next_cursor))
                 .await?;
             let mut report = PullReport {
                 pages: 1,
@@ -238,7 +257,7 @@ impl Puller {
                 report.count(outcome);
                 log_outcome(change, outcome);
             }
-            Ok((report, page.has_more))
+            Ok(report)
         }
         .instrument(span)
         .await

@@ -931,6 +931,64 @@ fn filed_on_platform() -> NewTicket {
     }
 }
 
+/// A change the registry refuses in the middle of a page (a filed case whose category does
+/// not exist) is refused alone: the changes around it are applied as if it were not there,
+/// and the reference it would have taken goes to the next ticket.
+pub async fn a_change_refused_mid_page_is_rolled_back_alone(h: Harness) {
+    use balagh::store::InboundOutcome as O;
+    let store = h.store.clone();
+    let mut unknown = filed_on_platform();
+    unknown.category = Code::parse("category", "no_such_category").unwrap();
+    let page = vec![
+        platform_change("ch-a", "CASE-A", 1, Some(filed_on_platform()), None),
+        platform_change("ch-b", "CASE-B", 1, Some(unknown), None),
+        platform_change("ch-c", "CASE-C", 1, Some(filed_on_platform()), None),
+        // Seen earlier in the page: a duplicate, also when the page is applied twice over.
+        platform_change("ch-a", "CASE-A", 1, Some(filed_on_platform()), None),
+    ];
+    let outcomes = store
+        .apply_platform_changes("national-platform", page, Some("cursor-1"))
+        .await
+        .unwrap();
+    let (O::Created { reference: a, .. }, O::Refused { .. }, O::Created { reference: c, .. }) =
+        (&outcomes[0], &outcomes[1], &outcomes[2])
+    else {
+        panic!("created, refused, created: {outcomes:?}");
+    };
+    assert_eq!(outcomes[3], O::Duplicate);
+    let number = |r: &balagh::domain::values::ReferenceNumber| {
+        r.to_string()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(number(c), number(a) + 1, "{a} then {c}: no reference lost");
+    assert_eq!(store.ticket_for_case("CASE-B").await.unwrap(), None);
+    assert!(store.ticket_for_case("CASE-A").await.unwrap().is_some());
+    assert!(store.ticket_for_case("CASE-C").await.unwrap().is_some());
+    let state = store.pull_state().await.unwrap();
+    assert_eq!(state.cursor.as_deref(), Some("cursor-1"));
+    assert_eq!(state.n_changes, 4);
+    // The refused change was recorded: sent again, it is a duplicate, not refused anew.
+    let again = store
+        .apply_platform_changes(
+            "national-platform",
+            vec![platform_change(
+                "ch-b",
+                "CASE-B",
+                1,
+                Some(filed_on_platform()),
+                None,
+            )],
+            Some("cursor-2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, [O::Duplicate]);
+}
+
 pub async fn platform_changes_apply_once_in_order_and_move_the_cursor_with_them(
     h: Harness,
     clock: ManualClock,
@@ -2547,6 +2605,14 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::concurrent_workers_never_share_an_entry(h).await;
+        }
+
+        #[tokio::test]
+        async fn a_change_refused_mid_page_is_rolled_back_alone() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::a_change_refused_mid_page_is_rolled_back_alone(h).await;
         }
 
         #[tokio::test]
