@@ -167,8 +167,10 @@ fn client(address: SocketAddr) -> PlatformClient {
     config.request_timeout = Duration::from_secs(5);
     config.connect_timeout = Duration::from_secs(1);
     config.token_request_timeout = Duration::from_secs(5);
-    // Never hedge: the fake platform answers at once, and a hedge would only add a timer.
+    // Never hedge: the fake platform answers at once, and a hedge would only add a timer
+    // (or, for an answer cut short, a second request and its wait).
     config.token_hedge_delay = Duration::from_secs(10);
+    config.hedge_delay = None;
     PlatformClient::new(config).expect("a valid client configuration")
 }
 
