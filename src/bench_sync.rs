@@ -98,11 +98,7 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
             pull.seconds,
             pull.rate(),
             pull.note,
-            if pull.rate() >= 5000.0 {
-                "met"
-            } else {
-                "NOT met"
-            }
+            verdict(pull.rate() >= 5000.0)
         );
         return Ok(());
     }
@@ -173,30 +169,22 @@ fn print_report(args: &BenchSyncArgs, runs: &[Run]) {
         "push fault-free: {:.0}/s ({:.2}x the raw create_case rate); target 5,000/s: {}",
         free.rate(),
         free.rate() / base,
-        if free.rate() >= 5000.0 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        verdict(free.rate() >= 5000.0)
     );
     println!(
         "push with faults: drain {:.2}x the fault-free time; target at most 3x: {}",
         faulty.seconds / free.seconds,
-        if faulty.seconds <= 3.0 * free.seconds {
-            "met"
-        } else {
-            "NOT met"
-        }
+        verdict(faulty.seconds <= 3.0 * free.seconds)
     );
     println!(
         "pull: {:.0} changes/s; target 5,000/s: {}",
         pull.rate(),
-        if pull.rate() >= 5000.0 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        verdict(pull.rate() >= 5000.0)
     );
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
 }
 
 async fn simulator(

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use balagh::grpc::proto;
-use balagh::grpc::proto::sync_service_client::SyncServiceClient;
 use common::*;
 
 /// Everything logged, in memory.
@@ -98,20 +97,10 @@ async fn a_full_scenario_at_trace_level_logs_no_personal_data() {
         .await
         .expect_err("an invalid phone and e-mail");
     // The pushes reach the simulated platform.
-    let mut sync = SyncServiceClient::new(app.channel.clone());
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let status = sync
-                .get_sync_status(proto::GetSyncStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if status.delivered >= 1 && status.pending == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        wait_for_sync_status(&app, |s| s.delivered >= 1 && s.pending == 0),
+    )
     .await
     .expect("the pushes are delivered");
     let (code, metrics) = http_get(app.admin, "/metrics").await;

@@ -733,16 +733,23 @@ async fn fault_token_expired_is_handled_with_one_refresh() {
     assert_eq!(h.state().tokens_issued, 3);
 }
 
-/// A client whose token path is tuned for a test: API calls may take 20 s, so whatever
-/// bounds a test's wait is the token path's own timeout or its second request.
-fn token_client(h: &Harness, hedge_delay: Duration, token_timeout: Duration) -> PlatformClient {
+/// The test credentials, and API calls that may take 20 s: what ends a test's wait early is
+/// the mechanism under test, not the request timeout.
+fn patient_config(base_url: &str) -> PlatformClientConfig {
     let mut config = PlatformClientConfig::new(
-        h.sim.base_url(),
+        base_url,
         "muscat-municipality",
         TEST_CLIENT_ID,
         ClientSecret::new(TEST_CLIENT_SECRET),
     );
     config.request_timeout = Duration::from_secs(20);
+    config
+}
+
+/// A client whose token path is tuned for a test: API calls may take 20 s, so whatever
+/// bounds a test's wait is the token path's own timeout or its second request.
+fn token_client(h: &Harness, hedge_delay: Duration, token_timeout: Duration) -> PlatformClient {
+    let mut config = patient_config(&h.sim.base_url());
     config.token_request_timeout = token_timeout;
     config.token_hedge_delay = hedge_delay;
     PlatformClient::new(config).expect("client")
@@ -1110,13 +1117,7 @@ async fn the_simulators_citizens_play_by_themselves_at_a_rate() {
 /// A client whose writes are hedged after `hedge_delay`; calls may take 20 s, so whatever
 /// ends a test's wait early is the second request.
 fn hedging_client(base_url: &str, hedge_delay: Option<Duration>) -> PlatformClient {
-    let mut config = PlatformClientConfig::new(
-        base_url,
-        "muscat-municipality",
-        TEST_CLIENT_ID,
-        ClientSecret::new(TEST_CLIENT_SECRET),
-    );
-    config.request_timeout = Duration::from_secs(20);
+    let mut config = patient_config(base_url);
     config.hedge_delay = hedge_delay;
     PlatformClient::new(config).expect("client")
 }

@@ -79,29 +79,44 @@ pub(super) async fn apply_changes<T: InboundTx + ?Sized>(
     changes: &[InboundChange],
 ) -> Result<Vec<InboundOutcome>, StoreError> {
     tx.execute("SAVEPOINT inbound_page").await?;
-    match apply_page(tx, changes).await? {
-        Some(outcomes) => {
-            tx.execute("RELEASE SAVEPOINT inbound_page").await?;
-            Ok(outcomes)
-        }
-        None => {
-            tx.execute("ROLLBACK TO SAVEPOINT inbound_page").await?;
-            tx.execute("RELEASE SAVEPOINT inbound_page").await?;
-            apply_each_in_savepoint(tx, changes).await
-        }
+    if let Some(outcomes) = apply_in_order(tx, changes, false).await? {
+        tx.execute("RELEASE SAVEPOINT inbound_page").await?;
+        return Ok(outcomes);
     }
+    tx.execute("ROLLBACK TO SAVEPOINT inbound_page").await?;
+    tx.execute("RELEASE SAVEPOINT inbound_page").await?;
+    let outcomes = apply_in_order(tx, changes, true).await?;
+    Ok(outcomes.unwrap_or_default())
 }
 
-/// The page without a savepoint per change; `None` as soon as one change is refused (its
-/// writes so far are then in the page's savepoint, which the caller rolls back).
-async fn apply_page<T: InboundTx + ?Sized>(
+/// Applies the changes in order and records each. With `savepoint_each`, every change runs in
+/// its own savepoint and a refused one is rolled back and recorded as refused, alone (always
+/// `Some`). Without, the first refusal ends the run with `None`: its writes so far are in the
+/// page's savepoint, which the caller rolls back.
+async fn apply_in_order<T: InboundTx + ?Sized>(
     tx: &mut T,
     changes: &[InboundChange],
+    savepoint_each: bool,
 ) -> Result<Option<Vec<InboundOutcome>>, StoreError> {
     let mut outcomes = Vec::with_capacity(changes.len());
     for change in changes {
+        if savepoint_each {
+            tx.execute("SAVEPOINT inbound_change").await?;
+        }
         let outcome = match apply_one(tx, change).await {
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                if savepoint_each {
+                    tx.execute("RELEASE SAVEPOINT inbound_change").await?;
+                }
+                outcome
+            }
+            Err(error) if is_refusal(&error) && savepoint_each => {
+                tx.execute("ROLLBACK TO SAVEPOINT inbound_change").await?;
+                tx.execute("RELEASE SAVEPOINT inbound_change").await?;
+                InboundOutcome::Refused {
+                    reason: error.to_string(),
+                }
+            }
             Err(error) if is_refusal(&error) => return Ok(None),
             Err(error) => return Err(error),
         };
@@ -111,37 +126,6 @@ async fn apply_page<T: InboundTx + ?Sized>(
         outcomes.push(outcome);
     }
     Ok(Some(outcomes))
-}
-
-/// The page with a savepoint per change: a refused change is rolled back and recorded as
-/// refused, alone.
-async fn apply_each_in_savepoint<T: InboundTx + ?Sized>(
-    tx: &mut T,
-    changes: &[InboundChange],
-) -> Result<Vec<InboundOutcome>, StoreError> {
-    let mut outcomes = Vec::with_capacity(changes.len());
-    for change in changes {
-        tx.execute("SAVEPOINT inbound_change").await?;
-        let outcome = match apply_one(tx, change).await {
-            Ok(outcome) => {
-                tx.execute("RELEASE SAVEPOINT inbound_change").await?;
-                outcome
-            }
-            Err(error) if is_refusal(&error) => {
-                tx.execute("ROLLBACK TO SAVEPOINT inbound_change").await?;
-                tx.execute("RELEASE SAVEPOINT inbound_change").await?;
-                InboundOutcome::Refused {
-                    reason: error.to_string(),
-                }
-            }
-            Err(error) => return Err(error),
-        };
-        if outcome != InboundOutcome::Duplicate {
-            tx.record(change, &outcome).await?;
-        }
-        outcomes.push(outcome);
-    }
-    Ok(outcomes)
 }
 
 /// Errors that concern the change itself, not the database: recorded, never retried.
