@@ -62,6 +62,9 @@ pub struct BenchSyncArgs {
     /// sent again beside the first, same key (0: never).
     #[arg(long, default_value_t = 50)]
     pub hedge_ms: u64,
+    /// Tokens the client keeps fetched ahead of need (`[sync] standby_tokens`).
+    #[arg(long, default_value_t = crate::platform::client::DEFAULT_STANDBY_TOKENS)]
+    pub standby_tokens: usize,
     /// Changes asked for per page of the pull (the worker's default: 500; the platform
     /// allows 1 to 1000).
     #[arg(long, default_value_t = PullSettings::default().page_size,
@@ -70,6 +73,13 @@ pub struct BenchSyncArgs {
     /// Runs the pull alone (no baseline, no push runs).
     #[arg(long)]
     pub pull_only: bool,
+    /// Leaves the pull out (baseline and the two push runs only).
+    #[arg(long, conflicts_with = "pull_only")]
+    pub push_only: bool,
+    /// The fault kinds that share `--faults` in the second push run, comma-separated
+    /// (default: every kind but maintenance windows); for finding which kind costs what.
+    #[arg(long, value_delimiter = ',')]
+    pub fault_kinds: Vec<FaultKind>,
 }
 
 struct Run {
@@ -106,7 +116,9 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
     runs.push(baseline(&args).await?);
     runs.push(push_run(&args, &dir.0, "push, fault-free", 0.0).await?);
     runs.push(push_run(&args, &dir.0, "push, with faults", args.faults).await?);
-    runs.push(pull_run(&args, &dir.0).await?);
+    if !args.push_only {
+        runs.push(pull_run(&args, &dir.0).await?);
+    }
     print_report(&args, &runs);
     Ok(())
 }
@@ -207,20 +219,25 @@ async fn simulator(
     client_config.token_hedge_delay = Duration::from_millis(args.token_hedge_ms);
     client_config.token_request_timeout = Duration::from_millis(args.token_timeout_ms);
     client_config.hedge_delay = (args.hedge_ms > 0).then(|| Duration::from_millis(args.hedge_ms));
+    client_config.standby_tokens = args.standby_tokens;
     Ok((sim, Arc::new(PlatformClient::new(client_config)?)))
 }
 
-fn faults(total: f64) -> FaultSettings {
+fn faults(total: f64, chosen: &[FaultKind]) -> FaultSettings {
     if total <= 0.0 {
         return FaultSettings::default();
     }
     // A maintenance window fails every call while it lasts: drawn per call at a rate share,
     // thousands of calls a second would keep the platform in maintenance nearly all the time,
     // far beyond "a fifth of calls failing". The other kinds share the whole rate.
-    let kinds: Vec<_> = FaultKind::ALL
-        .into_iter()
-        .filter(|k| *k != FaultKind::Maintenance)
-        .collect();
+    let kinds: Vec<_> = if chosen.is_empty() {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| *k != FaultKind::Maintenance)
+            .collect()
+    } else {
+        chosen.to_vec()
+    };
     let each = total / kinds.len() as f64;
     let mut settings = FaultSettings {
         timeout_hold_ms: 300,
@@ -345,7 +362,7 @@ async fn push_run(
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     let shutdown = CancellationToken::new();
-    let (sim, client) = simulator(args, faults(fault_rate), &shutdown).await?;
+    let (sim, client) = simulator(args, faults(fault_rate, &args.fault_kinds), &shutdown).await?;
     let pusher = PlatformPusher::new(client.clone(), Arc::new(Mapping::v1()?), store.clone());
     let worker = SyncWorker::new(
         store.clone(),

@@ -348,6 +348,9 @@ pub struct SyncConfig {
     /// the first, same `Idempotency-Key`, 0 to 60,000 ms (0: never). At most about one call
     /// in ten is hedged.
     pub hedge_delay_ms: u64,
+    /// Tokens kept fetched ahead of need, 0 to 8, so that a refused or expiring token is
+    /// replaced without calls waiting for a token request.
+    pub standby_tokens: usize,
 }
 
 impl Default for SyncConfig {
@@ -362,6 +365,7 @@ impl Default for SyncConfig {
             token_request_timeout_ms: millis(client::DEFAULT_TOKEN_REQUEST_TIMEOUT),
             token_hedge_delay_ms: millis(client::DEFAULT_TOKEN_HEDGE_DELAY),
             hedge_delay_ms: millis(client::DEFAULT_HEDGE_DELAY),
+            standby_tokens: client::DEFAULT_STANDBY_TOKENS,
         }
     }
 }
@@ -398,6 +402,12 @@ impl SyncConfig {
         if self.hedge_delay_ms > 60_000 {
             anyhow::bail!("sync.hedge_delay_ms must be from 0 to 60000 (0: never)");
         }
+        if self.standby_tokens > crate::platform::client::MAX_STANDBY_TOKENS {
+            anyhow::bail!(
+                "sync.standby_tokens must be from 0 to {}",
+                crate::platform::client::MAX_STANDBY_TOKENS
+            );
+        }
         Ok(self)
     }
 
@@ -413,6 +423,7 @@ impl SyncConfig {
             token_hedge_delay: Duration::from_millis(self.token_hedge_delay_ms),
             hedge_delay: (self.hedge_delay_ms > 0)
                 .then(|| Duration::from_millis(self.hedge_delay_ms)),
+            standby_tokens: self.standby_tokens,
             ..client
         }
     }
@@ -909,7 +920,8 @@ mod tests {
         use crate::platform::client::{ClientSecret, PlatformClientConfig};
         let file: FileConfig = toml::from_str(
             "[sync]\nrequest_timeout_seconds = 20\nconnect_timeout_seconds = 5\n\
-             token_request_timeout_ms = 1500\ntoken_hedge_delay_ms = 250\nhedge_delay_ms = 400\n",
+             token_request_timeout_ms = 1500\ntoken_hedge_delay_ms = 250\nhedge_delay_ms = 400\n\
+             standby_tokens = 1\n",
         )
         .expect("parses");
         let sync = file.sync.check().expect("valid");
@@ -925,14 +937,16 @@ mod tests {
                 client.connect_timeout,
                 client.token_request_timeout,
                 client.token_hedge_delay,
-                client.hedge_delay
+                client.hedge_delay,
+                client.standby_tokens
             ),
             (
                 Duration::from_secs(20),
                 Duration::from_secs(5),
                 Duration::from_millis(1500),
                 Duration::from_millis(250),
-                Some(Duration::from_millis(400))
+                Some(Duration::from_millis(400)),
+                1
             )
         );
         let never: FileConfig = toml::from_str("[sync]\nhedge_delay_ms = 0\n").expect("parses");
@@ -956,6 +970,7 @@ mod tests {
         assert_eq!(defaults.request_timeout, Duration::from_secs(10));
         assert_eq!(defaults.token_hedge_delay, Duration::from_millis(500));
         assert_eq!(defaults.hedge_delay, Some(Duration::from_secs(1)));
+        assert_eq!(defaults.standby_tokens, 3);
         for bad in [
             "request_timeout_seconds = 0",
             "request_timeout_seconds = 301",
@@ -964,6 +979,7 @@ mod tests {
             "request_timeout_seconds = 2\ntoken_request_timeout_ms = 2500",
             "token_hedge_delay_ms = 60001",
             "hedge_delay_ms = 60001",
+            "standby_tokens = 9",
         ] {
             let file: FileConfig = toml::from_str(&format!("[sync]\n{bad}\n")).expect("parses");
             assert!(file.sync.check().is_err(), "{bad}");

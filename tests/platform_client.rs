@@ -68,6 +68,9 @@ fn client_for(base_url: &str, entity: &str, secret: &str, timeout: Duration) -> 
         PlatformClientConfig::new(base_url, entity, TEST_CLIENT_ID, ClientSecret::new(secret));
     config.request_timeout = timeout;
     config.connect_timeout = Duration::from_secs(2);
+    // One token at a time: a standby's background fetch would take token faults forced for
+    // the call under test, and change the token counts. Standbys have their own tests.
+    config.standby_tokens = 0;
     PlatformClient::new(config).expect("client")
 }
 
@@ -746,12 +749,15 @@ fn patient_config(base_url: &str) -> PlatformClientConfig {
     config
 }
 
-/// A client whose token path is tuned for a test: API calls may take 20 s, so whatever
-/// bounds a test's wait is the token path's own timeout or its second request.
+/// A client whose token path is tuned for a test, without a standby token: API calls may
+/// take 20 s, so whatever bounds a test's wait is the token path's own timeout or its second
+/// request.
 fn token_client(h: &Harness, hedge_delay: Duration, token_timeout: Duration) -> PlatformClient {
     let mut config = patient_config(&h.sim.base_url());
     config.token_request_timeout = token_timeout;
     config.token_hedge_delay = hedge_delay;
+    // One token at a time, so that the token requests counted are the ones the test causes.
+    config.standby_tokens = 0;
     PlatformClient::new(config).expect("client")
 }
 
@@ -918,6 +924,117 @@ async fn only_the_refused_token_is_forgotten_when_many_calls_are_refused_at_once
     let state = h.state();
     assert_eq!(state.tokens_issued, 2);
     assert_eq!(state.faults.token_requests, 2);
+}
+
+/// A client with `n` standby tokens whose token path would hold a call 20 s: a call that is
+/// answered sooner did not wait for a token request.
+fn standby_client(h: &Harness, n: usize) -> PlatformClient {
+    let mut config = patient_config(&h.sim.base_url());
+    config.token_request_timeout = Duration::from_secs(20);
+    config.token_hedge_delay = Duration::from_secs(60);
+    config.standby_tokens = n;
+    PlatformClient::new(config).expect("client")
+}
+
+/// Waits (bounded) until the platform has received `n` token requests: the standby fetches
+/// run on tasks of their own.
+async fn until_token_requests(h: &Harness, n: u64) {
+    within(Duration::from_secs(10), async {
+        while h.state().faults.token_requests < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(h.state().faults.token_requests, n);
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_replaced_by_a_standby_without_waiting_for_a_token_request() {
+    let mut config = SimulatorConfig::for_tests();
+    config.faults.timeout_hold_ms = 30_000;
+    let h = start(config).await;
+    let client = standby_client(&h, 1);
+    client.changes(None, 1).await.expect("first call");
+    // The first token and its standby.
+    until_token_requests(&h, 2).await;
+    assert_eq!(h.state().tokens_issued, 2);
+
+    // From now on a token request hangs for 30 s; the call's token is revoked under it.
+    h.sim
+        .force_token_faults(&[FaultKind::Timeout])
+        .expect("applies to the token endpoint");
+    h.sim.force_faults(&[FaultKind::TokenExpired]);
+    let started = Instant::now();
+    within(Duration::from_secs(10), client.changes(None, 1))
+        .await
+        .expect("sent again with the standby token");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the call waited for a token request: {:?}",
+        started.elapsed()
+    );
+    // The standby taken over was issued before the revocation; its replacement is the
+    // request that hangs.
+    until_token_requests(&h, 3).await;
+    let state = h.state();
+    assert_eq!(state.faults.counts[&FaultKind::TokenExpired], 1);
+    assert_eq!(state.tokens_issued, 2);
+}
+
+#[tokio::test]
+async fn a_standby_whose_fetch_failed_is_dropped_not_used() {
+    let h = start(SimulatorConfig::for_tests()).await;
+    let client = standby_client(&h, 1);
+    client.changes(None, 1).await.expect("first call");
+    until_token_requests(&h, 2).await;
+
+    // A revocation: the standby takes over, and the fetch of its replacement gets 429.
+    h.sim
+        .force_token_faults(&[FaultKind::RateLimited])
+        .expect("applies to the token endpoint");
+    h.sim.force_faults(&[FaultKind::TokenExpired]);
+    client
+        .changes(None, 1)
+        .await
+        .expect("served with the standby");
+    until_token_requests(&h, 3).await;
+    assert_eq!(h.state().tokens_issued, 2, "the 429 issued no token");
+
+    // Another revocation: the only standby failed, so the client fetches afresh (and starts
+    // a new standby beside it) rather than failing the call with the standby's 429.
+    h.sim.force_faults(&[FaultKind::TokenExpired]);
+    within(Duration::from_secs(10), client.changes(None, 1))
+        .await
+        .expect("served with a fresh token");
+    until_token_requests(&h, 5).await;
+    let state = h.state();
+    assert_eq!(state.faults.counts[&FaultKind::TokenExpired], 2);
+    assert_eq!(state.tokens_issued, 4);
+}
+
+#[tokio::test]
+async fn without_standbys_a_revoked_token_waits_for_one_token_request() {
+    // The same revocation as above with standbys off: the call waits for the hung token
+    // request until its timeout ends it and one more request gets the token.
+    let mut config = SimulatorConfig::for_tests();
+    config.faults.timeout_hold_ms = 30_000;
+    let h = start(config).await;
+    let client = token_client(&h, Duration::from_secs(60), Duration::from_millis(500));
+    client.changes(None, 1).await.expect("first call");
+    h.sim
+        .force_token_faults(&[FaultKind::Timeout])
+        .expect("applies to the token endpoint");
+    h.sim.force_faults(&[FaultKind::TokenExpired]);
+    let started = Instant::now();
+    within(Duration::from_secs(10), client.changes(None, 1))
+        .await
+        .expect("served after the token timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.state().faults.token_requests, 3);
 }
 
 #[tokio::test]

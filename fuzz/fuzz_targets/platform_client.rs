@@ -171,6 +171,9 @@ fn client(address: SocketAddr) -> PlatformClient {
     // (or, for an answer cut short, a second request and its wait).
     config.token_hedge_delay = Duration::from_secs(10);
     config.hedge_delay = None;
+    // One token request per call sequence: the fake platform answers from the fuzz input in
+    // order, and a standby fetch would take an answer meant for a call.
+    config.standby_tokens = 0;
     PlatformClient::new(config).expect("a valid client configuration")
 }
 

@@ -118,6 +118,7 @@ connect_timeout_seconds = {{ $c.sync.connect_timeout_seconds | int64 }}
 token_request_timeout_ms = {{ $c.sync.token_request_timeout_ms | int64 }}
 token_hedge_delay_ms = {{ $c.sync.token_hedge_delay_ms | int64 }}
 hedge_delay_ms = {{ $c.sync.hedge_delay_ms | int64 }}
+standby_tokens = {{ $c.sync.standby_tokens | int64 }}
 
 [satisfaction]
 quiet_period_days = {{ $c.satisfaction.quiet_period_days | int64 }}
