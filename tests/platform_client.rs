@@ -1051,6 +1051,27 @@ async fn a_token_that_expired_on_the_platforms_clock_is_refreshed_once() {
 }
 
 #[tokio::test]
+async fn standby_tokens_that_died_on_the_platforms_clock_are_passed_over() {
+    // The token in use and both standbys were issued before the platform's clock jumped past
+    // their lifetime: each is refused in turn, and the call goes on to a token fetched after
+    // the jump (the standbys started at each take-over) instead of failing as Unauthorized.
+    let clock = ManualClock::new(Timestamp::from_micros(1_780_000_000_000_000));
+    let mut config = SimulatorConfig::for_tests();
+    config.clock = Arc::new(clock.clone());
+    let h = start(config).await;
+    let client = standby_client(&h, 2);
+    client.changes(None, 1).await.expect("first call");
+    until_token_requests(&h, 3).await;
+    clock.advance_micros(301 * 1_000_000);
+    within(Duration::from_secs(10), client.changes(None, 1))
+        .await
+        .expect("served with a token issued after the jump");
+    // The call is answered, and the platform refused only tokens issued before the jump.
+    let state = h.state();
+    assert!(state.tokens_issued >= 4, "{}", state.tokens_issued);
+}
+
+#[tokio::test]
 async fn tokens_are_refreshed_before_they_expire() {
     let mut config = SimulatorConfig::for_tests();
     config.token_ttl = Duration::from_secs(1);

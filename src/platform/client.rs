@@ -353,6 +353,8 @@ impl HedgeBudget {
 struct CachedToken {
     access_token: String,
     refresh_at: Instant,
+    /// Fetched as a standby, before anyone needed it.
+    fetched_ahead: bool,
 }
 
 /// One token fetch, awaited by every caller that needs a token while it runs.
@@ -696,28 +698,35 @@ impl PlatformClient {
         Ok(WriteOutcome { case, replayed })
     }
 
-    /// Sends with a token; on 401 drops the token, gets a new one and sends once more.
+    /// Sends with a token; on 401 drops the token, gets the next one and sends again: once
+    /// after a refusal, and once more after each refusal of a standby token (fetched ahead,
+    /// it may have gone bad unseen, say on a platform clock ahead of ours), at most
+    /// [`MAX_STANDBY_TOKENS`] times. A second refusal of a token fetched for this call's
+    /// need is `Unauthorized`.
     async fn call<T: DeserializeOwned>(
         &self,
         request: ApiRequest,
     ) -> Result<(T, HeaderMap), PlatformError> {
-        let token = self.access_token().await?;
-        let answer = match self.send_hedged(&request, &token).await? {
-            Sent::Answer(answer) => answer,
-            Sent::TokenRefused(refused) => {
-                tracing::info!(
-                    route = request.route,
-                    "the platform refused the access token; fetching a new one"
-                );
-                self.forget_token(&refused);
-                let token = self.access_token().await?;
-                match self.send_hedged(&request, &token).await? {
-                    Sent::Answer(answer) => answer,
-                    Sent::TokenRefused(_) => {
+        let mut token = self.access_token().await?;
+        let mut refusals = 0;
+        let answer = loop {
+            match self.send_hedged(&request, &token.access_token).await? {
+                Sent::Answer(answer) => break answer,
+                Sent::TokenRefused(refused) => {
+                    refusals += 1;
+                    self.forget_token(&refused);
+                    let again = refusals == 1
+                        || (token.fetched_ahead && refusals <= 1 + MAX_STANDBY_TOKENS);
+                    if !again {
                         return Err(PlatformError::Unauthorized {
                             detail: "a freshly issued token was refused".to_owned(),
                         });
                     }
+                    tracing::info!(
+                        route = request.route,
+                        "the platform refused the access token; sending again with the next"
+                    );
+                    token = self.access_token().await?;
                 }
             }
         };
@@ -774,7 +783,7 @@ impl PlatformClient {
         // The token held now: the first request's may have been replaced meanwhile.
         let second = async {
             let token = self.access_token().await?;
-            self.send(request, &token).await
+            self.send(request, &token.access_token).await
         };
         tokio::pin!(second);
         tokio::select! {
@@ -816,12 +825,12 @@ impl PlatformClient {
     /// that finds a fetch under way awaits that fetch instead of starting another, and gets
     /// its outcome; so a failed fetch fails every call that waited for it, once, and the next
     /// call starts a new one.
-    async fn access_token(&self) -> Result<String, PlatformError> {
+    async fn access_token(&self) -> Result<CachedToken, PlatformError> {
         let (fetch, number) = {
             let mut state = self.token_state();
             match &state.slot {
                 TokenSlot::Ready(token) if Instant::now() < token.refresh_at => {
-                    return Ok(token.access_token.clone());
+                    return Ok(token.clone());
                 }
                 TokenSlot::Fetching { fetch, number } => (fetch.clone(), *number),
                 TokenSlot::Ready(_) | TokenSlot::Empty => {
@@ -860,14 +869,25 @@ impl PlatformClient {
                 Err(_) => TokenSlot::Empty,
             };
         }
-        outcome.map(|token| token.access_token)
+        outcome
     }
 
     /// Starts fetching the next token on a task of its own, so that it arrives whether or not
     /// anyone awaits it. `None` outside a Tokio runtime (no standby then).
     fn start_standby_fetch(&self) -> Option<Standby> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let fetch = self.token_endpoint.clone().fetch().boxed().shared();
+        let fetch = self
+            .token_endpoint
+            .clone()
+            .fetch()
+            .map(|outcome| {
+                outcome.map(|token| CachedToken {
+                    fetched_ahead: true,
+                    ..token
+                })
+            })
+            .boxed()
+            .shared();
         // The task drives the shared fetch, so its outcome can be peeked at when it is done.
         let task = runtime.spawn(fetch.clone().map(drop)).abort_handle();
         Some(Standby { fetch, task })
@@ -968,6 +988,7 @@ impl TokenEndpoint {
             return Ok(CachedToken {
                 access_token: token.access_token,
                 refresh_at: token_refresh_at(started, token.expires_in),
+                fetched_ahead: false,
             });
         }
         if matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
