@@ -460,6 +460,7 @@ pub async fn anonymise_settled_tickets(
             let ctx = crate::store::WriteContext {
                 actor: "retention-policy".to_owned(),
                 request: None,
+                reach: None,
             };
             store
                 .erase_personal_data(

@@ -2561,6 +2561,7 @@ mod tests {
                 WriteContext {
                     actor: "test".to_owned(),
                     request: None,
+                    reach: None,
                 },
                 parse_new_ticket(&message).expect("valid"),
             )

@@ -238,6 +238,7 @@ async fn file_tickets(store: &Arc<dyn Store>, n: u64, concurrency: usize) -> any
                         WriteContext {
                             actor: "bench".into(),
                             request: None,
+                            reach: None,
                         },
                         pothole(),
                     )

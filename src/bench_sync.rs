@@ -343,6 +343,7 @@ async fn push_run(
     let ctx = WriteContext {
         actor: "bench".into(),
         request: None,
+        reach: None,
     };
     futures::stream::iter(0..args.changes)
         .map(|i| {

@@ -49,6 +49,7 @@ pub async fn rubric(store: &dyn Store) -> Result<RubricInForce, QualityError> {
     let ctx = WriteContext {
         actor: DEFAULTS_ACTOR.to_owned(),
         request: None,
+        reach: None,
     };
     let setting = match store
         .put_setting(ctx, SettingKey::QualityRubric, value, Some(0))

@@ -1021,6 +1021,7 @@ async fn the_retention_policy_anonymises_long_settled_tickets() {
     let ctx = || WriteContext {
         actor: "agent-1".into(),
         request: None,
+        reach: None,
     };
     let new = || {
         balagh::grpc::convert::parse_new_ticket(&report_in("pothole", 3)).expect("a valid ticket")

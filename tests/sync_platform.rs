@@ -29,6 +29,7 @@ fn ctx() -> WriteContext {
     WriteContext {
         actor: "tester".into(),
         request: None,
+        reach: None,
     }
 }
 

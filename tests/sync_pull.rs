@@ -151,6 +151,7 @@ fn ctx() -> WriteContext {
     WriteContext {
         actor: "tester".into(),
         request: None,
+        reach: None,
     }
 }
 

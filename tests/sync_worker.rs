@@ -73,6 +73,7 @@ fn ctx() -> WriteContext {
     WriteContext {
         actor: "tester".into(),
         request: None,
+        reach: None,
     }
 }
 

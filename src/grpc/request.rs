@@ -61,8 +61,9 @@ pub fn actor<T>(request: &Request<T>) -> String {
         .to_owned()
 }
 
-/// Who writes (the authenticated caller, or on an open server the metadata's actor) and the
-/// request key. An authenticated caller's request ids are its own: another caller reusing
+/// Who writes (the authenticated caller, or on an open server the metadata's actor), the
+/// tickets the caller may change (checked by the store inside the write), and the request
+/// key. An authenticated caller's request ids are its own: another caller reusing
 /// one neither replays the first caller's answer nor collides with it.
 pub fn write_context<T>(request: &Request<T>, key: Option<RequestKey>) -> WriteContext {
     let principal = crate::auth::Principal::of(request);
@@ -73,9 +74,13 @@ pub fn write_context<T>(request: &Request<T>, key: Option<RequestKey>) -> WriteC
         }
         (_, key) => key,
     };
+    let scope = principal.ticket_scope();
+    let reach = (scope != crate::auth::TicketScope::All)
+        .then(|| crate::store::Reach::new(move |ticket| scope.admits(ticket)));
     WriteContext {
         actor: principal.actor().to_owned(),
         request: key,
+        reach,
     }
 }
 

@@ -313,6 +313,7 @@ impl SlaRuntime {
         let ctx = WriteContext {
             actor: SCHEDULER_ACTOR.to_owned(),
             request: None,
+            reach: None,
         };
         self.store
             .apply_action(
@@ -704,6 +705,7 @@ async fn store_default<T: serde::Serialize>(
     let ctx = WriteContext {
         actor: DEFAULTS_ACTOR.to_owned(),
         request: None,
+        reach: None,
     };
     match store.put_setting(ctx, key, value, Some(0)).await {
         Ok(stored) => Ok(stored),

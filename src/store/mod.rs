@@ -20,6 +20,8 @@ mod inbound;
 mod postgres;
 mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
@@ -196,6 +198,40 @@ pub struct WriteContext {
     /// Who did it, for the audit trail.
     pub actor: String,
     pub request: Option<RequestKey>,
+    /// The tickets the writer may change (a scoped role's directorate or outlet); `None`:
+    /// any. Checked inside the write's transaction against the ticket as it stands there.
+    pub reach: Option<Reach>,
+}
+
+/// Which tickets a write may change. Checked by the store inside the write's transaction,
+/// after the ticket is loaded, so that a ticket moved out of the writer's reach between an
+/// earlier read and the write is not changed: the write fails with
+/// [`StoreError::TicketNotFound`], as a read outside the reach does.
+#[derive(Clone)]
+pub struct Reach(Arc<dyn Fn(&Ticket) -> bool + Send + Sync>);
+
+impl Reach {
+    pub fn new(admits: impl Fn(&Ticket) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(admits))
+    }
+
+    pub fn admits(&self, ticket: &Ticket) -> bool {
+        (self.0)(ticket)
+    }
+}
+
+impl std::fmt::Debug for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reach(..)")
+    }
+}
+
+/// `TicketNotFound` unless the write's reach admits the ticket.
+pub(crate) fn check_reach(reach: Option<&Reach>, ticket: &Ticket) -> Result<(), StoreError> {
+    match reach {
+        Some(reach) if !reach.admits(ticket) => Err(StoreError::TicketNotFound),
+        _ => Ok(()),
+    }
 }
 
 /// An AIP-155 request id and the fingerprint of the request it came with (operation name and

@@ -345,9 +345,10 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    fn author(&self, actor: String) -> Author {
+    fn author(&self, actor: String, reach: Option<super::Reach>) -> Author {
         Author {
             actor,
+            reach,
             sync: self.sync_policy.clone(),
         }
     }
@@ -1489,10 +1490,12 @@ async fn append_event(
     Ok(event)
 }
 
-/// Who writes, and the sync policy that decides what the platform is owed.
+/// Who writes, the tickets they may change, and the sync policy that decides what the
+/// platform is owed.
 #[derive(Clone)]
 struct Author {
     actor: String,
+    reach: Option<super::Reach>,
     sync: Arc<SyncPolicy>,
 }
 
@@ -1591,6 +1594,7 @@ async fn update_ticket_tx(
     now: Timestamp,
 ) -> Result<Ticket, StoreError> {
     let (seq, current) = load_ticket(conn, id).await?;
+    super::check_reach(author.reach.as_ref(), &current)?;
     check_version(&current, expected_version)?;
     if let Some(category) = &patch.category {
         check_category(conn, "ticket.category", category).await?;
@@ -1617,6 +1621,7 @@ async fn apply_action_tx(
     now: Timestamp,
 ) -> Result<(Ticket, TicketEvent), StoreError> {
     let (seq, current) = load_ticket(conn, id).await?;
+    super::check_reach(author.reach.as_ref(), &current)?;
     check_version(&current, expected_version)?;
     match &action {
         Action::Assign { assignment, .. } => check_assignment(conn, assignment).await?,
@@ -1717,6 +1722,7 @@ async fn rate_on_call_back_tx(
     now: Timestamp,
 ) -> Result<(Ticket, TicketEvent), StoreError> {
     let (_, current) = load_ticket(conn, id).await?;
+    super::check_reach(author.reach.as_ref(), &current)?;
     check_version(&current, expected_version)?;
     let last = last_ask_elsewhere(conn, &current, policy.quiet_since(now)).await?;
     satisfaction::check_call_back(&current, true, last, &policy)?;
@@ -2100,7 +2106,7 @@ fn push_range(
 impl Store for PostgresStore {
     async fn create_ticket(&self, ctx: WriteContext, new: NewTicket) -> Result<Ticket, StoreError> {
         let job = CreateJob {
-            author: self.author(ctx.actor),
+            author: self.author(ctx.actor, ctx.reach),
             new,
             request: ctx.request,
         };
@@ -2114,7 +2120,7 @@ impl Store for PostgresStore {
         expected_version: Option<i64>,
         patch: TicketPatch,
     ) -> Result<Ticket, StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             Box::pin(update_ticket_tx(
                 conn,
@@ -2135,7 +2141,7 @@ impl Store for PostgresStore {
         expected_version: Option<i64>,
         action: Action,
     ) -> Result<(Ticket, TicketEvent), StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             Box::pin(apply_action_tx(
                 conn,
@@ -2706,7 +2712,7 @@ impl Store for PostgresStore {
         changes: Vec<InboundChange>,
         next_cursor: Option<&str>,
     ) -> Result<Vec<InboundOutcome>, StoreError> {
-        let author = self.author(actor.to_owned());
+        let author = self.author(actor.to_owned(), None);
         let next_cursor = next_cursor.map(str::to_owned);
         self.submit(None, move |conn, now| {
             Box::pin(async move {
@@ -3237,7 +3243,7 @@ impl Store for PostgresStore {
         satisfaction: Satisfaction,
         policy: SurveyPolicy,
     ) -> Result<(Ticket, TicketEvent), StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             Box::pin(rate_on_call_back_tx(
                 conn,
@@ -3273,10 +3279,11 @@ impl Store for PostgresStore {
         id: TicketId,
         reason: String,
     ) -> Result<Ticket, StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             Box::pin(async move {
                 let (seq, current) = load_ticket(conn, id).await?;
+                super::check_reach(author.reach.as_ref(), &current)?;
                 let ticket =
                     match crate::domain::lifecycle::erase_personal_data(&current, reason, now) {
                         Some((next, record)) => {

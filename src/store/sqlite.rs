@@ -136,9 +136,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    fn author(&self, actor: String) -> Author {
+    fn author(&self, actor: String, reach: Option<super::Reach>) -> Author {
         Author {
             actor,
+            reach,
             sync: self.sync_policy.clone(),
         }
     }
@@ -1043,10 +1044,12 @@ fn append_event(
     Ok(event)
 }
 
-/// Who writes, and the sync policy that decides what the platform is owed.
+/// Who writes, the tickets they may change, and the sync policy that decides what the
+/// platform is owed.
 #[derive(Clone)]
 struct Author {
     actor: String,
+    reach: Option<super::Reach>,
     sync: Arc<SyncPolicy>,
 }
 
@@ -1105,6 +1108,7 @@ fn update_ticket_tx(
     now: Timestamp,
 ) -> Result<Ticket, StoreError> {
     let (seq, current) = load_ticket(conn, id)?;
+    super::check_reach(author.reach.as_ref(), &current)?;
     check_version(&current, expected_version)?;
     if let Some(category) = &patch.category {
         check_category(conn, "ticket.category", category)?;
@@ -1131,6 +1135,7 @@ fn apply_action_tx(
     now: Timestamp,
 ) -> Result<(Ticket, TicketEvent), StoreError> {
     let (seq, current) = load_ticket(conn, id)?;
+    super::check_reach(author.reach.as_ref(), &current)?;
     check_version(&current, expected_version)?;
     match &action {
         Action::Assign { assignment, .. } => check_assignment(conn, assignment)?,
@@ -1516,6 +1521,7 @@ fn rate_on_call_back_tx(
     now: Timestamp,
 ) -> Result<(Ticket, TicketEvent), StoreError> {
     let (_, current) = load_ticket(conn, id)?;
+    super::check_reach(author.reach.as_ref(), &current)?;
     check_version(&current, expected_version)?;
     let last = last_ask_elsewhere(conn, &current, policy.quiet_since(now))?;
     satisfaction::check_call_back(&current, true, last, &policy)?;
@@ -1989,7 +1995,7 @@ fn link_platform_case_tx(
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_ticket(&self, ctx: WriteContext, new: NewTicket) -> Result<Ticket, StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             create_ticket_tx(conn, author, new, now)
         })
@@ -2003,7 +2009,7 @@ impl Store for SqliteStore {
         expected_version: Option<i64>,
         patch: TicketPatch,
     ) -> Result<Ticket, StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             update_ticket_tx(conn, author, id, expected_version, patch, now)
         })
@@ -2017,7 +2023,7 @@ impl Store for SqliteStore {
         expected_version: Option<i64>,
         action: Action,
     ) -> Result<(Ticket, TicketEvent), StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             apply_action_tx(conn, author, id, expected_version, action, now)
         })
@@ -2371,7 +2377,7 @@ impl Store for SqliteStore {
         changes: Vec<InboundChange>,
         next_cursor: Option<&str>,
     ) -> Result<Vec<InboundOutcome>, StoreError> {
-        let author = self.author(actor.to_owned());
+        let author = self.author(actor.to_owned(), None);
         let next_cursor = next_cursor.map(str::to_owned);
         self.submit(None, move |conn, now| {
             apply_inbound_tx(conn, author, &changes, next_cursor.as_deref(), now)
@@ -2754,7 +2760,7 @@ impl Store for SqliteStore {
         satisfaction: Satisfaction,
         policy: SurveyPolicy,
     ) -> Result<(Ticket, TicketEvent), StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             rate_on_call_back_tx(
                 conn,
@@ -2788,9 +2794,10 @@ impl Store for SqliteStore {
         id: TicketId,
         reason: String,
     ) -> Result<Ticket, StoreError> {
-        let author = self.author(ctx.actor);
+        let author = self.author(ctx.actor, ctx.reach);
         self.submit(ctx.request, move |conn, now| {
             let (seq, current) = load_ticket(conn, id)?;
+            super::check_reach(author.reach.as_ref(), &current)?;
             let ticket = match crate::domain::lifecycle::erase_personal_data(&current, reason, now)
             {
                 Some((next, record)) => {

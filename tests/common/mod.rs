@@ -302,6 +302,7 @@ pub async fn rate(db: &TestDb, clock: &ManualClock, ratings: &[(&str, i64)]) {
                 WriteContext {
                     actor: "platform-pull".into(),
                     request: None,
+                    reach: None,
                 },
                 TicketId::parse("id", id).expect("id"),
                 None,

@@ -12,11 +12,14 @@ use balagh::domain::kpi::{KpiGrouping, KpiTally, aggregate};
 use balagh::domain::lifecycle::Action;
 use balagh::domain::sync::OutboxState;
 use balagh::domain::ticket::{
-    Channel, Location, NewTicket, Reporter, Resolution, ResolutionCode, Status, TicketType,
+    Channel, Location, NewTicket, Reporter, Resolution, ResolutionCode, Status, TicketPatch,
+    TicketType, Visibility,
 };
 use balagh::domain::values::{Code, PhoneNumber};
 use balagh::domain::{Clock, ManualClock, Timestamp};
-use balagh::store::{InboundChange, RequestKey, Store, StoreError, TicketQuery, WriteContext};
+use balagh::store::{
+    InboundChange, Reach, RequestKey, Store, StoreError, TicketQuery, WriteContext,
+};
 
 /// A store under test, and how to open the same database again (to prove durability).
 pub struct Harness {
@@ -36,6 +39,7 @@ pub fn ctx() -> WriteContext {
     WriteContext {
         actor: "tester".into(),
         request: None,
+        reach: None,
     }
 }
 
@@ -46,6 +50,7 @@ pub fn ctx_with(request_id: &str, fingerprint: u8) -> WriteContext {
             request_id: request_id.into(),
             fingerprint: [fingerprint; 32],
         }),
+        reach: None,
     }
 }
 
@@ -437,6 +442,70 @@ pub async fn a_stale_version_or_an_impossible_move_changes_nothing(h: Harness) {
     assert!(events[0].cursor < events[1].cursor);
     let stored = h.store.get_ticket(ticket.id).await.unwrap().unwrap();
     assert_eq!(stored, resolved);
+}
+
+/// A write whose reach does not admit the ticket as it stands in the write's transaction
+/// (it moved out of a scoped caller's directorate after the caller last saw it) changes
+/// nothing and answers as if the ticket did not exist; within reach the same writes go
+/// through.
+pub async fn a_write_outside_its_reach_changes_nothing(h: Harness) {
+    let ticket = h
+        .store
+        .create_ticket(ctx(), new_ticket("pothole"))
+        .await
+        .unwrap();
+    let subject = ticket.subject.clone();
+    let outside_reach = Reach::new(move |t| t.subject != subject);
+    let outside = || WriteContext {
+        reach: Some(outside_reach.clone()),
+        ..ctx()
+    };
+    let comment = || Action::Comment {
+        text: "on my way".into(),
+        visibility: Visibility::Internal,
+    };
+    assert!(matches!(
+        h.store
+            .apply_action(outside(), ticket.id, None, comment())
+            .await,
+        Err(StoreError::TicketNotFound)
+    ));
+    let patch = TicketPatch {
+        description: Some("moved".into()),
+        ..TicketPatch::default()
+    };
+    assert!(matches!(
+        h.store
+            .update_ticket(outside(), ticket.id, None, patch.clone())
+            .await,
+        Err(StoreError::TicketNotFound)
+    ));
+    let stored = h.store.get_ticket(ticket.id).await.unwrap().unwrap();
+    assert_eq!(stored, ticket, "nothing written outside the reach");
+    let events = h
+        .store
+        .list_ticket_events(ticket.id, 0, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(events.len(), 1, "only the creation");
+
+    let inside = WriteContext {
+        reach: Some(Reach::new(|_| true)),
+        ..ctx()
+    };
+    let (commented, _) = h
+        .store
+        .apply_action(inside.clone(), ticket.id, None, comment())
+        .await
+        .unwrap();
+    assert_eq!(commented.version, 2);
+    let edited = h
+        .store
+        .update_ticket(inside, ticket.id, Some(2), patch)
+        .await
+        .unwrap();
+    assert_eq!(edited.description, "moved");
 }
 
 pub async fn event_cursors_grow_with_commit_order_under_concurrency(h: Harness) {
@@ -2285,6 +2354,7 @@ pub async fn creators_filter_lists_and_personal_data_reveals_are_logged(h: Harne
     let by = |actor: &str| WriteContext {
         actor: actor.into(),
         request: None,
+        reach: None,
     };
     let mine = store
         .create_ticket(by("rop-cases"), new_ticket("street_lighting"))
@@ -2543,6 +2613,14 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::a_stale_version_or_an_impossible_move_changes_nothing(h).await;
+        }
+
+        #[tokio::test]
+        async fn a_write_outside_its_reach_changes_nothing() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::a_write_outside_its_reach_changes_nothing(h).await;
         }
 
         #[tokio::test]
