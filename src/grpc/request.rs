@@ -197,4 +197,77 @@ mod tests {
         assert_eq!(page_size(10_000, 50, 500).unwrap(), 500);
         assert!(page_size(-1, 50, 500).is_err());
     }
+
+    #[test]
+    fn a_scoped_callers_writes_carry_its_reach_to_the_store() {
+        use std::sync::Arc;
+
+        use crate::auth::{Caller, Principal, Role};
+        use crate::domain::Timestamp;
+        use crate::domain::ticket::{
+            Assignment, Channel, Location, Priority, Reporter, Status, Ticket, TicketType,
+        };
+        use crate::domain::values::{Code, ReferenceNumber, TicketId};
+
+        let code = |c: &str| Code::parse("code", c).expect("code");
+        let ticket_of = |directorate: &str| Ticket {
+            id: TicketId::new_v7(),
+            reference: ReferenceNumber::new(2026, 1).expect("reference"),
+            ticket_type: TicketType::Complaint,
+            channel: Channel::ContactCentre,
+            category: code("roads"),
+            priority: Priority::Normal,
+            status: Status::Assigned,
+            subject: "s".into(),
+            description: "d".into(),
+            reporter: Reporter::anonymous(),
+            location: Location::default(),
+            attachments: Vec::new(),
+            assignment: Assignment {
+                directorate: Some(code(directorate)),
+                ..Assignment::default()
+            },
+            resolution: None,
+            transferred_to: None,
+            duplicate_of: None,
+            status_reason: None,
+            create_time: Timestamp::from_micros(0),
+            update_time: Timestamp::from_micros(0),
+            resolve_time: None,
+            close_time: None,
+            satisfaction: None,
+            escalation_level: 0,
+            escalated_to_director_general: false,
+            version: 2,
+            created_by: None,
+        };
+        let with = |caller: Caller| {
+            let mut request = Request::new(());
+            request
+                .extensions_mut()
+                .insert(Principal::Caller(Arc::new(caller)));
+            write_context(&request, None)
+        };
+        let liaison = with(Caller {
+            id: "emp-1".into(),
+            role: Role::LiaisonOfficer,
+            directorate: Some(code("roads_directorate")),
+            outlets: Vec::new(),
+        });
+        let reach = liaison.reach.expect("a scoped caller's write has a reach");
+        assert!(reach.admits(&ticket_of("roads_directorate")));
+        assert!(!reach.admits(&ticket_of("health_directorate")));
+
+        let supervisor = with(Caller {
+            id: "emp-2".into(),
+            role: Role::Supervisor,
+            directorate: None,
+            outlets: Vec::new(),
+        });
+        assert!(
+            supervisor.reach.is_none(),
+            "a supervisor reaches every ticket"
+        );
+        assert!(write_context(&Request::new(()), None).reach.is_none());
+    }
 }
