@@ -825,8 +825,7 @@ mod tests {
     use super::*;
     use crate::domain::calendar::{CalendarSpec, DayHoursSpec, HolidaySpec};
     use crate::domain::lifecycle::EventRecord;
-    use crate::domain::ticket::{Assignment, Channel, Location, Reporter, TicketType, Visibility};
-    use crate::domain::values::{ReferenceNumber, TicketId};
+    use crate::domain::ticket::{Assignment, Visibility};
 
     /// Sunday 2026-11-29 08:00 in Muscat (04:00 UTC).
     const SUNDAY_8: i64 = 1_795_924_800_000_000;
@@ -878,34 +877,7 @@ mod tests {
     }
 
     fn ticket(created: Timestamp) -> Ticket {
-        Ticket {
-            id: TicketId::new_v7(),
-            reference: ReferenceNumber::new(2026, 1).expect("reference"),
-            ticket_type: TicketType::Complaint,
-            channel: Channel::ContactCentre,
-            category: Code::parse("category", "roads").expect("code"),
-            priority: Priority::Normal,
-            status: Status::New,
-            subject: "s".into(),
-            description: "d".into(),
-            reporter: Reporter::anonymous(),
-            location: Location::default(),
-            attachments: Vec::new(),
-            assignment: Assignment::default(),
-            resolution: None,
-            transferred_to: None,
-            duplicate_of: None,
-            status_reason: None,
-            create_time: created,
-            update_time: created,
-            resolve_time: None,
-            close_time: None,
-            satisfaction: None,
-            escalation_level: 0,
-            escalated_to_director_general: false,
-            version: 1,
-            created_by: None,
-        }
+        crate::domain::ticket::sample_ticket(created)
     }
 
     /// Builds a history event by event; cursors count from 1.

@@ -450,3 +450,36 @@ pub const MAX_DESCRIPTION_CHARS: usize = 5000;
 pub const MAX_NOTE_CHARS: usize = 2000;
 /// Names, areas and entity names, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+
+/// A new complaint with nothing but what every ticket has, for tests.
+#[cfg(test)]
+pub(crate) fn sample_ticket(created: Timestamp) -> Ticket {
+    Ticket {
+        id: TicketId::new_v7(),
+        reference: ReferenceNumber::new(2026, 1).expect("reference"),
+        ticket_type: TicketType::Complaint,
+        channel: Channel::ContactCentre,
+        category: Code::parse("category", "roads").expect("code"),
+        priority: Priority::Normal,
+        status: Status::New,
+        subject: "s".into(),
+        description: "d".into(),
+        reporter: Reporter::anonymous(),
+        location: Location::default(),
+        attachments: Vec::new(),
+        assignment: Assignment::default(),
+        resolution: None,
+        transferred_to: None,
+        duplicate_of: None,
+        status_reason: None,
+        create_time: created,
+        update_time: created,
+        resolve_time: None,
+        close_time: None,
+        satisfaction: None,
+        escalation_level: 0,
+        escalated_to_director_general: false,
+        version: 1,
+        created_by: None,
+    }
+}

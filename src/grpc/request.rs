@@ -204,42 +204,16 @@ mod tests {
 
         use crate::auth::{Caller, Principal, Role};
         use crate::domain::Timestamp;
-        use crate::domain::ticket::{
-            Assignment, Channel, Location, Priority, Reporter, Status, Ticket, TicketType,
-        };
-        use crate::domain::values::{Code, ReferenceNumber, TicketId};
+        use crate::domain::ticket::{Assignment, Ticket, sample_ticket};
+        use crate::domain::values::Code;
 
         let code = |c: &str| Code::parse("code", c).expect("code");
         let ticket_of = |directorate: &str| Ticket {
-            id: TicketId::new_v7(),
-            reference: ReferenceNumber::new(2026, 1).expect("reference"),
-            ticket_type: TicketType::Complaint,
-            channel: Channel::ContactCentre,
-            category: code("roads"),
-            priority: Priority::Normal,
-            status: Status::Assigned,
-            subject: "s".into(),
-            description: "d".into(),
-            reporter: Reporter::anonymous(),
-            location: Location::default(),
-            attachments: Vec::new(),
             assignment: Assignment {
                 directorate: Some(code(directorate)),
                 ..Assignment::default()
             },
-            resolution: None,
-            transferred_to: None,
-            duplicate_of: None,
-            status_reason: None,
-            create_time: Timestamp::from_micros(0),
-            update_time: Timestamp::from_micros(0),
-            resolve_time: None,
-            close_time: None,
-            satisfaction: None,
-            escalation_level: 0,
-            escalated_to_director_general: false,
-            version: 2,
-            created_by: None,
+            ..sample_ticket(Timestamp::from_micros(0))
         };
         let with = |caller: Caller| {
             let mut request = Request::new(());

@@ -821,7 +821,8 @@ impl PlatformClient {
         Ok(Sent::Answer(answer))
     }
 
-    /// The cached token, or a new one when there is none or it is about to expire. A caller
+    /// The cached token, or the next one when there is none or it is about to expire: a
+    /// standby's when one is kept (see [`TokenState::standby`]), else a new fetch. A caller
     /// that finds a fetch under way awaits that fetch instead of starting another, and gets
     /// its outcome; so a failed fetch fails every call that waited for it, once, and the next
     /// call starts a new one.
