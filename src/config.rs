@@ -575,6 +575,9 @@ pub struct StoreTuning {
     pub max_batch: usize,
     pub queue_depth: usize,
     pub readers: u32,
+    /// SQLite only: MiB of the database file each read connection maps into memory
+    /// (`mmap_size`); 0 = none, at most 2047 (SQLite's own ceiling).
+    pub sqlite_mmap_mib: u64,
     /// PostgreSQL only: `statement_timeout` of every session but the migration's; 0 = none.
     pub statement_timeout_seconds: u64,
     /// PostgreSQL only: `idle_in_transaction_session_timeout` (a replica frozen inside a
@@ -591,6 +594,7 @@ impl Default for StoreTuning {
             max_batch: 512,
             queue_depth: 4096,
             readers: 4,
+            sqlite_mmap_mib: crate::store::SQLITE_DEFAULT_MMAP_BYTES >> 20,
             statement_timeout_seconds: 30,
             idle_in_transaction_timeout_seconds: 60,
             acquire_timeout_seconds: 10,
@@ -750,6 +754,7 @@ impl Config {
             tuning.queue_depth,
             tuning.readers,
             tuning.session_limits(),
+            tuning.sqlite_mmap_mib << 20,
             crate::domain::sync::SyncPolicy::default(),
             clock,
         )
@@ -794,6 +799,12 @@ impl Config {
         }
         if file.limits.max_in_flight == 0 {
             anyhow::bail!("limits.max_in_flight must be at least 1");
+        }
+        let max_mmap_mib = crate::store::SQLITE_MAX_MMAP_BYTES >> 20;
+        if file.store.sqlite_mmap_mib > max_mmap_mib {
+            anyhow::bail!(
+                "store.sqlite_mmap_mib must be at most {max_mmap_mib} (SQLite maps no more)"
+            );
         }
         if file.store.acquire_timeout_seconds == 0 {
             anyhow::bail!("store.acquire_timeout_seconds must be at least 1");
@@ -1149,5 +1160,43 @@ mod tests {
             format!("{error:#}").contains("satisfaction.quiet_period_days"),
             "{error:#}"
         );
+    }
+
+    #[test]
+    fn the_sqlite_map_size_defaults_to_1_gib_and_is_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("balagh.toml");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            Config::resolve(&ServeArgs::default())
+                .expect("defaults")
+                .store
+                .sqlite_mmap_mib,
+            1024
+        );
+        for (mib, valid) in [
+            (0, true),
+            (2047, true),
+            (2048, false),
+            (i64::MAX.unsigned_abs(), false),
+        ] {
+            std::fs::write(&path, format!("[store]\nsqlite_mmap_mib = {mib}\n")).expect("write");
+            match Config::resolve(&args) {
+                Ok(config) => {
+                    assert!(valid, "{mib} MiB was accepted");
+                    assert_eq!(config.store.sqlite_mmap_mib, mib);
+                }
+                Err(error) => {
+                    assert!(!valid, "{mib} MiB was refused: {error:#}");
+                    assert!(
+                        format!("{error:#}").contains("store.sqlite_mmap_mib"),
+                        "{error:#}"
+                    );
+                }
+            }
+        }
     }
 }

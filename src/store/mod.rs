@@ -115,7 +115,10 @@ pub(crate) fn kpi_read_parts(from: Timestamp, to: Timestamp) -> Vec<(Timestamp, 
         })
         .collect()
 }
-pub use sqlite::{SqliteStore, SqliteStoreOptions};
+pub use sqlite::{
+    DEFAULT_MMAP_BYTES as SQLITE_DEFAULT_MMAP_BYTES, MAX_MMAP_BYTES as SQLITE_MAX_MMAP_BYTES,
+    SqliteStore, SqliteStoreOptions,
+};
 
 /// Opens the store a database URL names: `postgres://` or `postgresql://` for PostgreSQL,
 /// anything else (`sqlite://`) for the embedded SQLite store.
@@ -133,19 +136,21 @@ pub async fn open_store(
         queue_depth,
         readers,
         SessionLimits::default(),
+        SQLITE_DEFAULT_MMAP_BYTES,
         sync_policy,
         clock,
     )
     .await
 }
 
-/// [`open_store`] with PostgreSQL session limits other than the defaults.
+/// [`open_store`] with PostgreSQL session limits and a SQLite map size other than the defaults.
 pub async fn open_store_with(
     url: &str,
     max_batch: usize,
     queue_depth: usize,
     readers: u32,
     limits: SessionLimits,
+    sqlite_mmap_bytes: u64,
     sync_policy: SyncPolicy,
     clock: std::sync::Arc<dyn crate::domain::Clock>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
@@ -167,6 +172,7 @@ pub async fn open_store_with(
             max_batch,
             queue_depth,
             readers,
+            mmap_bytes: sqlite_mmap_bytes,
             sync_policy,
         };
         Ok(std::sync::Arc::new(

@@ -94,6 +94,7 @@ max_watch_streams_per_caller = {{ $c.limits.max_watch_streams_per_caller | int64
 max_batch = {{ $c.store.max_batch | int64 }}
 queue_depth = {{ $c.store.queue_depth | int64 }}
 readers = {{ $c.store.readers | int64 }}
+sqlite_mmap_mib = {{ $c.store.sqlite_mmap_mib | int64 }}
 statement_timeout_seconds = {{ $c.store.statement_timeout_seconds | int64 }}
 idle_in_transaction_timeout_seconds = {{ $c.store.idle_in_transaction_timeout_seconds | int64 }}
 acquire_timeout_seconds = {{ $c.store.acquire_timeout_seconds | int64 }}
