@@ -750,12 +750,14 @@ impl Config {
         let tuning = &self.store;
         crate::store::open_store_with(
             &self.database_url,
-            tuning.max_batch,
-            tuning.queue_depth,
-            tuning.readers,
-            tuning.session_limits(),
-            tuning.sqlite_mmap_mib << 20,
-            crate::domain::sync::SyncPolicy::default(),
+            crate::store::OpenOptions {
+                max_batch: tuning.max_batch,
+                queue_depth: tuning.queue_depth,
+                readers: tuning.readers,
+                limits: tuning.session_limits(),
+                sqlite_mmap_bytes: tuning.sqlite_mmap_mib << 20,
+                sync_policy: crate::domain::sync::SyncPolicy::default(),
+            },
             clock,
         )
         .await

@@ -130,38 +130,61 @@ pub async fn open_store(
     sync_policy: SyncPolicy,
     clock: std::sync::Arc<dyn crate::domain::Clock>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    open_store_with(
-        url,
+    let options = OpenOptions {
         max_batch,
         queue_depth,
         readers,
-        SessionLimits::default(),
-        SQLITE_DEFAULT_MMAP_BYTES,
         sync_policy,
-        clock,
-    )
-    .await
+        ..OpenOptions::default()
+    };
+    open_store_with(url, options, clock).await
 }
 
-/// [`open_store`] with PostgreSQL session limits and a SQLite map size other than the defaults.
+/// How a store is opened, whichever its backend; each backend ignores the other's settings.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Most writes committed together in one transaction.
+    pub max_batch: usize,
+    /// Writes waiting for the writer before callers wait to enqueue.
+    pub queue_depth: usize,
+    /// Connections in the read pool.
+    pub readers: u32,
+    /// PostgreSQL: the sessions' timeouts.
+    pub limits: SessionLimits,
+    /// SQLite: bytes of the file each read connection maps.
+    pub sqlite_mmap_bytes: u64,
+    /// Which tickets owe pushes to the national platform.
+    pub sync_policy: SyncPolicy,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        let sqlite = SqliteStoreOptions::new("");
+        Self {
+            max_batch: sqlite.max_batch,
+            queue_depth: sqlite.queue_depth,
+            readers: sqlite.readers,
+            limits: SessionLimits::default(),
+            sqlite_mmap_bytes: sqlite.mmap_bytes,
+            sync_policy: sqlite.sync_policy,
+        }
+    }
+}
+
+/// [`open_store`] with every setting of [`OpenOptions`].
 pub async fn open_store_with(
     url: &str,
-    max_batch: usize,
-    queue_depth: usize,
-    readers: u32,
-    limits: SessionLimits,
-    sqlite_mmap_bytes: u64,
-    sync_policy: SyncPolicy,
+    options: OpenOptions,
     clock: std::sync::Arc<dyn crate::domain::Clock>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let options = PostgresStoreOptions {
             url: url.to_owned(),
-            max_batch,
-            queue_depth,
-            readers,
-            limits,
-            sync_policy,
+            max_batch: options.max_batch,
+            queue_depth: options.queue_depth,
+            readers: options.readers,
+            limits: options.limits,
+            sync_policy: options.sync_policy,
         };
         Ok(std::sync::Arc::new(
             PostgresStore::open(options, clock).await?,
@@ -169,11 +192,11 @@ pub async fn open_store_with(
     } else {
         let options = SqliteStoreOptions {
             url: url.to_owned(),
-            max_batch,
-            queue_depth,
-            readers,
-            mmap_bytes: sqlite_mmap_bytes,
-            sync_policy,
+            max_batch: options.max_batch,
+            queue_depth: options.queue_depth,
+            readers: options.readers,
+            mmap_bytes: options.sqlite_mmap_bytes,
+            sync_policy: options.sync_policy,
         };
         Ok(std::sync::Arc::new(
             SqliteStore::open(options, clock).await?,
