@@ -576,7 +576,7 @@ pub struct StoreTuning {
     pub queue_depth: usize,
     pub readers: u32,
     /// SQLite only: MiB of the database file each read connection maps into memory
-    /// (`mmap_size`); 0 = none, at most 2047 (SQLite's own ceiling).
+    /// (`mmap_size`); 0 = none, at most 65536 (the ceiling SQLite is built with).
     pub sqlite_mmap_mib: u64,
     /// PostgreSQL only: `statement_timeout` of every session but the migration's; 0 = none.
     pub statement_timeout_seconds: u64,
@@ -1165,7 +1165,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sqlite_map_size_defaults_to_1_gib_and_is_bounded() {
+    fn the_sqlite_map_size_defaults_to_16_gib_and_is_bounded() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("balagh.toml");
         let args = ServeArgs {
@@ -1177,12 +1177,12 @@ mod tests {
                 .expect("defaults")
                 .store
                 .sqlite_mmap_mib,
-            1024
+            16 * 1024
         );
         for (mib, valid) in [
             (0, true),
-            (2047, true),
-            (2048, false),
+            (65536, true),
+            (65537, false),
             (i64::MAX.unsigned_abs(), false),
         ] {
             std::fs::write(&path, format!("[store]\nsqlite_mmap_mib = {mib}\n")).expect("write");
