@@ -29,7 +29,7 @@ use crate::domain::ticket::{
     Satisfaction, Status as TicketStatus, SupportLine, Ticket, TicketPatch, TicketType, Visibility,
 };
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId, parse_text};
-use crate::store::{PersonalDataAccess, Store, StoreError, TicketQuery};
+use crate::store::{PersonalDataAccess, Store, StoreError, TicketLookup, TicketQuery};
 
 /// ListTickets page size when none is asked for, and the most it returns.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -640,16 +640,14 @@ impl TicketService for TicketServiceImpl {
                 &[],
             ));
         }
-        let ticket = match &request.get_ref().lookup {
+        let lookup = match &request.get_ref().lookup {
             Some(Lookup::Id(id)) => {
-                let id = TicketId::parse("id", id).map_err(|v| invalid_argument(vec![v]))?;
-                self.store.get_ticket(id).await?
+                TicketLookup::Id(TicketId::parse("id", id).map_err(|v| invalid_argument(vec![v]))?)
             }
-            Some(Lookup::Reference(reference)) => {
-                let reference = ReferenceNumber::parse("reference", reference)
-                    .map_err(|v| invalid_argument(vec![v]))?;
-                self.store.get_ticket_by_reference(reference).await?
-            }
+            Some(Lookup::Reference(reference)) => TicketLookup::Reference(
+                ReferenceNumber::parse("reference", reference)
+                    .map_err(|v| invalid_argument(vec![v]))?,
+            ),
             None => {
                 return Err(invalid_argument(vec![crate::domain::FieldViolation::new(
                     "lookup",
@@ -657,10 +655,13 @@ impl TicketService for TicketServiceImpl {
                 )]));
             }
         };
-        let ticket = ticket
-            .filter(|t| principal.ticket_scope().admits(t))
+        let (ticket, events) = self
+            .store
+            .get_ticket_with_events(lookup, crate::sla::MAX_EVENTS_PER_TICKET)
+            .await?
+            .filter(|(ticket, _)| principal.ticket_scope().admits(ticket))
             .ok_or(StoreError::TicketNotFound)?;
-        let clock = self.sla.ticket_sla(&ticket).await?;
+        let clock = self.sla.ticket_sla_of(&ticket, &events).await?;
         let mut message = ticket_to_proto(&ticket);
         match principal.caller() {
             Some(caller) if reveal => {

@@ -47,7 +47,7 @@ pub const SCHEDULER_ACTOR: &str = "sla-scheduler";
 /// Who the default settings stored on first start are recorded as.
 const DEFAULTS_ACTOR: &str = "balagh (defaults)";
 /// The most events one ticket's replay reads.
-const MAX_EVENTS_PER_TICKET: u32 = 10_000;
+pub const MAX_EVENTS_PER_TICKET: u32 = 10_000;
 /// Rows handled per store round trip.
 const BATCH: u32 = 500;
 /// Tickets whose alerts are recorded at once in a sweep.
@@ -185,16 +185,20 @@ impl SlaRuntime {
 
     /// A ticket's SLA clocks as they stand now.
     pub async fn ticket_sla(&self, ticket: &Ticket) -> Result<SlaClock, SlaError> {
+        let events = self.history(ticket.id).await?;
+        self.ticket_sla_of(ticket, &events).await
+    }
+
+    /// [`Self::ticket_sla`] from events the caller read with the ticket (its first
+    /// [`MAX_EVENTS_PER_TICKET`], as [`crate::store::Store::get_ticket_with_events`] gives them).
+    pub async fn ticket_sla_of(
+        &self,
+        ticket: &Ticket,
+        events: &[TicketEvent],
+    ) -> Result<SlaClock, SlaError> {
         let config = self.config();
         let policies = self.policy_codes().await?;
-        let events = self.history(ticket.id).await?;
-        Ok(replay(
-            ticket,
-            &events,
-            &policies,
-            &config,
-            self.clock.now(),
-        ))
+        Ok(replay(ticket, events, &policies, &config, self.clock.now()))
     }
 
     /// Brings the projection (and the KPI facts) up to date with the event log, without

@@ -570,6 +570,13 @@ impl From<CallBackRefusal> for StoreError {
     }
 }
 
+/// How a caller names one ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketLookup {
+    Id(TicketId),
+    Reference(ReferenceNumber),
+}
+
 /// The storage every backend implements, with the same behaviour (see the conformance tests).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -602,6 +609,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Tickets matching the query, newest first, at most `query.limit`.
     async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError>;
+
+    /// A ticket with its first `max_events` events, oldest first, read as of one moment: when
+    /// the ticket has no more than `max_events`, the last is the ticket's version. What
+    /// GetTicket answers with (the events give the SLA clock); one read instead of two, and
+    /// no write can fall between them. `None` when there is no such ticket.
+    async fn get_ticket_with_events(
+        &self,
+        lookup: TicketLookup,
+        max_events: u32,
+    ) -> Result<Option<(Ticket, Vec<TicketEvent>)>, StoreError>;
 
     /// A ticket's events with a cursor above `after_cursor`, oldest first, at most `limit`.
     /// `None` when the ticket does not exist.

@@ -47,8 +47,8 @@ use super::{
     Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
     ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PersonalDataAccess,
     PersonalDataAccessRecord, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
-    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
-    WriteContext,
+    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketLookup,
+    TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -2238,6 +2238,57 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn get_ticket_with_events(
+        &self,
+        lookup: TicketLookup,
+        max_events: u32,
+    ) -> Result<Option<(Ticket, Vec<TicketEvent>)>, StoreError> {
+        // One statement, so one snapshot: the ticket's body repeats on each event's row and
+        // is decoded once.
+        const BY_ID: &str = "SELECT t.body::text AS ticket_body, e.seq,
+                 e.ticket_id::text AS ticket_id, e.actor, e.occur_time, e.version,
+                 e.body::text AS body
+             FROM tickets t
+             LEFT JOIN LATERAL (
+                 SELECT seq, ticket_id, actor, occur_time, version, body FROM ticket_events
+                 WHERE ticket_id = t.id ORDER BY seq LIMIT $2
+             ) e ON true
+             WHERE t.id = $1::uuid
+             ORDER BY e.seq";
+        const BY_REFERENCE: &str = "SELECT t.body::text AS ticket_body, e.seq,
+                 e.ticket_id::text AS ticket_id, e.actor, e.occur_time, e.version,
+                 e.body::text AS body
+             FROM tickets t
+             LEFT JOIN LATERAL (
+                 SELECT seq, ticket_id, actor, occur_time, version, body FROM ticket_events
+                 WHERE ticket_id = t.id ORDER BY seq LIMIT $2
+             ) e ON true
+             WHERE t.reference = $1
+             ORDER BY e.seq";
+        let (sql, key) = match lookup {
+            TicketLookup::Id(id) => (BY_ID, id.to_string()),
+            TicketLookup::Reference(reference) => (BY_REFERENCE, reference.to_string()),
+        };
+        let rows = sqlx::query(sql)
+            .bind(key)
+            .bind(i64::from(max_events))
+            .fetch_all(&self.readers)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let body: String = first.try_get("ticket_body")?;
+        let ticket: Ticket = from_json(&body, "ticket")?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A ticket without events (none is written so) has one row with no event.
+            if row.try_get::<Option<i64>, _>("seq")?.is_some() {
+                events.push(event_from_row(row)?);
+            }
+        }
+        Ok(Some((ticket, events)))
     }
 
     async fn list_ticket_events(

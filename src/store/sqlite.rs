@@ -49,8 +49,8 @@ use super::{
     Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
     ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PersonalDataAccess,
     PersonalDataAccessRecord, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
-    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketQuery,
-    WriteContext,
+    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketLookup,
+    TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -2093,6 +2093,43 @@ impl Store for SqliteStore {
                 conn.prepare_cached("SELECT body FROM tickets WHERE reference = ?")?;
             let mut rows = statement.query([reference.to_string()])?;
             rows.next()?.map(ticket_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn get_ticket_with_events(
+        &self,
+        lookup: TicketLookup,
+        max_events: u32,
+    ) -> Result<Option<(Ticket, Vec<TicketEvent>)>, StoreError> {
+        self.read(move |conn| {
+            // One read transaction: both statements see the same commit.
+            let tx = conn.unchecked_transaction()?;
+            let ticket = {
+                let (sql, key) = match lookup {
+                    TicketLookup::Id(id) => {
+                        ("SELECT body FROM tickets WHERE id = ?", id.to_string())
+                    }
+                    TicketLookup::Reference(reference) => (
+                        "SELECT body FROM tickets WHERE reference = ?",
+                        reference.to_string(),
+                    ),
+                };
+                let mut statement = tx.prepare_cached(sql)?;
+                let mut rows = statement.query([key])?;
+                rows.next()?.map(ticket_from_row).transpose()?
+            };
+            let Some(ticket) = ticket else {
+                return Ok(None);
+            };
+            let events = collect(
+                &tx,
+                "SELECT seq, ticket_id, actor, occur_time, version, body FROM ticket_events
+                 WHERE ticket_id = ? ORDER BY seq LIMIT ?",
+                params![ticket.id.to_string(), i64::from(max_events)],
+                event_from_row,
+            )?;
+            Ok(Some((ticket, events)))
         })
         .await
     }

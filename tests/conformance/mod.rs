@@ -18,7 +18,7 @@ use balagh::domain::ticket::{
 use balagh::domain::values::{Code, PhoneNumber};
 use balagh::domain::{Clock, ManualClock, Timestamp};
 use balagh::store::{
-    InboundChange, Reach, RequestKey, Store, StoreError, TicketQuery, WriteContext,
+    InboundChange, Reach, RequestKey, Store, StoreError, TicketLookup, TicketQuery, WriteContext,
 };
 
 /// A store under test, and how to open the same database again (to prove durability).
@@ -442,6 +442,115 @@ pub async fn a_stale_version_or_an_impossible_move_changes_nothing(h: Harness) {
     assert!(events[0].cursor < events[1].cursor);
     let stored = h.store.get_ticket(ticket.id).await.unwrap().unwrap();
     assert_eq!(stored, resolved);
+}
+
+/// GetTicket's read: the ticket with its events as of one moment, by id or by reference,
+/// while comments are written beside it; the events end at the ticket's version every time.
+pub async fn a_ticket_is_read_with_its_events_as_of_one_moment(h: Harness) {
+    let ticket = h
+        .store
+        .create_ticket(ctx(), new_ticket("pothole"))
+        .await
+        .unwrap();
+    let writer = {
+        let store = h.store.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                store
+                    .apply_action(
+                        ctx(),
+                        ticket.id,
+                        None,
+                        Action::Comment {
+                            text: format!("comment {i}"),
+                            visibility: balagh::domain::ticket::Visibility::Internal,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    let mut seen_versions = BTreeSet::new();
+    loop {
+        let done = writer.is_finished();
+        for lookup in [
+            TicketLookup::Id(ticket.id),
+            TicketLookup::Reference(ticket.reference),
+        ] {
+            let (read, events) = h
+                .store
+                .get_ticket_with_events(lookup, 1000)
+                .await
+                .unwrap()
+                .expect("the ticket exists");
+            assert_eq!(read.id, ticket.id);
+            assert_eq!(
+                events.iter().map(|e| e.version).collect::<Vec<_>>(),
+                (1..=read.version).collect::<Vec<_>>(),
+                "one event per version, oldest first, ending at the ticket's version"
+            );
+            assert!(events.iter().all(|e| e.ticket_id == ticket.id));
+            assert!(events.windows(2).all(|w| w[0].cursor < w[1].cursor));
+            seen_versions.insert(read.version);
+            reads += 1;
+        }
+        if done {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    writer.await.unwrap();
+    assert!(
+        reads >= 2 && seen_versions.contains(&41),
+        "{reads} reads, {seen_versions:?}"
+    );
+    // The same events as the event list gives, and at most as many as asked for.
+    let (_, all) = h
+        .store
+        .get_ticket_with_events(TicketLookup::Id(ticket.id), 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    let listed = h
+        .store
+        .list_ticket_events(ticket.id, 0, 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all, listed);
+    let (_, first_two) = h
+        .store
+        .get_ticket_with_events(TicketLookup::Reference(ticket.reference), 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_two, listed[..2]);
+    // No such ticket: none, by either key.
+    let other = h
+        .store
+        .create_ticket(ctx(), new_ticket("pothole"))
+        .await
+        .unwrap();
+    let unknown_reference = balagh::domain::values::ReferenceNumber::new(
+        other.reference.year(),
+        other.reference.number() + 1,
+    )
+    .expect("a valid reference");
+    for lookup in [
+        TicketLookup::Id(balagh::domain::values::TicketId::new_v7()),
+        TicketLookup::Reference(unknown_reference),
+    ] {
+        assert!(
+            h.store
+                .get_ticket_with_events(lookup, 1000)
+                .await
+                .unwrap()
+                .is_none(),
+            "{lookup:?}"
+        );
+    }
 }
 
 /// A write whose reach does not admit the ticket as it stands in the write's transaction
@@ -2613,6 +2722,14 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::a_stale_version_or_an_impossible_move_changes_nothing(h).await;
+        }
+
+        #[tokio::test]
+        async fn a_ticket_is_read_with_its_events_as_of_one_moment() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::a_ticket_is_read_with_its_events_as_of_one_moment(h).await;
         }
 
         #[tokio::test]
