@@ -2247,26 +2247,26 @@ impl Store for PostgresStore {
     ) -> Result<Option<(Ticket, Vec<TicketEvent>)>, StoreError> {
         // One statement, so one snapshot: the ticket's body repeats on each event's row and
         // is decoded once.
-        const BY_ID: &str = "SELECT t.body::text AS ticket_body, e.seq,
-                 e.ticket_id::text AS ticket_id, e.actor, e.occur_time, e.version,
-                 e.body::text AS body
-             FROM tickets t
-             LEFT JOIN LATERAL (
-                 SELECT seq, ticket_id, actor, occur_time, version, body FROM ticket_events
-                 WHERE ticket_id = t.id ORDER BY seq LIMIT $2
-             ) e ON true
-             WHERE t.id = $1::uuid
-             ORDER BY e.seq";
-        const BY_REFERENCE: &str = "SELECT t.body::text AS ticket_body, e.seq,
-                 e.ticket_id::text AS ticket_id, e.actor, e.occur_time, e.version,
-                 e.body::text AS body
-             FROM tickets t
-             LEFT JOIN LATERAL (
-                 SELECT seq, ticket_id, actor, occur_time, version, body FROM ticket_events
-                 WHERE ticket_id = t.id ORDER BY seq LIMIT $2
-             ) e ON true
-             WHERE t.reference = $1
-             ORDER BY e.seq";
+        macro_rules! with_events_where {
+            ($condition:literal) => {
+                concat!(
+                    "SELECT t.body::text AS ticket_body, e.seq,
+                         e.ticket_id::text AS ticket_id, e.actor, e.occur_time, e.version,
+                         e.body::text AS body
+                     FROM tickets t
+                     LEFT JOIN LATERAL (
+                         SELECT seq, ticket_id, actor, occur_time, version, body
+                         FROM ticket_events
+                         WHERE ticket_id = t.id ORDER BY seq LIMIT $2
+                     ) e ON true
+                     WHERE ",
+                    $condition,
+                    " ORDER BY e.seq"
+                )
+            };
+        }
+        const BY_ID: &str = with_events_where!("t.id = $1::uuid");
+        const BY_REFERENCE: &str = with_events_where!("t.reference = $1");
         let (sql, key) = match lookup {
             TicketLookup::Id(id) => (BY_ID, id.to_string()),
             TicketLookup::Reference(reference) => (BY_REFERENCE, reference.to_string()),
