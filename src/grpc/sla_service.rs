@@ -552,9 +552,17 @@ impl SlaService for SlaServiceImpl {
         let id = TicketId::parse("ticket_id", &request.get_ref().ticket_id)
             .map_err(|v| invalid_argument(vec![v]))?;
         let scope = crate::auth::Principal::of(&request).ticket_scope();
-        let ticket =
-            super::ticket_service::ticket_in_scope(self.store.as_ref(), &scope, id).await?;
-        let clock = self.sla.ticket_sla(&ticket).await?;
+        // The ticket and the history its clock is computed from, as of one moment.
+        let (ticket, events) = self
+            .store
+            .get_ticket_with_events(
+                crate::store::TicketLookup::Id(id),
+                crate::sla::MAX_EVENTS_PER_TICKET,
+            )
+            .await?
+            .filter(|(ticket, _)| scope.admits(ticket))
+            .ok_or(crate::store::StoreError::TicketNotFound)?;
+        let clock = self.sla.ticket_sla_of(&ticket, &events).await?;
         Ok(Response::new(proto::GetTicketSlaResponse {
             sla: Some(ticket_sla_to_proto(&ticket, &clock)),
         }))

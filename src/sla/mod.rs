@@ -183,14 +183,9 @@ impl SlaRuntime {
         self.reload().await
     }
 
-    /// A ticket's SLA clocks as they stand now.
-    pub async fn ticket_sla(&self, ticket: &Ticket) -> Result<SlaClock, SlaError> {
-        let events = self.history(ticket.id).await?;
-        self.ticket_sla_of(ticket, &events).await
-    }
-
-    /// [`Self::ticket_sla`] from events the caller read with the ticket (its first
-    /// [`MAX_EVENTS_PER_TICKET`], as [`crate::store::Store::get_ticket_with_events`] gives them).
+    /// A ticket's SLA clocks as they stand now, from its events read with it (its first
+    /// [`MAX_EVENTS_PER_TICKET`], as [`crate::store::Store::get_ticket_with_events`] gives
+    /// them, so the two agree).
     pub async fn ticket_sla_of(
         &self,
         ticket: &Ticket,
