@@ -651,8 +651,7 @@ mod tests {
     use crate::domain::calendar::{CalendarSpec, DayHoursSpec};
     use crate::domain::lifecycle::{EventRecord, created_event};
     use crate::domain::sla::{SlaSettings, SlaSettingsSpec};
-    use crate::domain::ticket::{Assignment, Location, Priority, Reporter, Satisfaction};
-    use crate::domain::values::ReferenceNumber;
+    use crate::domain::ticket::{Assignment, Satisfaction};
 
     /// Sunday 2026-11-29 08:00 in Muscat (04:00 UTC).
     const SUNDAY_8: i64 = 1_795_924_800_000_000;
@@ -716,37 +715,8 @@ mod tests {
 
     impl History {
         fn new(created: Timestamp) -> Self {
-            let ticket = Ticket {
-                id: TicketId::new_v7(),
-                reference: ReferenceNumber::new(2026, 1).expect("reference"),
-                ticket_type: TicketType::Complaint,
-                channel: Channel::ContactCentre,
-                category: code("roads"),
-                priority: Priority::Normal,
-                status: Status::New,
-                subject: "s".into(),
-                description: "d".into(),
-                reporter: Reporter::anonymous(),
-                location: Location {
-                    wilayat: Some(code("bawshar")),
-                    ..Location::default()
-                },
-                attachments: Vec::new(),
-                assignment: Assignment::default(),
-                resolution: None,
-                transferred_to: None,
-                duplicate_of: None,
-                status_reason: None,
-                create_time: created,
-                update_time: created,
-                resolve_time: None,
-                close_time: None,
-                satisfaction: None,
-                escalation_level: 0,
-                escalated_to_director_general: false,
-                version: 1,
-                created_by: None,
-            };
+            let mut ticket = crate::domain::ticket::sample_ticket(created);
+            ticket.location.wilayat = Some(code("bawshar"));
             let record = created_event(&ticket);
             let mut history = History {
                 ticket,
