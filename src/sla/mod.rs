@@ -39,7 +39,8 @@ use crate::domain::ticket::{Status, Ticket};
 use crate::domain::values::{Code, TicketId};
 use crate::domain::{Clock, FieldViolation, Timestamp};
 use crate::store::{
-    SettingKey, SlaProgress, SlaRow, Store, StoreError, StoredSetting, TicketQuery, WriteContext,
+    SettingKey, SlaProgress, SlaRow, Store, StoreError, StoredSetting, TicketLookup, TicketQuery,
+    WriteContext,
 };
 
 /// Who the scheduler's alerts are recorded as.
@@ -259,10 +260,9 @@ impl SlaRuntime {
         now: Timestamp,
     ) -> Result<TicketAlerts, SlaError> {
         let mut report = SweepReport::default();
-        let Some(mut ticket) = self.store.get_ticket(id).await? else {
+        let Some((mut ticket, mut events)) = self.with_history(id).await? else {
             return Ok((idle_row(id), None, report));
         };
-        let mut events = self.history(id).await?;
         let mut clock = replay(&ticket, &events, policies, config, now);
         for alert in clock.alerts_due(now) {
             let escalate_to = (alert.stage == AlertStage::Breach
@@ -494,10 +494,10 @@ impl SlaRuntime {
         policies: &HashMap<Code, Code>,
         now: Timestamp,
     ) -> Result<(SlaRow, Option<TicketFacts>), SlaError> {
-        let Some(ticket) = self.store.get_ticket(id).await? else {
+        let Some((ticket, events)) = self.with_history(id).await? else {
             return Ok((idle_row(id), None));
         };
-        let (row, facts) = self.project_ticket(&ticket, config, policies, now).await?;
+        let (row, facts) = project_with(&ticket, &events, config, policies, now);
         Ok((row, Some(facts)))
     }
 
@@ -509,21 +509,23 @@ impl SlaRuntime {
         policies: &HashMap<Code, Code>,
         now: Timestamp,
     ) -> Result<(SlaRow, TicketFacts), SlaError> {
-        let events = self.history(ticket.id).await?;
-        let clock = replay(ticket, &events, policies, config, now);
-        let facts = TicketFacts::derive(ticket, &events, &clock);
-        if !OPEN_STATUSES.contains(&ticket.status) {
-            return Ok((row_of(ticket, &idle_clock()), facts));
-        }
-        Ok((row_of(ticket, &clock), facts))
+        let events = self
+            .store
+            .list_ticket_events(ticket.id, 0, MAX_EVENTS_PER_TICKET)
+            .await?
+            .unwrap_or_default();
+        Ok(project_with(ticket, &events, config, policies, now))
     }
 
-    async fn history(&self, id: TicketId) -> Result<Vec<TicketEvent>, SlaError> {
+    /// A ticket with the history its clock is replayed from, read as of one moment.
+    async fn with_history(
+        &self,
+        id: TicketId,
+    ) -> Result<Option<(Ticket, Vec<TicketEvent>)>, SlaError> {
         Ok(self
             .store
-            .list_ticket_events(id, 0, MAX_EVENTS_PER_TICKET)
-            .await?
-            .unwrap_or_default())
+            .get_ticket_with_events(TicketLookup::Id(id), MAX_EVENTS_PER_TICKET)
+            .await?)
     }
 
     /// Category code to SLA policy code, read from the catalog at most every
@@ -599,6 +601,23 @@ pub const OPEN_STATUSES: [Status; 5] = [
     Status::WaitingOnBeneficiary,
     Status::Reopened,
 ];
+
+/// The projection row (idle unless the ticket is open) and the KPI facts of a ticket and its
+/// history.
+fn project_with(
+    ticket: &Ticket,
+    events: &[TicketEvent],
+    config: &SlaConfig,
+    policies: &HashMap<Code, Code>,
+    now: Timestamp,
+) -> (SlaRow, TicketFacts) {
+    let clock = replay(ticket, events, policies, config, now);
+    let facts = TicketFacts::derive(ticket, events, &clock);
+    if !OPEN_STATUSES.contains(&ticket.status) {
+        return (row_of(ticket, &idle_clock()), facts);
+    }
+    (row_of(ticket, &clock), facts)
+}
 
 fn replay(
     ticket: &Ticket,

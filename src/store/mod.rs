@@ -602,11 +602,6 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
 
-    async fn get_ticket_by_reference(
-        &self,
-        reference: ReferenceNumber,
-    ) -> Result<Option<Ticket>, StoreError>;
-
     /// Tickets matching the query, newest first, at most `query.limit`.
     async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError>;
 

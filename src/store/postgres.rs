@@ -65,7 +65,7 @@ use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
 use crate::domain::ticket::{
     Assignment, NewTicket, Priority, Satisfaction, Status, Ticket, TicketPatch,
 };
-use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
+use crate::domain::values::{Code, EmployeeId, TicketId};
 use crate::domain::{Clock, Timestamp};
 
 /// A SELECT of SLA projection rows (the ticket id as text) followed by the given clauses,
@@ -2158,19 +2158,6 @@ impl Store for PostgresStore {
     async fn get_ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
         sqlx::query("SELECT body::text AS body FROM tickets WHERE id = $1::uuid")
             .bind(id.to_string())
-            .fetch_optional(&self.readers)
-            .await?
-            .as_ref()
-            .map(ticket_from_row)
-            .transpose()
-    }
-
-    async fn get_ticket_by_reference(
-        &self,
-        reference: ReferenceNumber,
-    ) -> Result<Option<Ticket>, StoreError> {
-        sqlx::query("SELECT body::text AS body FROM tickets WHERE reference = $1")
-            .bind(reference.to_string())
             .fetch_optional(&self.readers)
             .await?
             .as_ref()

@@ -67,7 +67,7 @@ use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
 use crate::domain::ticket::{
     Assignment, NewTicket, Priority, Satisfaction, Status, Ticket, TicketPatch,
 };
-use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId};
+use crate::domain::values::{Code, EmployeeId, TicketId};
 use crate::domain::{Clock, Timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -2079,19 +2079,6 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let mut statement = conn.prepare_cached("SELECT body FROM tickets WHERE id = ?")?;
             let mut rows = statement.query([id.to_string()])?;
-            rows.next()?.map(ticket_from_row).transpose()
-        })
-        .await
-    }
-
-    async fn get_ticket_by_reference(
-        &self,
-        reference: ReferenceNumber,
-    ) -> Result<Option<Ticket>, StoreError> {
-        self.read(|conn| {
-            let mut statement =
-                conn.prepare_cached("SELECT body FROM tickets WHERE reference = ?")?;
-            let mut rows = statement.query([reference.to_string()])?;
             rows.next()?.map(ticket_from_row).transpose()
         })
         .await

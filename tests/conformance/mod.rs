@@ -342,7 +342,7 @@ pub async fn reference_numbers_restart_each_muscat_year_and_survive_a_restart(
     assert_eq!(first_of_2027.reference.to_string(), "MCT-2027-000001");
     assert!(
         store
-            .get_ticket_by_reference(last_of_2026.reference)
+            .get_ticket_with_events(TicketLookup::Reference(last_of_2026.reference), 1)
             .await
             .unwrap()
             .is_some()
