@@ -463,7 +463,7 @@ pub async fn a_ticket_is_read_with_its_events_as_of_one_moment(h: Harness) {
                         None,
                         Action::Comment {
                             text: format!("comment {i}"),
-                            visibility: balagh::domain::ticket::Visibility::Internal,
+                            visibility: Visibility::Internal,
                         },
                     )
                     .await
