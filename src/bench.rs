@@ -2102,7 +2102,9 @@ impl CpuSnapshot {
                 };
                 let path = entry.path();
                 let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-                let group = if name.starts_with("balagh-server") {
+                let group = if name.starts_with("balagh-server")
+                    || name.starts_with(crate::store::POSTGRES_WRITER_THREAD_NAME)
+                {
                     ThreadGroup::Server
                 } else if name.starts_with("sqlite-") || name.starts_with("sqlx-sqlite") {
                     // The store's writer, the baseline, and sqlx's connection threads.

@@ -38,10 +38,13 @@ conformance_suite!(open_postgres);
 
 /// A create the database itself refuses (here a trigger stands in for any refusal the
 /// checks before writing cannot foresee) fails alone: the run of creates written together
-/// rolls back, each is written on its own, and the others commit with gap-free references.
+/// rolls back (the whole transaction when the run was its first write, the run's savepoint
+/// otherwise), each is written on its own, and the others commit with gap-free references.
 #[tokio::test]
 async fn a_create_the_database_refuses_fails_alone_in_its_batch() {
     use balagh::domain::Timestamp;
+    use balagh::domain::lifecycle::Action;
+    use balagh::domain::ticket::Visibility;
     use sqlx::Connection;
 
     let Some(database) = pg::TestDatabase::create().await else {
@@ -69,20 +72,55 @@ async fn a_create_the_database_refuses_fails_alone_in_its_batch() {
     .await
     .unwrap();
 
+    // First creates alone, so runs of creates are their transaction's first write (written
+    // without a savepoint); then with comments on another ticket in among them, so runs also
+    // follow another write of their transaction (written in a savepoint). A refused create
+    // must fail alone either way.
+    let commented = store
+        .create_ticket(conformance::ctx(), conformance::new_ticket("pothole"))
+        .await
+        .unwrap();
+    let mut comments = Vec::new();
     let mut tasks = Vec::new();
-    for i in 0..120 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut new = conformance::new_ticket("pothole");
-            if i % 10 == 4 {
-                new.subject = format!("refuse-me {i}");
+    for with_comments in [false, true] {
+        let mut round = Vec::new();
+        for i in 0..60 {
+            let store = store.clone();
+            if with_comments && i % 3 == 1 {
+                comments.push(tokio::spawn({
+                    let store = store.clone();
+                    async move {
+                        let comment = Action::Comment {
+                            text: format!("comment {i}"),
+                            visibility: Visibility::Internal,
+                        };
+                        store
+                            .apply_action(conformance::ctx(), commented.id, None, comment)
+                            .await
+                    }
+                }));
             }
-            (i, store.create_ticket(conformance::ctx(), new).await)
-        }));
+            round.push(tokio::spawn(async move {
+                let mut new = conformance::new_ticket("pothole");
+                if i % 10 == 4 {
+                    new.subject = format!("refuse-me {i}");
+                }
+                (i, store.create_ticket(conformance::ctx(), new).await)
+            }));
+        }
+        // The rounds one after the other: the first one's batches hold creates only.
+        for task in round {
+            tasks.push(task.await.unwrap());
+        }
+    }
+    for comment in comments {
+        comment
+            .await
+            .unwrap()
+            .expect("a comment beside the creates");
     }
     let mut numbers = Vec::new();
-    for task in tasks {
-        let (i, answer) = task.await.unwrap();
+    for (i, answer) in tasks {
         match answer {
             Ok(ticket) => {
                 assert_ne!(i % 10, 4, "a refused create was answered OK");
@@ -92,12 +130,18 @@ async fn a_create_the_database_refuses_fails_alone_in_its_batch() {
         }
     }
     numbers.sort_unstable();
-    assert_eq!(numbers, (1..=108).collect::<Vec<_>>());
+    assert_eq!(numbers, (2..=109).collect::<Vec<_>>());
     let changes = store.read_changes(0, 1000).await.unwrap();
     assert_eq!(
         changes.len(),
-        108,
-        "one event per committed create, none for refused ones"
+        1 + 108 + 20,
+        "one event per committed create and comment, none for refused creates"
+    );
+    assert!(
+        changes
+            .windows(2)
+            .all(|w| w[0].event.cursor < w[1].event.cursor),
+        "cursors ascend in commit order"
     );
     let n_marked: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM tickets WHERE body->>'subject' LIKE 'refuse-me%'")

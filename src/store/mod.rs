@@ -38,6 +38,7 @@ use crate::domain::ticket::{Channel, NewTicket, Priority, Satisfaction, Ticket, 
 use crate::domain::values::{EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
+pub(crate) use postgres::WRITER_THREAD_NAME as POSTGRES_WRITER_THREAD_NAME;
 pub use postgres::{PostgresStore, PostgresStoreOptions, SessionLimits};
 
 /// A part of the service one replica at a time plays on a shared database (see

@@ -1,22 +1,25 @@
 //! The production store: PostgreSQL, shared by several replicas.
 //!
-//! Same shape as the SQLite store: writes go through one writer task per process that owns a
+//! Same shape as the SQLite store: writes go through one writer per process that owns a
 //! writing connection, takes every write waiting in its queue (up to `max_batch`), runs each in
 //! its own savepoint of one transaction, commits once (`synchronous_commit` on: durable on
-//! return), and only then answers each caller. Reads use a pool.
+//! return), and only then answers each caller. The writer runs on a thread of its own, so its
+//! next statement never waits behind the gRPC handlers. Reads use a pool.
 //!
-//! Consecutive creates in a batch are written together: one lookup each for their request
-//! ids, categories and wilayats, one reference counter update, and one multi-row insert per
-//! table, in one savepoint (`create_set`). Each create still gets the answer it would get
-//! alone; should the database refuse a statement, the run rolls back and each create is
-//! written on its own, so a refused create fails alone. Each statement is a round trip to
-//! the server, so this is what lets one writer connection keep up with many clients.
+//! Consecutive creates in a batch are written together in two statements (`create_set`):
+//! one reads their request ids, categories, wilayats, the reference counter and a cursor
+//! each; one writes the tickets, events, pushes, request records and the counter. Each
+//! create still gets the answer it would get alone; should the database refuse a statement,
+//! the run rolls back and each create is written on its own, so a refused create fails alone.
+//! Each statement is a round trip to the server made while holding the write lock, so this is
+//! what lets one writer connection keep up with many clients.
 //!
 //! Invariants:
 //! - Every write transaction first takes one transaction-scoped advisory lock, held until it
-//!   commits. Event cursors (identity values) are therefore handed out in commit order across
-//!   all writers of all replicas: a reader that has seen cursor N has seen every event below
-//!   N. Group commit keeps this serialisation cheap.
+//!   commits. Event cursors (identity values, drawn by the insert or, for a run of creates,
+//!   by `nextval` just before it) are therefore handed out in commit order across all writers
+//!   of all replicas: a reader that has seen cursor N has seen every event below N. Group
+//!   commit keeps this serialisation cheap.
 //! - Reference counters are rows updated in the creating transaction: unique and gap-free
 //!   across replicas.
 
@@ -224,6 +227,10 @@ const WRITE_LOCK_KEY: i64 = 0x62_61_6c_61_67_68;
 /// may hold several statements). A unit test checks that the key is the same.
 const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(108170569672552)";
 
+/// Rolls the current write transaction back and begins another with [`WRITE_LOCK_KEY`], in one
+/// round trip. The session's transaction depth, which sqlx keeps, stays 1.
+const RESTART_WRITE: &str = "ROLLBACK; BEGIN; SELECT pg_advisory_xact_lock(108170569672552)";
+
 /// How to open a [`PostgresStore`].
 #[derive(Debug, Clone)]
 pub struct PostgresStoreOptions {
@@ -340,7 +347,8 @@ pub struct PostgresStore {
     commits: watch::Receiver<u64>,
     jobs: mpsc::Sender<Job>,
     stop_writer: CancellationToken,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Resolves when the writer's thread has finished (an error: it panicked).
+    writer: Mutex<Option<oneshot::Receiver<()>>>,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -380,20 +388,21 @@ impl PostgresStore {
             .acquire_timeout(options.limits.acquire_timeout)
             .connect_with(connect.clone())
             .await?;
-        let mut writer = PgConnection::connect_with(&connect).await?;
-        seed_default_catalog(&mut writer).await?;
         let (jobs, queue) = mpsc::channel(options.queue_depth.max(1));
         let (commit_sender, commits) = watch::channel(0);
         let commit_sender = Arc::new(commit_sender);
         let stop_writer = CancellationToken::new();
-        let task = tokio::spawn(run_writer(
-            writer,
-            queue,
-            stop_writer.clone(),
-            clock,
-            options.max_batch.max(1),
-            commit_sender.clone(),
-        ));
+        let writer = start_writer(
+            connect.clone(),
+            WriterParts {
+                queue,
+                stop: stop_writer.clone(),
+                clock,
+                max_batch: options.max_batch.max(1),
+                commits: commit_sender.clone(),
+            },
+        )
+        .await?;
         let listener = tokio::spawn(listen_for_commits(
             readers.clone(),
             commit_sender,
@@ -407,7 +416,7 @@ impl PostgresStore {
             commits,
             jobs,
             stop_writer,
-            writer: Mutex::new(Some(task)),
+            writer: Mutex::new(Some(writer)),
             listener: Mutex::new(Some(listener)),
         })
     }
@@ -485,14 +494,78 @@ fn create_op(job: CreateJob) -> Op {
     })
 }
 
-async fn run_writer(
-    mut conn: PgConnection,
-    mut queue: mpsc::Receiver<Job>,
+/// The writer's thread (`balagh bench` counts its CPU as the server's).
+pub(crate) const WRITER_THREAD_NAME: &str = "pg-writer";
+
+/// What the writer runs on: its queue, when to stop, and whom to tell of commits.
+struct WriterParts {
+    queue: mpsc::Receiver<Job>,
     stop: CancellationToken,
     clock: Arc<dyn Clock>,
     max_batch: usize,
     commits: Arc<watch::Sender<u64>>,
-) {
+}
+
+/// Connects the writer, loads the default catalog into an empty database, and runs the writer
+/// on a thread of its own with a single-threaded runtime; returns once it is connected, with a
+/// receiver that resolves when the thread finishes.
+///
+/// Every statement of a write transaction is a round trip during which the write lock is held
+/// for every replica. On the server's runtime the writer's next statement waited behind the
+/// gRPC handlers it had just answered (about 0.7 ms a round trip at 32 clients,
+/// docs/benchmarks.md); on its own thread it is sent as soon as the answer arrives.
+async fn start_writer(
+    connect: PgConnectOptions,
+    parts: WriterParts,
+) -> Result<oneshot::Receiver<()>, StoreError> {
+    let (ready, started) = oneshot::channel::<Result<(), StoreError>>();
+    let (done, finished) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(WRITER_THREAD_NAME.into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = ready.send(Err(StoreError::Corrupt(format!(
+                        "cannot start the writer's runtime: {error}"
+                    ))));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let connected = async {
+                    let mut conn = PgConnection::connect_with(&connect).await?;
+                    seed_default_catalog(&mut conn).await?;
+                    Ok::<_, StoreError>(conn)
+                };
+                match connected.await {
+                    Ok(conn) => {
+                        let _ = ready.send(Ok(()));
+                        run_writer(conn, parts).await;
+                    }
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                    }
+                }
+            });
+            let _ = done.send(());
+        })
+        .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+    started.await.map_err(|_| StoreError::ShuttingDown)??;
+    Ok(finished)
+}
+
+async fn run_writer(mut conn: PgConnection, parts: WriterParts) {
+    let WriterParts {
+        mut queue,
+        stop,
+        clock,
+        max_batch,
+        commits,
+    } = parts;
     let mut batch = Vec::with_capacity(max_batch);
     let mut closed = false;
     loop {
@@ -550,33 +623,34 @@ async fn write_in(
     // Consecutive creates are written together; any other write ends the run, so writes
     // keep the order in which they were queued.
     let mut creates = Vec::new();
+    // Nothing written yet: a run of creates needs no savepoint (see `create_run`).
+    let mut fresh = true;
+    let mut notified = false;
     for job in jobs {
         match job.work {
             Work::Create(create) => creates.push((*create, job.reply)),
             Work::Op(op) => {
                 if !creates.is_empty() {
-                    create_run(
-                        &mut tx,
-                        std::mem::take(&mut creates),
-                        clock.now(),
-                        &mut answers,
-                    )
-                    .await;
+                    let run = std::mem::take(&mut creates);
+                    notified |= create_run(&mut tx, run, fresh, clock.now(), &mut answers).await;
                 }
+                fresh = false;
                 let outcome = in_savepoint(&mut tx, op, clock.now()).await;
                 answers.push((job.reply, outcome));
             }
         }
     }
     if !creates.is_empty() {
-        create_run(&mut tx, creates, clock.now(), &mut answers).await;
+        notified |= create_run(&mut tx, creates, fresh, clock.now(), &mut answers).await;
     }
     // Other replicas' change feeds wake up when this commits (NOTIFY is delivered at commit).
-    // It only wakes them: they read the event log, which is the truth.
-    if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-        .bind(COMMIT_CHANNEL)
-        .execute(&mut *tx)
-        .await
+    // It only wakes them: they read the event log, which is the truth. A run of creates
+    // notifies in its own statement.
+    if !notified
+        && let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(COMMIT_CHANNEL)
+            .execute(&mut *tx)
+            .await
     {
         tracing::warn!(error = %error, "could not notify other replicas of a commit");
     }
@@ -624,25 +698,44 @@ async fn in_savepoint(
     }
 }
 
-/// Writes a run of consecutive creates with one statement per table (see [`create_set`]),
-/// in one savepoint. Should that fail, the savepoint rolls back and each create is written
-/// on its own, so a create the database refuses fails alone.
+/// Writes a run of consecutive creates together (see [`create_set`]). Should that fail, the
+/// run rolls back and each create is written on its own, so a create the database refuses
+/// fails alone. Returns whether the run's write notified other replicas.
+///
+/// A run that is the first write of its transaction (`fresh`) is written without a savepoint:
+/// a savepoint is a round trip, and a subtransaction that PostgreSQL must track for every row
+/// it writes. Its failure rolls the whole transaction back instead (nothing else is in it)
+/// and begins a new one with the write lock; the creates are then written one by one.
 async fn create_run(
     conn: &mut PgConnection,
     run: Vec<(CreateJob, Reply)>,
+    fresh: bool,
     now: Timestamp,
     answers: &mut Vec<(Reply, Result<Output, StoreError>)>,
-) {
+) -> bool {
     let jobs: Vec<&CreateJob> = run.iter().map(|(job, _)| job).collect();
-    let written = match conn.begin().await {
-        Ok(mut savepoint) => {
-            let outcome = AssertUnwindSafe(create_set(&mut savepoint, &jobs, now))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Corrupt("a write panicked".into())));
-            match outcome {
-                Ok(outcomes) => match savepoint.commit().await {
-                    Ok(()) => Some(outcomes),
+    let written = if fresh {
+        match caught(create_set(conn, &jobs, now)).await {
+            Ok(outcome) => Some(outcome),
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    n_creates = jobs.len(),
+                    "writing a run of creates together failed; writing each on its own"
+                );
+                if let Err(restart) = sqlx::raw_sql(RESTART_WRITE).execute(&mut *conn).await {
+                    // The transaction stays aborted: every write after this fails, and so
+                    // does the commit's answer to each.
+                    tracing::error!(error = %restart, "restarting a write transaction failed");
+                }
+                None
+            }
+        }
+    } else {
+        match conn.begin().await {
+            Ok(mut savepoint) => match caught(create_set(&mut savepoint, &jobs, now)).await {
+                Ok(outcome) => match savepoint.commit().await {
+                    Ok(()) => Some(outcome),
                     Err(error) => {
                         tracing::warn!(error = %error, "releasing the savepoint of a run of creates failed");
                         None
@@ -659,22 +752,40 @@ async fn create_run(
                     }
                     None
                 }
+            },
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot open a savepoint for a run of creates");
+                None
             }
-        }
-        Err(error) => {
-            tracing::warn!(error = %error, "cannot open a savepoint for a run of creates");
-            None
         }
     };
     match written {
-        Some(outcomes) => answers.extend(run.into_iter().map(|(_, reply)| reply).zip(outcomes)),
+        Some(RunOutcome {
+            answers: outcomes,
+            notified,
+        }) => {
+            answers.extend(run.into_iter().map(|(_, reply)| reply).zip(outcomes));
+            notified
+        }
         None => {
             for (job, reply) in run {
                 let outcome = in_savepoint(conn, create_op(job), now).await;
                 answers.push((reply, outcome));
             }
+            false
         }
     }
+}
+
+/// `write` with a panic turned into an error, so a bug in one write cannot take the writer
+/// down with it.
+async fn caught<T>(
+    write: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    AssertUnwindSafe(write)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Corrupt("a write panicked".into())))
 }
 
 /// What became of one create of a run while it is written.
@@ -689,47 +800,32 @@ enum Pending {
     Written(Box<Ticket>),
 }
 
-/// Writes every create of `jobs` with set-based statements: one lookup of the request ids,
-/// one of the categories and one of the wilayats, one reference counter update for the
-/// whole run, then one multi-row insert each into tickets, the event log, the outbox and the
-/// request records. A batch of creates costs about ten statements instead of about ten per
-/// create: sharing the per-statement cost is what group commit is for.
+/// Writes every create of `jobs` with two statements: one reads what the run needs (the
+/// request ids answered before, the categories and wilayats, the year's reference counter,
+/// and a cursor per create), one writes the tickets, their created events, the pushes, the
+/// request records and the counter together, and notifies other replicas. Each statement is a
+/// round trip during which the write lock is held, and each JSON body is parsed once: the
+/// event and the push take the ticket's parsed body. Sharing the per-statement cost is what
+/// group commit is for.
 ///
 /// Each create gets the answer its write alone would get (the same refusals, in the same
-/// order: request id, category, wilayat), and references are handed out in queue order.
-/// An `Err` means the database refused a statement; the caller then rolls the run back and
-/// writes each create on its own.
+/// order: request id, category, wilayat), and references and cursors are handed out in queue
+/// order. An `Err` means the database refused a statement; the caller then rolls the run back
+/// and writes each create on its own.
 async fn create_set(
     conn: &mut PgConnection,
     jobs: &[&CreateJob],
     now: Timestamp,
-) -> Result<Vec<Result<Output, StoreError>>, StoreError> {
+) -> Result<RunOutcome, StoreError> {
     let mut pending: Vec<Option<Pending>> = (0..jobs.len()).map(|_| None).collect();
+    let year = now.muscat_year();
+    let reads = RunReads::fetch(conn, jobs, year).await?;
 
     // Request ids answered before, by this run or by an earlier transaction.
-    let request_ids: Vec<&str> = jobs
-        .iter()
-        .filter_map(|job| job.request.as_ref().map(|key| key.request_id.as_str()))
-        .collect();
-    let mut recorded: HashMap<String, (Vec<u8>, String)> = HashMap::new();
-    if !request_ids.is_empty() {
-        let mut rows = sqlx::query(
-            "SELECT request_id, fingerprint, response FROM request_records
-             WHERE request_id = ANY($1)",
-        )
-        .bind(&request_ids)
-        .fetch(&mut *conn);
-        while let Some(row) = rows.try_next().await? {
-            recorded.insert(
-                row.try_get("request_id")?,
-                (row.try_get("fingerprint")?, row.try_get("response")?),
-            );
-        }
-    }
     let mut first_in_run: HashMap<&str, usize> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
         let Some(key) = &job.request else { continue };
-        if let Some((fingerprint, response)) = recorded.get(&key.request_id) {
+        if let Some((fingerprint, response)) = reads.recorded.get(&key.request_id) {
             pending[i] = Some(Pending::Done(if *fingerprint != key.fingerprint {
                 Err(StoreError::RequestIdReused)
             } else {
@@ -748,45 +844,21 @@ async fn create_set(
         }
     }
 
-    // The catalog checks: one query for the run's categories and wilayats.
-    let categories: Vec<&str> = jobs.iter().map(|job| job.new.category.as_str()).collect();
-    let wilayats: Vec<&str> = jobs
-        .iter()
-        .filter_map(|job| job.new.location.wilayat.as_ref().map(Code::as_str))
-        .collect();
-    let mut category_rows = HashMap::new();
-    let mut known_wilayats = HashSet::new();
-    let mut rows = sqlx::query(
-        "SELECT 'category' AS kind, code, default_directorate_code, default_priority, active
-         FROM categories WHERE code = ANY($1)
-         UNION ALL
-         SELECT 'wilayat', code, NULL, NULL, NULL FROM wilayats WHERE code = ANY($2)",
-    )
-    .bind(&categories)
-    .bind(&wilayats)
-    .fetch(&mut *conn);
-    while let Some(row) = rows.try_next().await? {
-        let code: String = row.try_get("code")?;
-        if row.try_get::<&str, _>("kind")? == "category" {
-            category_rows.insert(code, row);
-        } else {
-            known_wilayats.insert(code);
-        }
-    }
-    drop(rows);
+    // The catalog checks.
     for (i, job) in jobs.iter().enumerate() {
         // A copy is checked too: when its first fails, it fails the same way.
         if matches!(pending[i], Some(Pending::Done(_))) {
             continue;
         }
-        let checked = category_defaults("category", category_rows.get(job.new.category.as_str()))
-            .and_then(|defaults| match &job.new.location.wilayat {
-                Some(wilayat) if !known_wilayats.contains(wilayat.as_str()) => Err(unknown(
-                    "location.wilayat",
-                    "is not a wilayat of Muscat Governorate",
-                )),
-                _ => Ok(defaults),
-            });
+        let checked =
+            category_defaults("category", reads.categories.get(job.new.category.as_str()))
+                .and_then(|defaults| match &job.new.location.wilayat {
+                    Some(wilayat) if !reads.wilayats.contains(wilayat.as_str()) => Err(unknown(
+                        "location.wilayat",
+                        "is not a wilayat of Muscat Governorate",
+                    )),
+                    _ => Ok(defaults),
+                });
         match (checked, &pending[i]) {
             (Err(error), _) => pending[i] = Some(Pending::Done(Err(error))),
             (Ok(_), Some(Pending::Copy(_))) => {}
@@ -796,31 +868,10 @@ async fn create_set(
         }
     }
 
-    // The run's reference numbers, in queue order, from one counter update.
-    let n_valid = pending
-        .iter()
-        .filter(|p| matches!(p, Some(Pending::Valid(..))))
-        .count();
-    let year = now.muscat_year();
-    let mut next_number = if n_valid == 0 {
-        0
-    } else {
-        let n = i64::try_from(n_valid).map_err(|_| StoreError::Corrupt("run size".into()))?;
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO reference_counters (year, last_value) VALUES ($1, $2)
-             ON CONFLICT (year) DO UPDATE SET last_value = reference_counters.last_value + $2
-             RETURNING last_value",
-        )
-        .bind(year)
-        .bind(n)
-        .fetch_one(&mut *conn)
-        .await?;
-        last - n + 1
-    };
-
-    let mut tickets = TicketRows::default();
-    let mut events = EventRows::default();
-    let mut written = Vec::with_capacity(n_valid);
+    // References and cursors in queue order: the write lock keeps both from moving under us.
+    let mut rows = RunRows::default();
+    let mut next_number = reads.last_reference;
+    let mut cursors = reads.cursors.iter().copied();
     for (i, job) in jobs.iter().enumerate() {
         let (directorate, priority) = match pending[i].take() {
             Some(Pending::Valid(directorate, priority)) => (directorate, priority),
@@ -829,6 +880,7 @@ async fn create_set(
                 continue;
             }
         };
+        next_number += 1;
         let ticket = new_ticket(
             job.new.clone(),
             reference(year, next_number)?,
@@ -837,42 +889,39 @@ async fn create_set(
             now,
             &job.author.actor,
         );
-        next_number += 1;
+        let cursor = cursors
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("a run has fewer cursors than creates".into()))?;
         let body = to_json(&ticket)?;
-        let record = created_event(&ticket);
-        tickets.push(&ticket, &body);
-        events.push(&ticket, &job.author.actor, &record, &body)?;
-        written.push((i, ticket, record, body));
-    }
-
-    if !written.is_empty() {
-        tickets.insert(conn).await?;
-        let cursors = events.insert(conn, now, &tickets.ids).await?;
-        let mut outbox = OutboxRows::default();
-        let mut records = RecordRows::default();
-        for ((i, ticket, record, body), cursor) in written.into_iter().zip(cursors) {
-            let job = jobs[i];
-            let event = TicketEvent {
-                cursor,
-                ticket_id: ticket.id,
-                actor: job.author.actor.clone(),
-                occur_time: now,
-                version: ticket.version,
-                record,
-            };
-            // The push this change owes the national platform commits with the change.
-            if job.author.sync.applies_to(&ticket)
-                && let Some(kind) = push_for(&ticket, &event.record)
-            {
-                outbox.push(&ticket, body, &event, kind)?;
-            }
-            if let Some(key) = &job.request {
-                records.push(key, to_json(&ticket)?);
-            }
-            pending[i] = Some(Pending::Written(Box::new(ticket)));
+        let event = TicketEvent {
+            cursor,
+            ticket_id: ticket.id,
+            actor: job.author.actor.clone(),
+            occur_time: now,
+            version: ticket.version,
+            record: created_event(&ticket),
+        };
+        rows.tickets.push(&ticket, &body);
+        rows.events.push(&event)?;
+        // The push this change owes the national platform commits with the change.
+        if job.author.sync.applies_to(&ticket)
+            && let Some(kind) = push_for(&ticket, &event.record)
+        {
+            rows.outbox.push(&ticket, &event, kind)?;
         }
-        insert_pushes_and_records(conn, &outbox, &records, now).await?;
+        if let Some(key) = &job.request {
+            // The recorded answer is the ticket as written: its body.
+            rows.records.push(key, body);
+        }
+        pending[i] = Some(Pending::Written(Box::new(ticket)));
     }
+    let notified = if rows.tickets.ids.is_empty() {
+        false
+    } else {
+        rows.insert(conn, year, reads.last_reference, next_number, now)
+            .await?;
+        true
+    };
 
     // Every create's answer; a copy takes the answer of the create it repeats.
     let copied: Vec<Option<Ticket>> = pending
@@ -885,7 +934,7 @@ async fn create_set(
             _ => None,
         })
         .collect();
-    Ok(pending
+    let answers = pending
         .into_iter()
         .zip(copied)
         .map(|(p, copy)| match (p, copy) {
@@ -896,7 +945,111 @@ async fn create_set(
                 "a create of its run got no answer".into(),
             )),
         })
-        .collect())
+        .collect();
+    Ok(RunOutcome { answers, notified })
+}
+
+/// What a run of creates answered, and whether its write notified other replicas.
+struct RunOutcome {
+    answers: Vec<Result<Output, StoreError>>,
+    notified: bool,
+}
+
+/// What a run of creates reads before it writes, in one statement.
+struct RunReads {
+    /// Request id to (fingerprint, recorded answer), for the run's request ids answered before.
+    recorded: HashMap<String, (Vec<u8>, String)>,
+    /// The run's categories that exist, by code.
+    categories: HashMap<String, PgRow>,
+    /// The run's wilayats that exist.
+    wilayats: HashSet<String>,
+    /// The year's last reference number (0 before the year's first ticket).
+    last_reference: i64,
+    /// One event cursor per create of the run, ascending; a create that is not written
+    /// leaves its cursor unused (a gap, as a rolled-back write leaves one).
+    cursors: Vec<i64>,
+}
+
+impl RunReads {
+    /// Reads them under the write lock, which every writer of the counter and of the event log
+    /// holds until it commits: the counter cannot move and the cursors follow every cursor
+    /// already committed.
+    async fn fetch(
+        conn: &mut PgConnection,
+        jobs: &[&CreateJob],
+        year: i32,
+    ) -> Result<Self, StoreError> {
+        let request_ids: Vec<&str> = jobs
+            .iter()
+            .filter_map(|job| job.request.as_ref().map(|key| key.request_id.as_str()))
+            .collect();
+        let categories: Vec<&str> = jobs.iter().map(|job| job.new.category.as_str()).collect();
+        let wilayats: Vec<&str> = jobs
+            .iter()
+            .filter_map(|job| job.new.location.wilayat.as_ref().map(Code::as_str))
+            .collect();
+        let n_cursors =
+            i64::try_from(jobs.len()).map_err(|_| StoreError::Corrupt("run size".into()))?;
+        let mut reads = Self {
+            recorded: HashMap::new(),
+            categories: HashMap::new(),
+            wilayats: HashSet::new(),
+            last_reference: 0,
+            cursors: Vec::with_capacity(jobs.len()),
+        };
+        let mut rows = sqlx::query(
+            "SELECT 'record' AS kind, request_id AS code, fingerprint, response,
+                 NULL::text AS default_directorate_code, NULL::text AS default_priority,
+                 NULL::bool AS active, NULL::int8 AS number
+             FROM request_records WHERE request_id = ANY($1)
+             UNION ALL
+             SELECT 'category', code, NULL, NULL, default_directorate_code, default_priority,
+                 active, NULL
+             FROM categories WHERE code = ANY($2)
+             UNION ALL
+             SELECT 'wilayat', code, NULL, NULL, NULL, NULL, NULL, NULL
+             FROM wilayats WHERE code = ANY($3)
+             UNION ALL
+             SELECT 'counter', NULL, NULL, NULL, NULL, NULL, NULL, last_value
+             FROM reference_counters WHERE year = $4
+             UNION ALL
+             SELECT 'cursor', NULL, NULL, NULL, NULL, NULL, NULL, nextval(s.events)
+             FROM (SELECT pg_get_serial_sequence('ticket_events', 'seq')::regclass AS events) s,
+                 generate_series(1, $5)",
+        )
+        .bind(&request_ids)
+        .bind(&categories)
+        .bind(&wilayats)
+        .bind(year)
+        .bind(n_cursors)
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            match row.try_get::<&str, _>("kind")? {
+                "record" => {
+                    reads.recorded.insert(
+                        row.try_get("code")?,
+                        (row.try_get("fingerprint")?, row.try_get("response")?),
+                    );
+                }
+                "category" => {
+                    reads.categories.insert(row.try_get("code")?, row);
+                }
+                "wilayat" => {
+                    reads.wilayats.insert(row.try_get("code")?);
+                }
+                "counter" => reads.last_reference = row.try_get("number")?,
+                _ => reads.cursors.push(row.try_get("number")?),
+            }
+        }
+        drop(rows);
+        reads.cursors.sort_unstable();
+        if reads.cursors.len() != jobs.len() {
+            return Err(StoreError::Corrupt(
+                "the event log handed out fewer cursors than asked".into(),
+            ));
+        }
+        Ok(reads)
+    }
 }
 
 async fn replay<T: DeserializeOwned>(
@@ -1192,121 +1345,40 @@ impl TicketRows {
         self.search_texts.push(search_text(ticket));
         self.created_by.push(ticket.created_by.clone());
     }
-
-    async fn insert(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO tickets (id, reference, ticket_type, channel, category, priority, status,
-                 directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
-                 version, body, search_text, created_by)
-             SELECT id::uuid, reference, ticket_type, channel, category, priority, status,
-                 directorate, outlet, wilayat, assignee, support_line, create_time, update_time,
-                 version, body::jsonb, search_text, created_by
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int2[],
-                 $13::int8[], $14::int8[], $15::int8[], $16::text[], $17::text[], $18::text[])
-                 WITH ORDINALITY AS t(id, reference, ticket_type, channel, category, priority,
-                     status, directorate, outlet, wilayat, assignee, support_line, create_time,
-                     update_time, version, body, search_text, created_by, n)
-             ORDER BY n",
-        )
-        .bind(&self.ids)
-        .bind(&self.references)
-        .bind(&self.types)
-        .bind(&self.channels)
-        .bind(&self.categories)
-        .bind(&self.priorities)
-        .bind(&self.statuses)
-        .bind(&self.directorates)
-        .bind(&self.outlets)
-        .bind(&self.wilayats)
-        .bind(&self.assignees)
-        .bind(&self.support_lines)
-        .bind(&self.create_times)
-        .bind(&self.update_times)
-        .bind(&self.versions)
-        .bind(&self.bodies)
-        .bind(&self.search_texts)
-        .bind(&self.created_by)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
 }
 
-/// The created events of a run's new tickets, for one multi-row insert.
+/// The created events of a run's new tickets (their snapshot is the ticket's body, taken
+/// from the ticket rows in the statement).
 #[derive(Default)]
 struct EventRows {
+    cursors: Vec<i64>,
+    ticket_ids: Vec<String>,
     kinds: Vec<&'static str>,
     actors: Vec<String>,
     versions: Vec<i64>,
     bodies: Vec<String>,
-    ticket_bodies: Vec<String>,
 }
 
 impl EventRows {
-    fn push(
-        &mut self,
-        ticket: &Ticket,
-        actor: &str,
-        record: &EventRecord,
-        ticket_body: &str,
-    ) -> Result<(), StoreError> {
-        self.kinds.push(record.kind.as_str());
-        self.actors.push(actor.to_owned());
-        self.versions.push(ticket.version);
-        self.bodies.push(to_json(record)?);
-        self.ticket_bodies.push(ticket_body.to_owned());
+    fn push(&mut self, event: &TicketEvent) -> Result<(), StoreError> {
+        self.cursors.push(event.cursor);
+        self.ticket_ids.push(event.ticket_id.to_string());
+        self.kinds.push(event.record.kind.as_str());
+        self.actors.push(event.actor.clone());
+        self.versions.push(event.version);
+        self.bodies.push(to_json(&event.record)?);
         Ok(())
-    }
-
-    /// Appends the events in the order they were pushed (the order of `ticket_ids`) and
-    /// returns their cursors in that order.
-    async fn insert(
-        &self,
-        conn: &mut PgConnection,
-        now: Timestamp,
-        ticket_ids: &[String],
-    ) -> Result<Vec<i64>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "INSERT INTO ticket_events (ticket_id, kind, actor, occur_time, version, body,
-                 ticket_body)
-             SELECT ticket_id::uuid, kind, actor, $1, version, body::jsonb, ticket_body::jsonb
-             FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[])
-                 WITH ORDINALITY AS e(ticket_id, kind, actor, version, body, ticket_body, n)
-             ORDER BY n
-             RETURNING ticket_id::text, seq",
-        )
-        .bind(now.as_micros())
-        .bind(ticket_ids)
-        .bind(&self.kinds)
-        .bind(&self.actors)
-        .bind(&self.versions)
-        .bind(&self.bodies)
-        .bind(&self.ticket_bodies)
-        .fetch_all(&mut *conn)
-        .await?;
-        // RETURNING does not promise an order: match the cursors to the tickets by id.
-        let cursors: HashMap<String, i64> = rows.into_iter().collect();
-        ticket_ids
-            .iter()
-            .map(|id| {
-                cursors
-                    .get(id)
-                    .copied()
-                    .ok_or_else(|| StoreError::Corrupt("a created event has no cursor".into()))
-            })
-            .collect()
     }
 }
 
-/// The pushes a run of creates owes the national platform, for one multi-row insert.
+/// The pushes a run of creates owes the national platform (their ticket snapshot is the
+/// ticket's body, taken from the ticket rows in the statement).
 #[derive(Default)]
 struct OutboxRows {
     ticket_ids: Vec<String>,
     cursors: Vec<i64>,
     kinds: Vec<&'static str>,
     keys: Vec<String>,
-    ticket_bodies: Vec<String>,
     event_bodies: Vec<String>,
 }
 
@@ -1314,7 +1386,6 @@ impl OutboxRows {
     fn push(
         &mut self,
         ticket: &Ticket,
-        ticket_body: String,
         event: &TicketEvent,
         kind: PushKind,
     ) -> Result<(), StoreError> {
@@ -1323,7 +1394,6 @@ impl OutboxRows {
         self.kinds.push(kind.as_str());
         self.keys
             .push(format!("balagh-{}-{}", ticket.id, event.cursor));
-        self.ticket_bodies.push(ticket_body);
         self.event_bodies.push(to_json(event)?);
         Ok(())
     }
@@ -1345,45 +1415,127 @@ impl RecordRows {
     }
 }
 
-/// Inserts a run's pushes and request records with one statement (empty arrays insert
-/// nothing).
-async fn insert_pushes_and_records(
-    conn: &mut PgConnection,
-    outbox: &OutboxRows,
-    records: &RecordRows,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    if outbox.ticket_ids.is_empty() && records.request_ids.is_empty() {
-        return Ok(());
+/// Everything a run of creates writes.
+#[derive(Default)]
+struct RunRows {
+    tickets: TicketRows,
+    events: EventRows,
+    outbox: OutboxRows,
+    records: RecordRows,
+}
+
+impl RunRows {
+    /// Writes the run in one statement: the year's counter moves from `last_reference` to
+    /// `new_reference`, the tickets (in queue order, so `seq` follows it), their created
+    /// events at the cursors read under the write lock, the pushes and the request records;
+    /// and other replicas are notified (delivered at commit). The event and the push take the
+    /// ticket's body as the tickets insert parsed it.
+    ///
+    /// The counter is moved by the run's size and checked against `new_reference`: a counter
+    /// written by a session without the write lock fails the run instead of a reference
+    /// being handed out twice.
+    async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        year: i32,
+        last_reference: i64,
+        new_reference: i64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let t = &self.tickets;
+        let (e, o, r) = (&self.events, &self.outbox, &self.records);
+        let counter: Option<i64> = sqlx::query_scalar(
+            "WITH counter AS (
+                 INSERT INTO reference_counters (year, last_value) VALUES ($1, $2)
+                 ON CONFLICT (year) DO UPDATE SET last_value = reference_counters.last_value + $2
+                 RETURNING last_value
+             ), new_tickets AS (
+                 INSERT INTO tickets (id, reference, ticket_type, channel, category, priority,
+                     status, directorate, outlet, wilayat, assignee, support_line, create_time,
+                     update_time, version, body, search_text, created_by)
+                 SELECT id::uuid, reference, ticket_type, channel, category, priority, status,
+                     directorate, outlet, wilayat, assignee, support_line, create_time,
+                     update_time, version, body::jsonb, search_text, created_by
+                 FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+                     $14::text[], $15::int2[], $16::int8[], $17::int8[], $18::int8[],
+                     $19::text[], $20::text[], $21::text[])
+                     WITH ORDINALITY AS t(id, reference, ticket_type, channel, category,
+                         priority, status, directorate, outlet, wilayat, assignee, support_line,
+                         create_time, update_time, version, body, search_text, created_by, n)
+                 ORDER BY n
+                 RETURNING id, body
+             ), new_events AS (
+                 INSERT INTO ticket_events (seq, ticket_id, kind, actor, occur_time, version,
+                     body, ticket_body)
+                 OVERRIDING SYSTEM VALUE
+                 SELECT e.seq, t.id, e.kind, e.actor, $3, e.version, e.body::jsonb, t.body
+                 FROM unnest($22::int8[], $23::text[], $24::text[], $25::text[], $26::int8[],
+                     $27::text[]) AS e(seq, ticket_id, kind, actor, version, body)
+                 JOIN new_tickets t ON t.id = e.ticket_id::uuid
+                 ORDER BY e.seq
+             ), pushes AS (
+                 INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key,
+                     ticket_body, event_body, state, next_attempt_at, create_time, update_time)
+                 SELECT t.id, o.event_cursor, o.kind, o.idempotency_key, t.body,
+                     o.event_body::jsonb, 'pending', $3, $3, $3
+                 FROM unnest($28::text[], $29::int8[], $30::text[], $31::text[], $32::text[])
+                     AS o(ticket_id, event_cursor, kind, idempotency_key, event_body)
+                 JOIN new_tickets t ON t.id = o.ticket_id::uuid
+                 ORDER BY o.event_cursor
+             ), records AS (
+                 INSERT INTO request_records (request_id, fingerprint, response, create_time)
+                 SELECT request_id, fingerprint, response, $3
+                 FROM unnest($33::text[], $34::bytea[], $35::text[])
+                     AS r(request_id, fingerprint, response)
+             )
+             SELECT (SELECT last_value FROM counter) FROM (SELECT pg_notify($36, '')) AS notified",
+        )
+        .bind(year)
+        .bind(new_reference - last_reference)
+        .bind(now.as_micros())
+        .bind(&t.ids)
+        .bind(&t.references)
+        .bind(&t.types)
+        .bind(&t.channels)
+        .bind(&t.categories)
+        .bind(&t.priorities)
+        .bind(&t.statuses)
+        .bind(&t.directorates)
+        .bind(&t.outlets)
+        .bind(&t.wilayats)
+        .bind(&t.assignees)
+        .bind(&t.support_lines)
+        .bind(&t.create_times)
+        .bind(&t.update_times)
+        .bind(&t.versions)
+        .bind(&t.bodies)
+        .bind(&t.search_texts)
+        .bind(&t.created_by)
+        .bind(&e.cursors)
+        .bind(&e.ticket_ids)
+        .bind(&e.kinds)
+        .bind(&e.actors)
+        .bind(&e.versions)
+        .bind(&e.bodies)
+        .bind(&o.ticket_ids)
+        .bind(&o.cursors)
+        .bind(&o.kinds)
+        .bind(&o.keys)
+        .bind(&o.event_bodies)
+        .bind(&r.request_ids)
+        .bind(&r.fingerprints)
+        .bind(&r.responses)
+        .bind(COMMIT_CHANNEL)
+        .fetch_one(&mut *conn)
+        .await?;
+        if counter != Some(new_reference) {
+            return Err(StoreError::Corrupt(format!(
+                "the reference counter moved under the write lock (expected {new_reference}, found {counter:?})"
+            )));
+        }
+        Ok(())
     }
-    sqlx::query(
-        "WITH pushes AS (
-             INSERT INTO outbox (ticket_id, event_cursor, kind, idempotency_key, ticket_body,
-                 event_body, state, next_attempt_at, create_time, update_time)
-             SELECT ticket_id::uuid, event_cursor, kind, idempotency_key, ticket_body::jsonb,
-                 event_body::jsonb, 'pending', $1, $1, $1
-             FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                 $7::text[]) WITH ORDINALITY
-                 AS o(ticket_id, event_cursor, kind, idempotency_key, ticket_body, event_body, n)
-             ORDER BY n
-         )
-         INSERT INTO request_records (request_id, fingerprint, response, create_time)
-         SELECT request_id, fingerprint, response, $1
-         FROM unnest($8::text[], $9::bytea[], $10::text[]) AS r(request_id, fingerprint, response)",
-    )
-    .bind(now.as_micros())
-    .bind(&outbox.ticket_ids)
-    .bind(&outbox.cursors)
-    .bind(&outbox.kinds)
-    .bind(&outbox.keys)
-    .bind(&outbox.ticket_bodies)
-    .bind(&outbox.event_bodies)
-    .bind(&records.request_ids)
-    .bind(&records.fingerprints)
-    .bind(&records.responses)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 async fn insert_ticket(
@@ -3543,10 +3695,10 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.stop_writer.cancel();
-        if let Some(task) = self.writer.lock().await.take()
-            && let Err(error) = task.await
+        if let Some(finished) = self.writer.lock().await.take()
+            && finished.await.is_err()
         {
-            tracing::error!(error = %error, "the writer task failed");
+            tracing::error!("the writer thread ended without finishing its work");
         }
         if let Some(task) = self.listener.lock().await.take()
             && let Err(error) = task.await
@@ -3670,7 +3822,7 @@ fn setting_from_row(row: &PgRow, time_column: &str) -> Result<StoredSetting, Sto
 
 #[cfg(test)]
 mod tests {
-    use super::{BEGIN_WRITE, WRITE_LOCK_KEY};
+    use super::{BEGIN_WRITE, RESTART_WRITE, WRITE_LOCK_KEY};
 
     #[test]
     fn a_write_transaction_begins_by_taking_the_write_lock() {
@@ -3678,5 +3830,6 @@ mod tests {
             BEGIN_WRITE,
             format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
         );
+        assert_eq!(RESTART_WRITE, format!("ROLLBACK; {BEGIN_WRITE}"));
     }
 }
