@@ -679,11 +679,7 @@ async fn in_savepoint(
     now: Timestamp,
 ) -> Result<Output, StoreError> {
     let mut savepoint = conn.begin().await?;
-    let outcome = AssertUnwindSafe(op(&mut savepoint, now))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Corrupt("a write panicked".into())));
-    match outcome {
+    match caught(op(&mut savepoint, now)).await {
         Ok(out) => savepoint
             .commit()
             .await
