@@ -1039,11 +1039,6 @@ impl RunReads {
         }
         drop(rows);
         reads.cursors.sort_unstable();
-        if reads.cursors.len() != jobs.len() {
-            return Err(StoreError::Corrupt(
-                "the event log handed out fewer cursors than asked".into(),
-            ));
-        }
         Ok(reads)
     }
 }
@@ -1343,12 +1338,12 @@ impl TicketRows {
     }
 }
 
-/// The created events of a run's new tickets (their snapshot is the ticket's body, taken
-/// from the ticket rows in the statement).
+/// The created events of a run's new tickets, one per ticket in the tickets' order (their
+/// ticket ids are the tickets', and their snapshot is the ticket's body, taken from the
+/// ticket rows in the statement).
 #[derive(Default)]
 struct EventRows {
     cursors: Vec<i64>,
-    ticket_ids: Vec<String>,
     kinds: Vec<&'static str>,
     actors: Vec<String>,
     versions: Vec<i64>,
@@ -1358,7 +1353,6 @@ struct EventRows {
 impl EventRows {
     fn push(&mut self, event: &TicketEvent) -> Result<(), StoreError> {
         self.cursors.push(event.cursor);
-        self.ticket_ids.push(event.ticket_id.to_string());
         self.kinds.push(event.record.kind.as_str());
         self.actors.push(event.actor.clone());
         self.versions.push(event.version);
@@ -1509,7 +1503,8 @@ impl RunRows {
         .bind(&t.search_texts)
         .bind(&t.created_by)
         .bind(&e.cursors)
-        .bind(&e.ticket_ids)
+        // The events' ticket ids: the tickets', in the same order.
+        .bind(&t.ids)
         .bind(&e.kinds)
         .bind(&e.actors)
         .bind(&e.versions)
