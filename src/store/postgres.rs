@@ -32,11 +32,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, QueryBuilder, Row};
+use sqlx::{Connection, Either, Postgres, QueryBuilder, Row};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -149,6 +149,21 @@ fn search_text(ticket: &Ticket) -> String {
     search_document(ticket).replace('-', " ")
 }
 
+/// The `tsquery` literal that finds the tickets whose search text has a word starting with
+/// each of `words` (normalised query words): every word, split at hyphens as the search text
+/// is (see [`search_text`]), as a quoted prefix term. The search vector holds the search
+/// text's words as they are (migration 0012), so no text parser stands between the two. No
+/// term (only hyphens) gives the empty query, which matches nothing.
+fn prefix_query(words: &[String]) -> String {
+    words
+        .iter()
+        .flat_map(|w| w.split('-'))
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("'{}':*", w.replace('\\', "\\\\").replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(" & ")
+}
+
 /// The LISTEN/NOTIFY channel on which writers announce commits to every replica.
 const COMMIT_CHANNEL: &str = "balagh_commits";
 
@@ -185,6 +200,52 @@ async fn listen_for_commits(
                     }
                 },
             }
+        }
+    }
+}
+
+/// How often, at most, [`clean_search_index`] empties the search index's pending list.
+const SEARCH_INDEX_CLEAN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Moves the entries of the search index's pending list into the index proper, after
+/// commits, at most every [`SEARCH_INDEX_CLEAN_INTERVAL`].
+///
+/// A GIN index takes new entries into a pending list; the insert that finds the list longer
+/// than `gin_pending_list_limit` (4 MB) merges it into the index, in its own statement. That
+/// insert is the writer's, under the write lock that every replica's writes wait for: 6% of
+/// its CPU at 32 creating clients (docs/benchmarks.md). Merging from this session instead
+/// keeps that work off the write path (an insert that finds this session merging goes on
+/// without waiting), and keeps the list short for searches, which read all of it.
+///
+/// Only the index's owner may merge; a session that may not logs it once and stops (inserts
+/// then merge as before).
+async fn clean_search_index(
+    pool: PgPool,
+    mut commits: watch::Receiver<u64>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = commits.changed() => if changed.is_err() { return },
+        }
+        let cleaned = sqlx::query("SELECT gin_clean_pending_list('tickets_search'::regclass)")
+            .execute(&pool)
+            .await;
+        match cleaned {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42501") => {
+                tracing::warn!(
+                    "this session does not own the search index, so inserts keep merging its \
+                     pending list; run balagh as the owner of its tables"
+                );
+                return;
+            }
+            Err(error) => tracing::debug!(error = %error, "cleaning the search index failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SEARCH_INDEX_CLEAN_INTERVAL) => {}
         }
     }
 }
@@ -350,6 +411,8 @@ pub struct PostgresStore {
     /// Resolves when the writer's thread has finished (an error: it panicked).
     writer: Mutex<Option<oneshot::Receiver<()>>>,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// Empties the search index's pending list (see [`clean_search_index`]).
+    cleaner: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl PostgresStore {
@@ -408,6 +471,11 @@ impl PostgresStore {
             commit_sender,
             stop_writer.clone(),
         ));
+        let cleaner = tokio::spawn(clean_search_index(
+            readers.clone(),
+            commits.clone(),
+            stop_writer.clone(),
+        ));
         Ok(Self {
             connect,
             candidates: std::sync::Mutex::new(HashMap::new()),
@@ -418,6 +486,7 @@ impl PostgresStore {
             stop_writer,
             writer: Mutex::new(Some(writer)),
             listener: Mutex::new(Some(listener)),
+            cleaner: Mutex::new(Some(cleaner)),
         })
     }
 
@@ -559,48 +628,129 @@ async fn start_writer(
 }
 
 async fn run_writer(mut conn: PgConnection, parts: WriterParts) {
-    let WriterParts {
-        mut queue,
-        stop,
-        clock,
-        max_batch,
-        commits,
-    } = parts;
-    let mut batch = Vec::with_capacity(max_batch);
-    let mut closed = false;
-    loop {
-        let n = tokio::select! {
-            biased;
-            n = queue.recv_many(&mut batch, max_batch) => n,
-            () = stop.cancelled(), if !closed => {
-                // Refuse new writes, but finish every write already accepted.
-                queue.close();
-                closed = true;
+    let mut writer = Writer {
+        batch: Vec::with_capacity(parts.max_batch),
+        closed: false,
+        parts,
+    };
+    while writer.next_batch().await {
+        let error = match conn.begin_with(BEGIN_WRITE).await {
+            Ok(tx) => {
+                writer.write_chain(tx).await;
                 continue;
             }
+            Err(error) => error,
         };
-        if n == 0 {
-            break;
-        }
-        if write_batch(&mut conn, batch.drain(..), clock.as_ref()).await {
-            commits.send_modify(|n| *n = n.wrapping_add(1));
-        }
+        refuse_batch(&mut conn, writer.batch.drain(..), &error).await;
     }
     if let Err(error) = conn.close().await {
         tracing::warn!(error = %error, "closing the writer connection failed");
     }
 }
 
-/// Runs and commits one batch; true when it committed.
-async fn write_batch(
+/// The writer's loop state.
+struct Writer {
+    parts: WriterParts,
+    /// The writes of the transaction being written.
+    batch: Vec<Job>,
+    /// Whether the queue was closed (shutdown): what it holds is written, nothing is added.
+    closed: bool,
+}
+
+impl Writer {
+    /// Waits for writes and takes up to `max_batch` of them; false once the queue is closed
+    /// and empty.
+    async fn next_batch(&mut self) -> bool {
+        loop {
+            tokio::select! {
+                biased;
+                n = self.parts.queue.recv_many(&mut self.batch, self.parts.max_batch) => return n > 0,
+                () = self.parts.stop.cancelled(), if !self.closed => self.close(),
+            }
+        }
+    }
+
+    /// Refuses new writes, but keeps every write already accepted.
+    fn close(&mut self) {
+        self.parts.queue.close();
+        self.closed = true;
+    }
+
+    /// Writes the batch in `tx`, which holds the write lock, and commits it; while more
+    /// writes wait, each commit begins the next transaction (see [`commit_and_begin`]) and
+    /// the next batch is written in it.
+    async fn write_chain(&mut self, mut tx: sqlx::Transaction<'_, Postgres>) {
+        loop {
+            let answers = write_in(&mut tx, self.batch.drain(..), self.parts.clock.as_ref()).await;
+            if self.parts.stop.is_cancelled() && !self.closed {
+                self.close();
+            }
+            if self.parts.queue.is_empty() {
+                let committed = tx.commit().await.map_err(StoreError::from);
+                self.answer(answers, committed);
+                return;
+            }
+            let (committed, began) = commit_and_begin(&mut tx).await;
+            self.answer(answers, committed);
+            // Only this task takes from the queue, which was not empty.
+            if !began || !self.next_batch().await {
+                // Dropping `tx` rolls back whatever the session is in, if anything.
+                return;
+            }
+        }
+    }
+
+    fn answer(&self, answers: Answers, committed: Result<(), StoreError>) {
+        if answer_batch(answers, committed) {
+            self.parts.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// Commits the write transaction and begins the next one with the write lock, in one round
+/// trip (see [`commit_and_begin`]).
+const COMMIT_AND_BEGIN: &str = "COMMIT; BEGIN; SELECT pg_advisory_xact_lock(108170569672552)";
+
+/// Commits `tx` and, in the same round trip, begins the next write transaction on its session
+/// and takes the write lock: when writes are waiting, the round trip of a `BEGIN` of their own
+/// is saved (a tenth of a batch's time at 32 creating clients, docs/benchmarks.md). The lock
+/// is held only while writes wait: the writer ends the chain with a plain commit when its
+/// queue is empty.
+///
+/// Returns whether the commit went through, and whether the next transaction began. When it
+/// did not (the commit failed, so nothing after it ran; or the lock wait ran out), the session
+/// is left for `tx`'s drop to roll back.
+async fn commit_and_begin(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+) -> (Result<(), StoreError>, bool) {
+    let mut results = sqlx::raw_sql(COMMIT_AND_BEGIN).fetch_many(&mut **tx);
+    // One result per statement, in order: the first is the commit's.
+    let mut completed = 0_usize;
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(Either::Left(_)) => completed += 1,
+            Ok(Either::Right(_)) => {}
+            Err(error) => {
+                let committed = if completed == 0 {
+                    tracing::error!(error = %error, "group commit failed");
+                    Err(StoreError::CommitFailed)
+                } else {
+                    tracing::error!(error = %error, "cannot begin the next write transaction");
+                    Ok(())
+                };
+                return (committed, false);
+            }
+        }
+    }
+    (Ok(()), true)
+}
+
+/// Answers a batch that was refused before it was written: its transaction did not begin.
+async fn refuse_batch(
     conn: &mut PgConnection,
-    jobs: impl ExactSizeIterator<Item = Job>,
-    clock: &dyn Clock,
-) -> bool {
-    let error = match conn.begin_with(BEGIN_WRITE).await {
-        Ok(tx) => return write_in(tx, jobs, clock).await,
-        Err(error) => error,
-    };
+    jobs: impl Iterator<Item = Job>,
+    error: &sqlx::Error,
+) {
     tracing::error!(error = %error, "cannot begin a write transaction");
     // BEGIN may have run and the lock failed (a lock wait beyond statement_timeout): the
     // session is then in an aborted transaction that sqlx does not know of.
@@ -610,51 +760,15 @@ async fn write_batch(
     for job in jobs {
         let _ = job.reply.send(Err(StoreError::CommitFailed));
     }
-    false
 }
 
-/// Runs the batch in `tx`, which holds the write lock, and commits; true when it committed.
-async fn write_in(
-    mut tx: sqlx::Transaction<'_, Postgres>,
-    jobs: impl ExactSizeIterator<Item = Job>,
-    clock: &dyn Clock,
-) -> bool {
-    let mut answers = Vec::with_capacity(jobs.len());
-    // Consecutive creates are written together; any other write ends the run, so writes
-    // keep the order in which they were queued.
-    let mut creates = Vec::new();
-    // Nothing written yet: a run of creates needs no savepoint (see `create_run`).
-    let mut fresh = true;
-    let mut notified = false;
-    for job in jobs {
-        match job.work {
-            Work::Create(create) => creates.push((*create, job.reply)),
-            Work::Op(op) => {
-                if !creates.is_empty() {
-                    let run = std::mem::take(&mut creates);
-                    notified |= create_run(&mut tx, run, fresh, clock.now(), &mut answers).await;
-                }
-                fresh = false;
-                let outcome = in_savepoint(&mut tx, op, clock.now()).await;
-                answers.push((job.reply, outcome));
-            }
-        }
-    }
-    if !creates.is_empty() {
-        notified |= create_run(&mut tx, creates, fresh, clock.now(), &mut answers).await;
-    }
-    // Other replicas' change feeds wake up when this commits (NOTIFY is delivered at commit).
-    // It only wakes them: they read the event log, which is the truth. A run of creates
-    // notifies in its own statement.
-    if !notified
-        && let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(COMMIT_CHANNEL)
-            .execute(&mut *tx)
-            .await
-    {
-        tracing::warn!(error = %error, "could not notify other replicas of a commit");
-    }
-    match tx.commit().await {
+/// What each write of a batch answers once the batch's commit is known.
+type Answers = Vec<(Reply, Result<Output, StoreError>)>;
+
+/// Sends each write its answer: its own outcome when the batch committed, its own failure or
+/// `CommitFailed` when not. True when it committed.
+fn answer_batch(answers: Answers, committed: Result<(), StoreError>) -> bool {
+    match committed {
         Ok(()) => {
             for (reply, outcome) in answers {
                 let _ = reply.send(outcome);
@@ -669,6 +783,57 @@ async fn write_in(
             false
         }
     }
+}
+
+/// Runs the batch in `tx`, which holds the write lock, up to its commit; returns each write's
+/// answer, to be sent once the commit is known.
+async fn write_in(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    jobs: impl ExactSizeIterator<Item = Job>,
+    clock: &dyn Clock,
+) -> Answers {
+    let mut answers = Vec::with_capacity(jobs.len());
+    // Consecutive creates are written together; any other write ends the run, so writes
+    // keep the order in which they were queued.
+    let mut creates = Vec::new();
+    // Nothing written yet: a run of creates needs no savepoint (see `create_run`).
+    let mut fresh = true;
+    let mut notified = false;
+    for job in jobs {
+        match job.work {
+            Work::Create(create) => creates.push((*create, job.reply)),
+            Work::Op(op) => {
+                if !creates.is_empty() {
+                    let run = std::mem::take(&mut creates);
+                    notified |= create_run(tx, run, fresh, clock.now(), &mut answers).await;
+                }
+                fresh = false;
+                let outcome = in_savepoint(tx, op, clock.now()).await;
+                answers.push((job.reply, outcome));
+            }
+        }
+    }
+    if !creates.is_empty() {
+        notified |= create_run(tx, creates, fresh, clock.now(), &mut answers).await;
+    }
+    // Other replicas' change feeds wake up when this commits (NOTIFY is delivered at commit).
+    // It only wakes them: they read the event log, which is the truth. A run of creates
+    // notifies in its own statement.
+    if !notified
+        && let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(COMMIT_CHANNEL)
+            .execute(&mut **tx)
+            .await
+    {
+        // The failed statement aborted the transaction: its commit would roll back.
+        tracing::error!(error = %error, "could not notify other replicas of a commit");
+        for (_, outcome) in &mut answers {
+            if outcome.is_ok() {
+                *outcome = Err(StoreError::CommitFailed);
+            }
+        }
+    }
+    answers
 }
 
 /// Runs `op` in a savepoint of its own: a failing (or panicking) write rolls back alone
@@ -2336,19 +2501,9 @@ impl Store for PostgresStore {
             query.update_time_to,
         );
         if !query.words.is_empty() {
-            // Every word (split at hyphens, as the 'simple' parser does) as a prefix term;
-            // normalised words hold only letters, digits and hyphens.
-            let expression = query
-                .words
-                .iter()
-                .flat_map(|w| w.split('-'))
-                .filter(|w| !w.is_empty())
-                .map(|w| format!("{w}:*"))
-                .collect::<Vec<_>>()
-                .join(" & ");
-            qb.push(" AND search_vector @@ to_tsquery('simple', ")
-                .push_bind(expression)
-                .push(")");
+            qb.push(" AND search_vector @@ ")
+                .push_bind(prefix_query(&query.words))
+                .push("::tsquery");
         }
         if let Some(reference) = query.reference {
             qb.push(" AND reference = ")
@@ -3696,6 +3851,11 @@ impl Store for PostgresStore {
         {
             tracing::error!(error = %error, "the commit listener failed");
         }
+        if let Some(task) = self.cleaner.lock().await.take()
+            && let Err(error) = task.await
+        {
+            tracing::error!(error = %error, "the search index cleaner failed");
+        }
         self.readers.close().await;
         let candidates: Vec<PgConnection> = match self.candidates.lock() {
             Ok(mut candidates) => candidates.drain().map(|(_, conn)| conn).collect(),
@@ -3813,7 +3973,22 @@ fn setting_from_row(row: &PgRow, time_column: &str) -> Result<StoredSetting, Sto
 
 #[cfg(test)]
 mod tests {
-    use super::{BEGIN_WRITE, RESTART_WRITE, WRITE_LOCK_KEY};
+    use super::{BEGIN_WRITE, COMMIT_AND_BEGIN, RESTART_WRITE, WRITE_LOCK_KEY, prefix_query};
+
+    #[test]
+    fn a_search_is_a_prefix_term_per_word_split_at_hyphens() {
+        let words = |ws: &[&str]| ws.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            prefix_query(&words(&["مدرسه", "mct-2026-000123"])),
+            "'مدرسه':* & 'mct':* & '2026':* & '000123':*"
+        );
+        // Quotes and backslashes cannot end a term early (normalised words hold neither).
+        assert_eq!(
+            prefix_query(&words(&["a'b", "c\\"])),
+            "'a''b':* & 'c\\\\':*"
+        );
+        assert_eq!(prefix_query(&words(&["-", "--"])), "");
+    }
 
     #[test]
     fn a_write_transaction_begins_by_taking_the_write_lock() {
@@ -3822,5 +3997,6 @@ mod tests {
             format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
         );
         assert_eq!(RESTART_WRITE, format!("ROLLBACK; {BEGIN_WRITE}"));
+        assert_eq!(COMMIT_AND_BEGIN, format!("COMMIT; {BEGIN_WRITE}"));
     }
 }
