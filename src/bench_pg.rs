@@ -53,7 +53,7 @@ use tonic::transport::Channel as GrpcChannel;
 use crate::bench::{
     CLIENTS_PER_CHANNEL, Corpus, CpuSnapshot, CpuUse, Machine, Measured, RunningServer, Workload,
     connect, drive, group_digits, load_average, micros, new_histogram, new_ticket, prepare_create,
-    search_document, verdict,
+    verdict,
 };
 use crate::domain::catalog::CatalogData;
 use crate::domain::lifecycle::created_event;
@@ -62,7 +62,7 @@ use crate::domain::{Clock, SystemClock};
 use crate::grpc::proto;
 use crate::grpc::proto::ticket_service_client::TicketServiceClient;
 use crate::grpc::request::ACTOR_METADATA_KEY;
-use crate::store::{PostgresStore, PostgresStoreOptions, Store};
+use crate::store::{PostgresStore, PostgresStoreOptions, Store, postgres_search_text};
 
 /// The target of issue 5: group commit at 32 clients against one transaction per create.
 const TARGET_RATIO: f64 = 1.5;
@@ -492,8 +492,8 @@ fn pgbench_script(corpus: &Corpus, k: u64) -> anyhow::Result<String> {
     );
     let body = serde_json::to_string(&ticket)?;
     let event = serde_json::to_string(&created_event(&ticket))?;
-    // As the PostgreSQL store writes it: hyphens as spaces (see `store::postgres::search_text`).
-    let search = search_document(&ticket).replace('-', " ");
+    // As the PostgreSQL store writes it.
+    let search = postgres_search_text(&ticket);
     let text = |value: Option<&str>| value.map_or("NULL".to_owned(), |v| format!("'{v}'"));
     for literal in [&body, &event, &search] {
         anyhow::ensure!(

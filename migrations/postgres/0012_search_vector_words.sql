@@ -17,6 +17,16 @@ EXCEPTION WHEN invalid_parameter_value THEN
     RAISE NOTICE 'lz4 is not available on this server; the search vector stays compressed with pglz';
 END
 $$;
+-- A lexeme holds at most 2047 bytes; to_tsvector skipped longer words, array_to_tsvector refuses
+-- them. balagh leaves them out of the search text from now on; older rows are trimmed the
+-- same way.
+UPDATE tickets
+SET search_text = array_to_string(ARRAY(
+        SELECT w FROM unnest(string_to_array(search_text, ' ')) AS w
+        WHERE octet_length(w) < 2048), ' ')
+WHERE octet_length(search_text) >= 2048
+    AND EXISTS (SELECT 1 FROM unnest(string_to_array(search_text, ' ')) AS w
+                WHERE octet_length(w) >= 2048);
 ALTER TABLE tickets DROP COLUMN search_vector;
 ALTER TABLE tickets ADD COLUMN search_vector TSVECTOR GENERATED ALWAYS AS
     (array_to_tsvector(array_remove(string_to_array(search_text, ' '), ''))) STORED;

@@ -39,6 +39,7 @@ use crate::domain::values::{EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
 pub(crate) use postgres::WRITER_THREAD_NAME as POSTGRES_WRITER_THREAD_NAME;
+pub(crate) use postgres::search_text as postgres_search_text;
 pub use postgres::{PostgresStore, PostgresStoreOptions, SessionLimits};
 
 /// A part of the service one replica at a time plays on a shared database (see

@@ -145,9 +145,21 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// The search document with hyphens as spaces: PostgreSQL's parser would read "-2026" in
 /// "mct-2026-000123" as a signed number, which no prefix query matches.
-fn search_text(ticket: &Ticket) -> String {
-    search_document(ticket).replace('-', " ")
+///
+/// Words of 2048 bytes or more are left out: a `tsvector` cannot hold them (PostgreSQL refuses
+/// the row), and `to_tsvector` skipped them before migration 0012, which trims them from older
+/// rows the same way.
+pub(crate) fn search_text(ticket: &Ticket) -> String {
+    search_document(ticket)
+        .replace('-', " ")
+        .split(' ')
+        .filter(|word| word.len() < MAX_LEXEME_BYTES)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
+
+/// PostgreSQL's bound on a `tsvector` lexeme, exclusive (2047 bytes at most).
+const MAX_LEXEME_BYTES: usize = 2048;
 
 /// The `tsquery` literal that finds the tickets whose search text has a word starting with
 /// each of `words` (normalised query words): every word, split at hyphens as the search text
@@ -444,9 +456,10 @@ impl PostgresStore {
             .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?;
         migrating.close().await;
         let connect = options.limits.apply(unlimited);
-        // One more than the readers: the commit listener keeps a connection of its own.
+        // Two more than the readers: the commit listener keeps a connection of its own, and
+        // the search index's cleaner borrows one now and then.
         let readers = PgPoolOptions::new()
-            .max_connections(options.readers.max(1) + 1)
+            .max_connections(options.readers.max(1) + 2)
             .min_connections(1)
             .acquire_timeout(options.limits.acquire_timeout)
             .connect_with(connect.clone())
@@ -682,6 +695,11 @@ impl Writer {
     async fn write_chain(&mut self, mut tx: sqlx::Transaction<'_, Postgres>) {
         loop {
             let answers = write_in(&mut tx, self.batch.drain(..), self.parts.clock.as_ref()).await;
+            if lost_transaction(&tx) {
+                // Every answer is already a failure; there is nothing to commit.
+                self.answer(answers, Err(StoreError::CommitFailed));
+                return;
+            }
             if self.parts.stop.is_cancelled() && !self.closed {
                 self.close();
             }
@@ -851,6 +869,16 @@ async fn write_in(
     if !creates.is_empty() {
         notified |= create_run(tx, creates, fresh, clock.now(), &mut answers).await;
     }
+    if lost_transaction(tx) {
+        tracing::error!(
+            n_writes = answers.len(),
+            "the write transaction was rolled back under the batch"
+        );
+        for (_, outcome) in &mut answers {
+            *outcome = Err(StoreError::CommitFailed);
+        }
+        return answers;
+    }
     // Other replicas' change feeds wake up when this commits (NOTIFY is delivered at commit).
     // It only wakes them: they read the event log, which is the truth. A run of creates
     // notifies in its own statement.
@@ -871,6 +899,15 @@ async fn write_in(
     answers
 }
 
+/// Whether the write transaction is gone. A `SAVEPOINT` refused by the server (the transaction
+/// was aborted outside any savepoint, say when `RESTART_WRITE` lost its lock wait) makes sqlx
+/// roll the whole transaction back and count it as ended. A write begun after that would begin
+/// a transaction of its own, without the write lock, so nothing more is written in it: its
+/// writes answer `CommitFailed`, and so does every write the rollback discarded.
+fn lost_transaction(conn: &PgConnection) -> bool {
+    !conn.is_in_transaction()
+}
+
 /// Runs `op` in a savepoint of its own: a failing (or panicking) write rolls back alone
 /// instead of taking the batch, or the writer and every later write, down with it.
 async fn in_savepoint(
@@ -878,6 +915,9 @@ async fn in_savepoint(
     op: Op,
     now: Timestamp,
 ) -> Result<Output, StoreError> {
+    if lost_transaction(conn) {
+        return Err(StoreError::CommitFailed);
+    }
     let mut savepoint = conn.begin().await?;
     match caught(op(&mut savepoint, now)).await {
         Ok(out) => savepoint
@@ -909,6 +949,13 @@ async fn create_run(
     now: Timestamp,
     answers: &mut Vec<(Reply, Result<Output, StoreError>)>,
 ) -> bool {
+    if lost_transaction(conn) {
+        answers.extend(
+            run.into_iter()
+                .map(|(_, reply)| (reply, Err(StoreError::CommitFailed))),
+        );
+        return false;
+    }
     let jobs: Vec<&CreateJob> = run.iter().map(|(job, _)| job).collect();
     let written = if fresh {
         match caught(create_set(conn, &jobs, now)).await {
@@ -4084,7 +4131,12 @@ mod tests {
             other_tx.commit().await.unwrap();
         });
         let mut watcher = PgConnection::connect_with(&options).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
+            assert!(
+                !holder.is_finished() && tokio::time::Instant::now() < deadline,
+                "the other session never waited for the lock"
+            );
             let waiting: bool = sqlx::query(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted)",
             )

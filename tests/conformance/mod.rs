@@ -125,6 +125,28 @@ pub async fn reference_numbers_are_unique_and_gap_free_under_concurrent_writes(h
     assert_eq!(all.len(), 257, "failed writes left nothing behind");
 }
 
+/// A description with words too long for PostgreSQL's text search (2048 bytes or more) is
+/// written, and its other words are found; a word just under the bound is found too.
+pub async fn a_word_too_long_to_index_is_left_out_and_the_rest_is_found(h: Harness) {
+    let mut new = new_ticket("street_lighting");
+    // 2,047 bytes, then 2,048 bytes (1,024 two-byte letters): 3,083 characters in all.
+    new.description = format!("{} {} حفرة عميقة", "x".repeat(2047), "ب".repeat(1024));
+    let created = h.store.create_ticket(ctx(), new).await.unwrap();
+    for words in [vec!["عميقه"], vec!["حفره", "xxxx"]] {
+        let found = h
+            .store
+            .list_tickets(&TicketQuery {
+                words: words.iter().map(|w| (*w).to_owned()).collect(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<_> = found.iter().map(|t| t.ticket.id).collect();
+        assert_eq!(ids, [created.id], "searching {words:?}");
+    }
+}
+
 /// What one create of [`creates_written_together_answer_each_as_if_alone`] asks.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Ask {
@@ -2687,6 +2709,14 @@ macro_rules! conformance_suite {
                 return;
             };
             conformance::reference_numbers_are_unique_and_gap_free_under_concurrent_writes(h).await;
+        }
+
+        #[tokio::test]
+        async fn a_word_too_long_to_index_is_left_out_and_the_rest_is_found() {
+            let Some(h) = $open(clock()).await else {
+                return;
+            };
+            conformance::a_word_too_long_to_index_is_left_out_and_the_rest_is_found(h).await;
         }
 
         #[tokio::test]
