@@ -17,6 +17,35 @@ pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// A write of a group commit: where its answer goes, and its outcome if the batch commits.
+pub(super) type Answer<T> = (
+    tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+    Result<T, StoreError>,
+);
+
+/// Sends each write of a group commit its answer: its own outcome when the batch committed,
+/// its own failure or `CommitFailed` when not. True when it committed.
+pub(super) fn answer_batch<T, E: std::fmt::Display>(
+    answers: Vec<Answer<T>>,
+    committed: Result<(), E>,
+) -> bool {
+    match committed {
+        Ok(()) => {
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+            true
+        }
+        Err(error) => {
+            tracing::error!(error = %error, n_writes = answers.len(), "group commit failed");
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome.and(Err(StoreError::CommitFailed)));
+            }
+            false
+        }
+    }
+}
+
 pub(super) fn unknown(field: &str, description: &str) -> StoreError {
     StoreError::UnknownReference(FieldViolation::new(field, description))
 }

@@ -42,8 +42,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::common::{
-    FactsColumns, bind_projection, check_version, from_json, inbound_record_fields, new_ticket,
-    not_a_handler, reference, search_document, sla_row, to_json, unknown,
+    FactsColumns, answer_batch, bind_projection, check_version, from_json, inbound_record_fields,
+    new_ticket, not_a_handler, reference, search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
@@ -817,26 +817,6 @@ async fn refuse_batch(
 
 /// What each write of a batch answers once the batch's commit is known.
 type Answers = Vec<(Reply, Result<Output, StoreError>)>;
-
-/// Sends each write its answer: its own outcome when the batch committed, its own failure or
-/// `CommitFailed` when not. True when it committed.
-fn answer_batch(answers: Answers, committed: Result<(), StoreError>) -> bool {
-    match committed {
-        Ok(()) => {
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome);
-            }
-            true
-        }
-        Err(error) => {
-            tracing::error!(error = %error, n_writes = answers.len(), "group commit failed");
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome.and(Err(StoreError::CommitFailed)));
-            }
-            false
-        }
-    }
-}
 
 /// Runs the batch in `tx`, which holds the write lock, up to its commit; returns each write's
 /// answer, to be sent once the commit is known.

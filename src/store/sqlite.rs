@@ -41,8 +41,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::common::{
-    FactsColumns, check_version, from_json, inbound_record_fields, new_ticket, not_a_handler,
-    reference, search_document, sla_row, to_json, unknown,
+    FactsColumns, answer_batch, check_version, from_json, inbound_record_fields, new_ticket,
+    not_a_handler, reference, search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
@@ -494,21 +494,7 @@ fn write_batch(
         Some(error) => Err(error),
         None => flush_search_index(&tx).and_then(|()| tx.commit()),
     };
-    match committed {
-        Ok(()) => {
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome);
-            }
-            true
-        }
-        Err(error) => {
-            tracing::error!(error = %error, n_writes = answers.len(), "group commit failed");
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome.and(Err(StoreError::CommitFailed)));
-            }
-            false
-        }
-    }
+    answer_batch(answers, committed)
 }
 
 /// Moves the search text the batch's writes queued in `temp.search_pending` into
