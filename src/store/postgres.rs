@@ -42,8 +42,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::common::{
-    FactsColumns, answer_batch, bind_projection, check_version, from_json, inbound_record_fields,
-    new_ticket, not_a_handler, reference, search_document, sla_row, to_json, unknown,
+    Answer, FactsColumns, answer_batch, bind_projection, check_version, from_json,
+    inbound_record_fields, new_ticket, not_a_handler, reference, search_document, sla_row, to_json,
+    unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
@@ -694,10 +695,11 @@ impl Writer {
     /// the next batch is written in it.
     async fn write_chain(&mut self, mut tx: sqlx::Transaction<'_, Postgres>) {
         loop {
-            let answers = write_in(&mut tx, self.batch.drain(..), self.parts.clock.as_ref()).await;
-            if lost_transaction(&tx) {
-                // Every answer is already a failure; there is nothing to commit.
-                self.answer(answers, Err(StoreError::CommitFailed));
+            let (answers, written) =
+                write_in(&mut tx, self.batch.drain(..), self.parts.clock.as_ref()).await;
+            if let Err(error) = written {
+                // Nothing of the batch can commit; dropping `tx` rolls back what is left.
+                self.answer(answers, Err(error));
                 return;
             }
             if self.parts.stop.is_cancelled() && !self.closed {
@@ -816,15 +818,17 @@ async fn refuse_batch(
 }
 
 /// What each write of a batch answers once the batch's commit is known.
-type Answers = Vec<(Reply, Result<Output, StoreError>)>;
+type Answers = Vec<Answer<Output>>;
 
 /// Runs the batch in `tx`, which holds the write lock, up to its commit; returns each write's
-/// answer, to be sent once the commit is known.
+/// answer, to be sent once the commit is known, and `Err` when the transaction can no longer
+/// commit what it holds: sqlx rolled it back (see [`lost_transaction`]), or a failed statement
+/// aborted it, whose `COMMIT` would then roll back without an error.
 async fn write_in(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     jobs: impl ExactSizeIterator<Item = Job>,
     clock: &dyn Clock,
-) -> Answers {
+) -> (Answers, Result<(), StoreError>) {
     let mut answers = Vec::with_capacity(jobs.len());
     // Consecutive creates are written together; any other write ends the run, so writes
     // keep the order in which they were queued.
@@ -850,14 +854,8 @@ async fn write_in(
         notified |= create_run(tx, creates, fresh, clock.now(), &mut answers).await;
     }
     if lost_transaction(tx) {
-        tracing::error!(
-            n_writes = answers.len(),
-            "the write transaction was rolled back under the batch"
-        );
-        for (_, outcome) in &mut answers {
-            *outcome = Err(StoreError::CommitFailed);
-        }
-        return answers;
+        tracing::error!("the write transaction was rolled back under its batch");
+        return (answers, Err(StoreError::CommitFailed));
     }
     // Other replicas' change feeds wake up when this commits (NOTIFY is delivered at commit).
     // It only wakes them: they read the event log, which is the truth. A run of creates
@@ -868,15 +866,10 @@ async fn write_in(
             .execute(&mut **tx)
             .await
     {
-        // The failed statement aborted the transaction: its commit would roll back.
         tracing::error!(error = %error, "could not notify other replicas of a commit");
-        for (_, outcome) in &mut answers {
-            if outcome.is_ok() {
-                *outcome = Err(StoreError::CommitFailed);
-            }
-        }
+        return (answers, Err(StoreError::CommitFailed));
     }
-    answers
+    (answers, Ok(()))
 }
 
 /// Whether the write transaction is gone. A `SAVEPOINT` refused by the server (the transaction
@@ -927,7 +920,7 @@ async fn create_run(
     run: Vec<(CreateJob, Reply)>,
     fresh: bool,
     now: Timestamp,
-    answers: &mut Vec<(Reply, Result<Output, StoreError>)>,
+    answers: &mut Answers,
 ) -> bool {
     if lost_transaction(conn) {
         answers.extend(
