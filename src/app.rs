@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::domain::{Clock, SystemClock, Timestamp};
 use crate::grpc::catalog_service::CatalogServiceImpl;
 use crate::grpc::connection::CoalescedWrites;
+use crate::grpc::encoded_tickets::EncodedTickets;
 use crate::grpc::proto::FILE_DESCRIPTOR_SET;
 use crate::grpc::proto::catalog_service_server::CatalogServiceServer;
 use crate::grpc::proto::quality_service_server::QualityServiceServer;
@@ -168,7 +169,12 @@ impl Application {
                 metrics.watch_streams_open.clone(),
                 config.satisfaction,
             )
-            .with_caller_limits(caller_limits.clone()),
+            .with_caller_limits(caller_limits.clone())
+            .with_encoded_tickets(EncodedTickets::new(
+                usize::try_from(config.store.encoded_ticket_cache_mib << 20).unwrap_or(usize::MAX),
+                metrics.list_tickets_reused.clone(),
+                metrics.list_tickets_made.clone(),
+            )),
             limits.max_message_bytes,
         );
         let catalog_service = CatalogServiceServer::new(CatalogServiceImpl::new(store.clone()))

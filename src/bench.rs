@@ -107,6 +107,15 @@ pub struct BenchArgs {
     /// an EdDSA-signed bearer token, checked and authorized by the auth layer), and compare.
     #[arg(long)]
     pub auth: bool,
+    /// Decode every field of GetTicket's and ListTickets' answers, as a real client does. By
+    /// default the load generator reads only the ticket ids and the page token (the same wire
+    /// format, the rest skipped), so that less of the shared machine goes to the client.
+    #[arg(long)]
+    pub full_decode: bool,
+    /// The server's `store.encoded_ticket_cache_mib`; 0 makes ListTickets decode and encode
+    /// every ticket of every page [default: the server's default].
+    #[arg(long)]
+    pub encoded_ticket_cache_mib: Option<u64>,
 }
 
 /// A part of the benchmark that `--only` can select.
@@ -128,6 +137,8 @@ struct Plan {
     quick: bool,
     parts: Vec<Part>,
     auth: bool,
+    full_decode: bool,
+    encoded_ticket_cache_mib: Option<u64>,
 }
 
 impl Plan {
@@ -169,6 +180,8 @@ impl Plan {
             quick: args.quick,
             parts,
             auth: args.auth,
+            full_decode: args.full_decode,
+            encoded_ticket_cache_mib: args.encoded_ticket_cache_mib,
         })
     }
 
@@ -178,6 +191,14 @@ impl Plan {
 
     fn preloads(&self) -> bool {
         self.runs(Part::Get) || self.runs(Part::List)
+    }
+
+    fn decode(&self) -> Decode {
+        if self.full_decode {
+            Decode::Full
+        } else {
+            Decode::Slim
+        }
     }
 }
 
@@ -268,7 +289,13 @@ async fn run_plan(plan: &Plan, dir: &Path) -> anyhow::Result<Report> {
     }
 
     let started = Instant::now();
-    let server = RunningServer::start(&server_url).await?;
+    let cache_mib = plan.encoded_ticket_cache_mib;
+    let server = RunningServer::start_with(&server_url, move |config| {
+        if let Some(mib) = cache_mib {
+            config.store.encoded_ticket_cache_mib = mib;
+        }
+    })
+    .await?;
     report.server_start = Some(started.elapsed());
     println!(
         "\nserver listening on {} (opened in {:.2} s)",
@@ -290,6 +317,9 @@ async fn run_plan(plan: &Plan, dir: &Path) -> anyhow::Result<Report> {
     if plan.auth {
         let (credentials, authenticator) = bench_credentials()?;
         let server = RunningServer::start_with(&server_url, move |config| {
+            if let Some(mib) = cache_mib {
+                config.store.encoded_ticket_cache_mib = mib;
+            }
             config.auth = Some(authenticator);
             // One bench caller makes every call: no per-caller limit may slow it down.
             config.limits.caller_rate_per_second = u32::MAX;
@@ -377,10 +407,10 @@ async fn run_scenarios(
     // Reads first, so they see exactly the preloaded table; CreateTicket then writes into it.
     let mut workloads = Vec::new();
     if plan.runs(Part::Get) {
-        workloads.push(Workload::Get(sample_ids));
+        workloads.push(Workload::Get(sample_ids, plan.decode()));
     }
     if plan.runs(Part::List) {
-        workloads.push(Workload::List);
+        workloads.push(Workload::List(plan.decode()));
     }
     if plan.runs(Part::Create) {
         workloads.push(Workload::Create(corpus));
@@ -501,16 +531,26 @@ pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<GrpcChannel> {
 #[derive(Clone)]
 pub(crate) enum Workload {
     Create(Arc<Corpus>),
-    Get(Arc<Vec<String>>),
-    List,
+    Get(Arc<Vec<String>>, Decode),
+    List(Decode),
+}
+
+/// How much of a read's answer the load generator decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decode {
+    /// Every field, into the generated messages.
+    Full,
+    /// Only the ticket ids and the page token ([`SlimGetTicketResponse`],
+    /// [`SlimListTicketsResponse`]).
+    Slim,
 }
 
 impl Workload {
     fn name(&self) -> &'static str {
         match self {
             Workload::Create(_) => "CreateTicket",
-            Workload::Get(_) => "GetTicket",
-            Workload::List => "ListTickets",
+            Workload::Get(..) => "GetTicket",
+            Workload::List(_) => "ListTickets",
         }
     }
 }
@@ -676,7 +716,7 @@ async fn drive_as(
         tasks.spawn(client_loop(
             credentials.clone(),
             workload,
-            TicketServiceClient::new(channel),
+            channel,
             index as u64,
             measure_from,
             stop_at,
@@ -702,7 +742,7 @@ async fn drive_as(
         elapsed,
         latency: total.latency,
         cpu,
-        rows_per_call: matches!(workload, Workload::List)
+        rows_per_call: matches!(workload, Workload::List(_))
             .then(|| total.rows as f64 / total.ops.max(1) as f64),
     })
 }
@@ -710,15 +750,16 @@ async fn drive_as(
 async fn client_loop(
     credentials: Credentials,
     workload: Workload,
-    mut client: TicketServiceClient<GrpcChannel>,
+    channel: GrpcChannel,
     index: u64,
     measure_from: Instant,
     stop_at: Instant,
 ) -> anyhow::Result<Tally> {
     let mut rng = SplitMix64::new(0x5EED_0000 + index);
     let mut tally = Tally::new(measure_from)?;
-    let mut page_token = String::new();
-    let mut pages = 0u32;
+    let mut page = Paging::default();
+    let mut client = TicketServiceClient::new(channel.clone());
+    let mut slim = tonic::client::Grpc::new(channel);
     loop {
         let started = Instant::now();
         if started >= stop_at {
@@ -728,9 +769,15 @@ async fn client_loop(
             Workload::Create(corpus) => {
                 create_once(&credentials, &mut client, corpus, rng.next()).await
             }
-            Workload::Get(ids) => get_once(&credentials, &mut client, ids, &mut rng).await,
-            Workload::List => {
-                list_once(&credentials, &mut client, &mut page_token, &mut pages).await
+            Workload::Get(ids, Decode::Full) => {
+                get_once(&credentials, &mut client, ids, &mut rng).await
+            }
+            Workload::Get(ids, Decode::Slim) => {
+                get_once_slim(&credentials, &mut slim, ids, &mut rng).await
+            }
+            Workload::List(Decode::Full) => list_once(&credentials, &mut client, &mut page).await,
+            Workload::List(Decode::Slim) => {
+                list_once_slim(&credentials, &mut slim, &mut page).await
             }
         };
         if started >= measure_from {
@@ -761,27 +808,109 @@ async fn create_once(
         .context("CreateTicket answered without a ticket")
 }
 
+fn pick_id<'a>(ids: &'a [String], rng: &mut SplitMix64) -> anyhow::Result<&'a String> {
+    let n = u64::try_from(ids.len()).unwrap_or(u64::MAX).max(1);
+    usize::try_from(rng.below(n))
+        .ok()
+        .and_then(|i| ids.get(i))
+        .context("no ticket ids to get")
+}
+
+fn get_request(id: &str) -> proto::GetTicketRequest {
+    proto::GetTicketRequest {
+        reveal_personal_data: false,
+        lookup: Some(proto::get_ticket_request::Lookup::Id(id.to_owned())),
+    }
+}
+
 async fn get_once(
     credentials: &Credentials,
     client: &mut TicketServiceClient<GrpcChannel>,
     ids: &[String],
     rng: &mut SplitMix64,
 ) -> anyhow::Result<u64> {
-    let n = u64::try_from(ids.len()).unwrap_or(u64::MAX).max(1);
-    let id = usize::try_from(rng.below(n))
-        .ok()
-        .and_then(|i| ids.get(i))
-        .context("no ticket ids to get")?;
-    let request = proto::GetTicketRequest {
-        reveal_personal_data: false,
-        lookup: Some(proto::get_ticket_request::Lookup::Id(id.clone())),
-    };
-    let response = client.get_ticket(credentials.request(request)).await?;
-    response
+    let id = pick_id(ids, rng)?;
+    let response = client
+        .get_ticket(credentials.request(get_request(id)))
+        .await?;
+    let ticket = response
         .into_inner()
         .ticket
-        .map(|_| 1)
-        .context("GetTicket answered without a ticket")
+        .context("GetTicket answered without a ticket")?;
+    anyhow::ensure!(ticket.id == *id, "GetTicket answered another ticket");
+    Ok(1)
+}
+
+/// `GetTicketResponse` as the load generator reads it by default: the same wire format, only
+/// the ticket's id. prost skips the other fields without building them; a real client decodes
+/// everything (`--full-decode`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SlimGetTicketResponse {
+    #[prost(message, optional, tag = "1")]
+    ticket: Option<SlimTicket>,
+}
+
+/// `ListTicketsResponse` as the load generator reads it by default (see
+/// [`SlimGetTicketResponse`]).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SlimListTicketsResponse {
+    #[prost(message, repeated, tag = "1")]
+    tickets: Vec<SlimTicket>,
+    #[prost(string, tag = "2")]
+    next_page_token: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SlimTicket {
+    #[prost(string, tag = "1")]
+    id: String,
+}
+
+const GET_TICKET_PATH: &str = "/balagh.v1.TicketService/GetTicket";
+const LIST_TICKETS_PATH: &str = "/balagh.v1.TicketService/ListTickets";
+
+async fn get_once_slim(
+    credentials: &Credentials,
+    grpc: &mut tonic::client::Grpc<GrpcChannel>,
+    ids: &[String],
+    rng: &mut SplitMix64,
+) -> anyhow::Result<u64> {
+    let id = pick_id(ids, rng)?;
+    grpc.ready().await?;
+    let response = grpc
+        .unary(
+            credentials.request(get_request(id)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(GET_TICKET_PATH),
+            tonic_prost::ProstCodec::<proto::GetTicketRequest, SlimGetTicketResponse>::default(),
+        )
+        .await?;
+    let ticket = response
+        .into_inner()
+        .ticket
+        .context("GetTicket answered without a ticket")?;
+    anyhow::ensure!(ticket.id == *id, "GetTicket answered another ticket");
+    Ok(1)
+}
+
+/// Where a ListTickets client is in its walk through the inbox's pages.
+#[derive(Default)]
+struct Paging {
+    token: String,
+    pages: u32,
+}
+
+impl Paging {
+    /// Follows `next_page_token` a few pages deep, then starts over; after an error, starts
+    /// over at once.
+    fn advance(&mut self, next_page_token: Option<String>) {
+        match next_page_token {
+            Some(token) if !token.is_empty() && self.pages + 1 < LIST_MAX_PAGES => {
+                self.token = token;
+                self.pages += 1;
+            }
+            _ => *self = Self::default(),
+        }
+    }
 }
 
 /// The filtered list of a directorate's inbox: its new tickets, newest first, a page of 50.
@@ -799,28 +928,55 @@ fn list_request(page_token: &str) -> proto::ListTicketsRequest {
 async fn list_once(
     credentials: &Credentials,
     client: &mut TicketServiceClient<GrpcChannel>,
-    page_token: &mut String,
-    pages: &mut u32,
+    page: &mut Paging,
 ) -> anyhow::Result<u64> {
     let outcome = client
-        .list_tickets(credentials.request(list_request(page_token)))
+        .list_tickets(credentials.request(list_request(&page.token)))
         .await;
     let response = match outcome {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            page_token.clear();
-            *pages = 0;
+            page.advance(None);
             return Err(status.into());
         }
     };
-    *pages += 1;
-    if response.next_page_token.is_empty() || *pages >= LIST_MAX_PAGES {
-        page_token.clear();
-        *pages = 0;
-    } else {
-        *page_token = response.next_page_token;
-    }
-    Ok(u64::try_from(response.tickets.len()).unwrap_or(u64::MAX))
+    let n = response.tickets.len();
+    anyhow::ensure!(
+        response.tickets.iter().all(|t| !t.id.is_empty()),
+        "ListTickets answered a ticket without an id"
+    );
+    page.advance(Some(response.next_page_token));
+    Ok(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+async fn list_once_slim(
+    credentials: &Credentials,
+    grpc: &mut tonic::client::Grpc<GrpcChannel>,
+    page: &mut Paging,
+) -> anyhow::Result<u64> {
+    grpc.ready().await?;
+    let outcome = grpc
+        .unary(
+            credentials.request(list_request(&page.token)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(LIST_TICKETS_PATH),
+            tonic_prost::ProstCodec::<proto::ListTicketsRequest, SlimListTicketsResponse>::default(
+            ),
+        )
+        .await;
+    let response = match outcome {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            page.advance(None);
+            return Err(status.into());
+        }
+    };
+    let n = response.tickets.len();
+    anyhow::ensure!(
+        response.tickets.iter().all(|t| !t.id.is_empty()),
+        "ListTickets answered a ticket without an id"
+    );
+    page.advance(Some(response.next_page_token));
+    Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2490,6 +2646,58 @@ mod tests {
                 parse_new_ticket(&request).err()
             );
         }
+    }
+
+    #[test]
+    fn the_slim_answers_read_the_real_wire_format() {
+        use prost::Message as _;
+        let corpus = corpus();
+        let ticket = |id: &str| {
+            let request = corpus.sample_request(7);
+            proto::Ticket {
+                id: id.into(),
+                subject: request.subject,
+                description: request.description,
+                reporter: request.reporter,
+                location: request.location,
+                ..Default::default()
+            }
+        };
+        let got = proto::GetTicketResponse {
+            ticket: Some(ticket("a")),
+        };
+        let slim = SlimGetTicketResponse::decode(got.encode_to_vec().as_slice()).expect("get");
+        assert_eq!(slim.ticket.map(|t| t.id), Some("a".to_owned()));
+        let page = proto::ListTicketsResponse {
+            tickets: vec![ticket("a"), ticket("b")],
+            next_page_token: "next".into(),
+        };
+        let slim = SlimListTicketsResponse::decode(page.encode_to_vec().as_slice()).expect("list");
+        assert_eq!(
+            slim.tickets
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(slim.next_page_token, "next");
+    }
+
+    #[test]
+    fn a_client_walks_twenty_pages_then_starts_over() {
+        let mut page = Paging::default();
+        for k in 1..LIST_MAX_PAGES {
+            page.advance(Some(format!("token {k}")));
+            assert_eq!(page.token, format!("token {k}"));
+        }
+        page.advance(Some("one too many".into()));
+        assert!(page.token.is_empty(), "the twentieth page was the last");
+        page.advance(Some("a".into()));
+        page.advance(Some(String::new()));
+        assert!(page.token.is_empty(), "the last page ends the walk");
+        page.advance(Some("a".into()));
+        page.advance(None);
+        assert!(page.token.is_empty(), "an error ends the walk");
     }
 
     #[test]

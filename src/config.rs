@@ -586,6 +586,9 @@ pub struct StoreTuning {
     /// PostgreSQL only: how long a read waits for a pooled connection before the call gets
     /// `UNAVAILABLE` `STORAGE_BUSY`; at least 1.
     pub acquire_timeout_seconds: u64,
+    /// MiB of memory ListTickets may keep its tickets' encoded messages in, with the stored
+    /// JSON each was made from (`grpc::encoded_tickets`); 0 = keep none, at most 65536.
+    pub encoded_ticket_cache_mib: u64,
 }
 
 impl Default for StoreTuning {
@@ -598,6 +601,8 @@ impl Default for StoreTuning {
             statement_timeout_seconds: 30,
             idle_in_transaction_timeout_seconds: 60,
             acquire_timeout_seconds: 10,
+            encoded_ticket_cache_mib: (crate::grpc::ticket_service::DEFAULT_ENCODED_TICKETS_BYTES
+                >> 20) as u64,
         }
     }
 }
@@ -806,6 +811,12 @@ impl Config {
         if file.store.sqlite_mmap_mib > max_mmap_mib {
             anyhow::bail!(
                 "store.sqlite_mmap_mib must be at most {max_mmap_mib} (SQLite maps no more)"
+            );
+        }
+        if file.store.encoded_ticket_cache_mib > 65536 {
+            anyhow::bail!(
+                "store.encoded_ticket_cache_mib is {}; at most 65536",
+                file.store.encoded_ticket_cache_mib
             );
         }
         if file.store.acquire_timeout_seconds == 0 {

@@ -60,6 +60,9 @@ pub struct Metrics {
     pub platform_last_pull_age_seconds: Gauge,
     /// 1 for each role this replica leads now (see `crate::leader`), 0 otherwise.
     pub leader: Family<RoleLabels, Gauge>,
+    /// ListTickets' tickets answered from a message kept from before, and made anew.
+    pub list_tickets_reused: Counter,
+    pub list_tickets_made: Counter,
     registry: Arc<Registry>,
 }
 
@@ -86,6 +89,8 @@ impl Metrics {
         let platform_pulled_changes = Gauge::default();
         let platform_last_pull_age_seconds = Gauge::default();
         let leader = Family::<RoleLabels, Gauge>::default();
+        let list_tickets_reused = Counter::default();
+        let list_tickets_made = Counter::default();
         let mut registry = Registry::with_prefix("balagh");
         registry.register(
             "grpc_requests",
@@ -147,6 +152,16 @@ impl Metrics {
             "1 when this replica plays the role (escalation_scheduler, platform_pull), else 0",
             leader.clone(),
         );
+        registry.register(
+            "list_tickets_reused_tickets",
+            "ListTickets' tickets answered with a message kept from an earlier page",
+            list_tickets_reused.clone(),
+        );
+        registry.register(
+            "list_tickets_made_tickets",
+            "ListTickets' tickets decoded and encoded anew (not kept, changed, or first read)",
+            list_tickets_made.clone(),
+        );
         Self {
             grpc_requests,
             grpc_duration,
@@ -160,6 +175,8 @@ impl Metrics {
             platform_pulled_changes,
             platform_last_pull_age_seconds,
             leader,
+            list_tickets_reused,
+            list_tickets_made,
             registry: Arc::new(registry),
         }
     }

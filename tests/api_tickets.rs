@@ -647,6 +647,65 @@ async fn update_ticket_with_mask_and_etag() {
     app.stop().await;
 }
 
+async fn listed(app: &mut TestApp) -> Vec<proto::Ticket> {
+    list(app, proto::ListTicketsRequest::default())
+        .await
+        .tickets
+}
+
+/// The ticket as GetTicket answers it, without the SLA clock that only GetTicket carries.
+async fn got(app: &mut TestApp, id: String) -> proto::Ticket {
+    let mut ticket = get(app, &id).await;
+    ticket.sla = None;
+    ticket
+}
+
+/// ListTickets keeps the messages it made (`grpc::encoded_tickets`): every change must still
+/// show in the next page, exactly as GetTicket answers it, and each page stays what prost
+/// would encode.
+#[tokio::test]
+async fn a_listed_ticket_shows_each_change_at_once() {
+    let mut app = spawn_app().await;
+    let ticket = create(&mut app, pothole_report()).await;
+    let other = create(&mut app, pothole_report()).await;
+    let first = listed(&mut app).await;
+    assert_eq!(first, listed(&mut app).await, "read twice, the same");
+    assert_eq!(first[0], got(&mut app, other.id.clone()).await);
+
+    let mut changed = ticket.clone();
+    changed.subject = "حفرة أكبر".into();
+    app.tickets
+        .update_ticket(proto::UpdateTicketRequest {
+            ticket: Some(changed),
+            update_mask: Some(FieldMask {
+                paths: vec!["subject".into()],
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("update");
+    let after_edit = listed(&mut app).await;
+    assert_eq!(after_edit[1].subject, "حفرة أكبر");
+    assert_eq!(after_edit[1].etag, "\"2\"");
+    assert_eq!(after_edit[1], got(&mut app, ticket.id.clone()).await);
+    assert_eq!(after_edit[0], first[0], "the unchanged ticket is unchanged");
+
+    app.tickets
+        .erase_personal_data(proto::ErasePersonalDataRequest {
+            ticket_id: ticket.id.clone(),
+            reason: "the beneficiary asked".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("erase");
+    let after_erasure = listed(&mut app).await;
+    let reporter = after_erasure[1].reporter.clone().expect("reporter");
+    assert!(reporter.erased, "{reporter:?}");
+    assert!(reporter.phone.is_empty() && reporter.name.is_empty());
+    assert_eq!(after_erasure[1], got(&mut app, ticket.id.clone()).await);
+    app.stop().await;
+}
+
 async fn resolve(app: &mut TestApp, id: &str) -> proto::Ticket {
     app.tickets
         .resolve_ticket(proto::ResolveTicketRequest {

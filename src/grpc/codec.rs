@@ -88,8 +88,9 @@ impl EncodedMessage {
     }
 }
 
-/// The codec of a server-streaming method whose responses are [`EncodedMessage`]s: requests
-/// are decoded as by [`BalaghCodec`], responses are copied into the frame as they are.
+/// The codec of a method whose responses are [`EncodedMessage`]s (WatchTickets, ListTickets):
+/// requests are decoded as by [`BalaghCodec`], responses are copied into the frame as they
+/// are.
 #[derive(Debug, Clone)]
 pub struct PreEncodedCodec<U> {
     _request: PhantomData<U>,

@@ -7,6 +7,7 @@ pub mod catalog_service;
 pub mod codec;
 pub mod connection;
 pub mod convert;
+pub mod encoded_tickets;
 pub mod error;
 pub mod proto;
 pub mod quality_service;

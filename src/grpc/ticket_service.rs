@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -11,6 +12,7 @@ use super::convert::{
     parse_attachments, parse_location, parse_new_ticket, parse_reporter, parse_resolution,
     required_text, ticket_to_proto, timestamp_from_proto,
 };
+use super::encoded_tickets::EncodedTickets;
 use super::error::{invalid_argument, prefixed};
 use super::proto::{self, ticket_service_server::TicketService};
 use super::request::{PageToken, filter_hash, page_size, parse_etag, request_key, write_context};
@@ -29,7 +31,9 @@ use crate::domain::ticket::{
     Satisfaction, Status as TicketStatus, SupportLine, Ticket, TicketPatch, TicketType, Visibility,
 };
 use crate::domain::values::{Code, EmployeeId, ReferenceNumber, TicketId, parse_text};
-use crate::store::{PersonalDataAccess, Store, StoreError, TicketLookup, TicketQuery};
+use crate::store::{
+    PersonalDataAccess, Store, StoreError, TicketLookup, TicketQuery, decode_ticket,
+};
 
 /// ListTickets page size when none is asked for, and the most it returns.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -50,6 +54,38 @@ pub struct TicketServiceImpl {
     survey_policy: SurveyPolicy,
     /// Caps the watch streams of each authenticated caller (none without authentication).
     caller_limits: Option<Arc<CallerLimits>>,
+    /// ListTickets' encoded tickets, by stored body.
+    encoded: Arc<EncodedTickets>,
+}
+
+/// Bytes of bodies and encoded tickets ListTickets keeps when the configuration says nothing
+/// (`store.encoded_ticket_cache_mib`).
+pub const DEFAULT_ENCODED_TICKETS_BYTES: usize = 64 << 20;
+
+/// A `ListTicketsResponse` from its tickets' encoded messages: the bytes prost would write
+/// for the message with these tickets and this token (fields in tag order).
+pub fn encode_list_response(tickets: &[Bytes], next_page_token: &str) -> Bytes {
+    use bytes::BufMut;
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let size = tickets.iter().map(|t| field(t.len())).sum::<usize>()
+        + if next_page_token.is_empty() {
+            0
+        } else {
+            field(next_page_token.len())
+        };
+    let mut out = bytes::BytesMut::with_capacity(size);
+    for ticket in tickets {
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(ticket.len() as u64, &mut out);
+        out.put_slice(ticket);
+    }
+    if !next_page_token.is_empty() {
+        encode_key(2, WireType::LengthDelimited, &mut out);
+        encode_varint(next_page_token.len() as u64, &mut out);
+        out.put_slice(next_page_token.as_bytes());
+    }
+    out.freeze()
 }
 
 /// A ticket as the principal may see it: personal data masked for authenticated callers.
@@ -89,7 +125,58 @@ impl TicketServiceImpl {
             streams_open,
             survey_policy,
             caller_limits: None,
+            encoded: Arc::new(EncodedTickets::new(
+                DEFAULT_ENCODED_TICKETS_BYTES,
+                Default::default(),
+                Default::default(),
+            )),
         }
+    }
+
+    /// Keeps ListTickets' encoded tickets in `encoded` instead of the default.
+    pub fn with_encoded_tickets(mut self, encoded: EncodedTickets) -> Self {
+        self.encoded = Arc::new(encoded);
+        self
+    }
+
+    /// A ListTickets answer, encoded: the tickets' messages are made once per stored body and
+    /// shape, then reused (`grpc::encoded_tickets`). The generated `list_tickets` and the
+    /// route's pre-encoded ListTickets both answer with it.
+    pub async fn list_tickets_encoded(
+        &self,
+        principal: &Principal,
+        message: &proto::ListTicketsRequest,
+    ) -> Result<Bytes, Status> {
+        let (mut query, hash) = parse_list_query(message).map_err(invalid_argument)?;
+        let page_size = query.limit - 1;
+        let Some(filter) = principal.ticket_scope().restrict(query.filter) else {
+            // Only tickets outside the caller's scope were asked for: there are none to show.
+            return Ok(Bytes::new());
+        };
+        query.filter = filter;
+        let mut rows = self.store.list_ticket_bodies(&query).await?;
+        let next_page_token = if rows.len() > page_size as usize {
+            rows.truncate(page_size as usize);
+            rows.last()
+                .map(|last| {
+                    PageToken {
+                        position: last.position,
+                        filter_hash: hash,
+                    }
+                    .encode()
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let masked = principal.masks_personal_data();
+        let bodies = rows.into_iter().map(|row| row.body).collect();
+        let tickets = self.encoded.messages(bodies, masked, |body| {
+            let ticket = decode_ticket(body)?;
+            let message = super::convert::ticket_to_proto_masked(&ticket, masked);
+            Ok::<_, StoreError>(Bytes::from(message.encode_to_vec()))
+        })?;
+        Ok(encode_list_response(&tickets, &next_page_token))
     }
 
     /// Caps each authenticated caller's watch streams.
@@ -692,33 +779,14 @@ impl TicketService for TicketServiceImpl {
         request: Request<proto::ListTicketsRequest>,
     ) -> Result<Response<proto::ListTicketsResponse>, Status> {
         let principal = Principal::of(&request);
-        let message = request.get_ref();
-        let (mut query, hash) = parse_list_query(message).map_err(invalid_argument)?;
-        let page_size = query.limit - 1;
-        let Some(filter) = principal.ticket_scope().restrict(query.filter) else {
-            // Only tickets outside the caller's scope were asked for: there are none to show.
-            return Ok(Response::new(proto::ListTicketsResponse::default()));
-        };
-        query.filter = filter;
-        let mut rows = self.store.list_tickets(&query).await?;
-        let next_page_token = if rows.len() > page_size as usize {
-            rows.truncate(page_size as usize);
-            rows.last()
-                .map(|last| {
-                    PageToken {
-                        position: last.position,
-                        filter_hash: hash,
-                    }
-                    .encode()
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(proto::ListTicketsResponse {
-            tickets: rows.iter().map(|r| answer(&principal, &r.ticket)).collect(),
-            next_page_token,
-        }))
+        let encoded = self
+            .list_tickets_encoded(&principal, request.get_ref())
+            .await?;
+        let message = proto::ListTicketsResponse::decode(encoded).map_err(|error| {
+            tracing::error!(%error, "an encoded ListTickets answer does not decode");
+            Status::internal("internal error")
+        })?;
+        Ok(Response::new(message))
     }
 
     async fn update_ticket(
@@ -1119,5 +1187,43 @@ impl TicketService for TicketServiceImpl {
                 .collect(),
             next_page_token,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(subject: &str) -> proto::Ticket {
+        proto::Ticket {
+            id: "0190d7a4-0000-7000-8000-000000000001".into(),
+            subject: subject.into(),
+            description: "ش".repeat(200),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_page_from_encoded_tickets_is_the_bytes_prost_writes() {
+        for (tickets, token) in [
+            (vec![], ""),
+            (vec![ticket("حفرة")], ""),
+            (vec![ticket("a"), ticket(""), ticket("حفرة")], "next-page"),
+            (vec![], "only-a-token"),
+        ] {
+            let encoded: Vec<Bytes> = tickets
+                .iter()
+                .map(|t| Bytes::from(t.encode_to_vec()))
+                .collect();
+            let message = proto::ListTicketsResponse {
+                tickets,
+                next_page_token: token.into(),
+            };
+            assert_eq!(
+                encode_list_response(&encoded, token),
+                message.encode_to_vec(),
+                "{token:?}"
+            );
+        }
     }
 }

@@ -299,6 +299,29 @@ pub struct ListedTicket {
     pub ticket: Ticket,
 }
 
+/// A listed ticket as it is stored: its JSON, not yet decoded. ListTickets keeps the message
+/// it makes of a body by the body itself (`grpc::encoded_tickets`), so a ticket listed again
+/// unchanged is neither decoded nor encoded again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedBody {
+    pub position: i64,
+    pub body: Vec<u8>,
+}
+
+impl ListedBody {
+    pub fn decode(&self) -> Result<ListedTicket, StoreError> {
+        Ok(ListedTicket {
+            position: self.position,
+            ticket: decode_ticket(&self.body)?,
+        })
+    }
+}
+
+/// A ticket from its stored JSON.
+pub fn decode_ticket(body: &[u8]) -> Result<Ticket, StoreError> {
+    serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(format!("ticket: {e}")))
+}
+
 /// One entry of the change feed: an event and the ticket as it stood right after it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
@@ -605,7 +628,16 @@ pub trait Store: Send + Sync + 'static {
     async fn get_ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
 
     /// Tickets matching the query, newest first, at most `query.limit`.
-    async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError>;
+    async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError> {
+        self.list_ticket_bodies(query)
+            .await?
+            .iter()
+            .map(ListedBody::decode)
+            .collect()
+    }
+
+    /// The tickets [`Store::list_tickets`] answers, as their stored JSON.
+    async fn list_ticket_bodies(&self, query: &TicketQuery) -> Result<Vec<ListedBody>, StoreError>;
 
     /// A ticket with its first `max_events` events, oldest first, read as of one moment: when
     /// the ticket has no more than `max_events`, the last is the ticket's version. What

@@ -48,11 +48,10 @@ use super::common::{
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
-    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PersonalDataAccess,
-    PersonalDataAccessRecord, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
-    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketLookup,
-    TicketQuery, WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole, ListedBody,
+    ListedQualityReview, OutboxEntry, OutboxStatus, PersonalDataAccess, PersonalDataAccessRecord,
+    PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey, SettingKey, SlaProgress,
+    SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketLookup, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -2528,7 +2527,7 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError> {
+    async fn list_ticket_bodies(&self, query: &TicketQuery) -> Result<Vec<ListedBody>, StoreError> {
         let mut qb = QueryBuilder::<Postgres>::new(
             "SELECT seq, body::text AS body FROM tickets WHERE 1 = 1",
         );
@@ -2570,11 +2569,12 @@ impl Store for PostgresStore {
         qb.push(" ORDER BY seq DESC LIMIT ")
             .push_bind(i64::from(query.limit));
         let rows = qb.build().fetch_all(&self.readers).await?;
-        rows.iter()
+        rows.into_iter()
             .map(|row| {
-                Ok(ListedTicket {
+                let body: String = row.try_get("body")?;
+                Ok(ListedBody {
                     position: row.try_get("seq")?,
-                    ticket: ticket_from_row(row)?,
+                    body: body.into_bytes(),
                 })
             })
             .collect()

@@ -46,11 +46,10 @@ use super::common::{
 };
 use super::inbound::{self, InboundTx};
 use super::{
-    Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole,
-    ListedQualityReview, ListedTicket, OutboxEntry, OutboxStatus, PersonalDataAccess,
-    PersonalDataAccessRecord, PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey,
-    SettingKey, SlaProgress, SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketLookup,
-    TicketQuery, WriteContext,
+    Change, FeedBounds, InboundChange, InboundOutcome, LeaderLease, LeaderRole, ListedBody,
+    ListedQualityReview, OutboxEntry, OutboxStatus, PersonalDataAccess, PersonalDataAccessRecord,
+    PoolStatus, PullState, PushOutcome, QualityReviewQuery, RequestKey, SettingKey, SlaProgress,
+    SlaRow, Snapshot, Store, StoreError, StoredSetting, TicketLookup, TicketQuery, WriteContext,
 };
 use crate::domain::catalog::{CatalogData, Category, Directorate, Outlet, Wilayat};
 use crate::domain::filter::TicketFilter;
@@ -2107,13 +2106,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_tickets(&self, query: &TicketQuery) -> Result<Vec<ListedTicket>, StoreError> {
+    async fn list_ticket_bodies(&self, query: &TicketQuery) -> Result<Vec<ListedBody>, StoreError> {
         let sql = list_statement(query);
         self.read(move |conn| {
             collect(conn, &sql.text, params_from_iter(&sql.values), |row| {
-                Ok(ListedTicket {
+                Ok(ListedBody {
                     position: row.get("seq")?,
-                    ticket: ticket_from_row(row)?,
+                    body: row
+                        .get_ref("body")?
+                        .as_bytes()
+                        .map_err(|e| StoreError::Corrupt(format!("ticket: {e}")))?
+                        .to_vec(),
                 })
             })
         })

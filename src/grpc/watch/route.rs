@@ -1,10 +1,14 @@
 //! The HTTP route of `balagh.v1.TicketService`: the generated service for every method but
-//! WatchTickets, which is served here with [`PreEncodedCodec`], so each change's message is
-//! encoded once by the feed and copied as it is into every stream's frames.
+//! two, which are served here with [`PreEncodedCodec`]:
 //!
-//! This is what the generated code does for a server-streaming method, with another codec:
-//! the generated trait fixes the response type to `WatchTicketsResponse`, which would mean a
-//! clone and an encode per stream and per change.
+//! - WatchTickets, so each change's message is encoded once by the feed and copied as it is
+//!   into every stream's frames;
+//! - ListTickets, so a page is made of tickets' messages encoded once and kept
+//!   (`grpc::encoded_tickets`).
+//!
+//! This is what the generated code does for these methods, with another codec: the generated
+//! trait fixes the response types to the message structs, which would mean decoding or
+//! cloning and then encoding again.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, ServerStreamingService};
+use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use super::ChangeStream;
@@ -22,6 +26,7 @@ use crate::grpc::proto::ticket_service_server::{SERVICE_NAME, TicketServiceServe
 use crate::grpc::ticket_service::TicketServiceImpl;
 
 pub const WATCH_TICKETS_PATH: &str = "/balagh.v1.TicketService/WatchTickets";
+pub const LIST_TICKETS_PATH: &str = "/balagh.v1.TicketService/ListTickets";
 
 /// `TicketServiceServer`, with WatchTickets sending pre-encoded changes.
 #[derive(Clone)]
@@ -61,15 +66,47 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != WATCH_TICKETS_PATH {
-            return self.generated.call(request);
-        }
-        let method = WatchTickets(self.service.clone());
         let max_decoding_message_size = self.max_decoding_message_size;
+        match request.uri().path() {
+            WATCH_TICKETS_PATH => {
+                let method = WatchTickets(self.service.clone());
+                Box::pin(async move {
+                    let mut grpc =
+                        Grpc::new(PreEncodedCodec::<proto::WatchTicketsRequest>::default())
+                            .apply_max_message_size_config(Some(max_decoding_message_size), None);
+                    Ok(grpc.server_streaming(method, request).await)
+                })
+            }
+            LIST_TICKETS_PATH => {
+                let method = ListTickets(self.service.clone());
+                Box::pin(async move {
+                    let mut grpc =
+                        Grpc::new(PreEncodedCodec::<proto::ListTicketsRequest>::default())
+                            .apply_max_message_size_config(Some(max_decoding_message_size), None);
+                    Ok(grpc.unary(method, request).await)
+                })
+            }
+            _ => self.generated.call(request),
+        }
+    }
+}
+
+struct ListTickets(Arc<TicketServiceImpl>);
+
+impl UnaryService<proto::ListTicketsRequest> for ListTickets {
+    type Response = crate::grpc::codec::EncodedMessage;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<proto::ListTicketsRequest>) -> Self::Future {
+        let service = self.0.clone();
         Box::pin(async move {
-            let mut grpc = Grpc::new(PreEncodedCodec::<proto::WatchTicketsRequest>::default())
-                .apply_max_message_size_config(Some(max_decoding_message_size), None);
-            Ok(grpc.server_streaming(method, request).await)
+            let principal = crate::auth::Principal::of(&request);
+            let encoded = service
+                .list_tickets_encoded(&principal, request.get_ref())
+                .await?;
+            Ok(Response::new(crate::grpc::codec::EncodedMessage::new(
+                encoded,
+            )))
         })
     }
 }

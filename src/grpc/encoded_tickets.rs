@@ -1,0 +1,257 @@
+//! ListTickets' encoded tickets, kept by the stored JSON they were made from.
+//!
+//! A directorate's inbox is read again and again, by many agents, page after page. Most of a
+//! page's server time went to decoding each ticket's JSON, converting it and encoding the
+//! message (docs/benchmarks.md). The `Ticket` message a caller receives is a function of the
+//! stored JSON and of whether personal data is masked for the caller, and of nothing else
+//! (`convert::ticket_to_proto_masked`), so it is kept under exactly that key. A changed ticket
+//! has another body and is simply not found: nothing is ever invalidated, and no rule
+//! elsewhere (that every change raises the version, say) is relied on.
+//!
+//! Memory is bounded by two generations. New messages go into the young one; when it holds
+//! half the budget it becomes the old one and the previous old one is dropped. A message
+//! found in the old generation moves to the young one, so what is read keeps its place and
+//! what is not read is gone after two turns. A page answered holds its messages by reference
+//! (`Bytes`), so a turn never frees one that is being sent.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use foldhash::fast::RandomState;
+use prometheus_client::metrics::counter::Counter;
+
+/// What one kept message costs besides its key and its bytes: the two boxes' headers, the
+/// table's slot and the shared count of `Bytes`. An estimate; it keeps a budget of many tiny
+/// entries honest.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// The kept messages, and counters of how often one was found or had to be made.
+pub struct EncodedTickets {
+    /// Bytes each generation may hold; 0 keeps nothing.
+    generation_budget: usize,
+    /// One set of generations per answer shape: `[unmasked, masked]`.
+    kept: Mutex<[Generations; 2]>,
+    reused: Counter,
+    made: Counter,
+}
+
+#[derive(Default)]
+struct Generations {
+    young: HashMap<Box<[u8]>, Bytes, RandomState>,
+    old: HashMap<Box<[u8]>, Bytes, RandomState>,
+    young_bytes: usize,
+}
+
+impl Generations {
+    /// The message kept for `body`, moved to the young generation when found in the old one.
+    fn find(&mut self, body: &[u8], generation_budget: usize) -> Option<Bytes> {
+        if let Some(message) = self.young.get(body) {
+            return Some(message.clone());
+        }
+        let (key, message) = self.old.remove_entry(body)?;
+        self.keep(key, message.clone(), generation_budget);
+        Some(message)
+    }
+
+    fn keep(&mut self, body: Box<[u8]>, message: Bytes, generation_budget: usize) {
+        let cost = body.len() + message.len() + ENTRY_OVERHEAD;
+        if cost > generation_budget {
+            return;
+        }
+        if self.young_bytes + cost > generation_budget {
+            self.old = std::mem::take(&mut self.young);
+            self.young_bytes = 0;
+        }
+        if self.young.insert(body, message).is_none() {
+            self.young_bytes += cost;
+        }
+    }
+}
+
+impl EncodedTickets {
+    /// Keeps at most about `budget_bytes` of bodies and messages (both generations); 0 keeps
+    /// nothing and makes every message anew.
+    pub fn new(budget_bytes: usize, reused: Counter, made: Counter) -> Self {
+        Self {
+            generation_budget: budget_bytes / 2,
+            kept: Mutex::default(),
+            reused,
+            made,
+        }
+    }
+
+    /// The encoded `Ticket` message of each body, in order: a kept one where there is one,
+    /// otherwise the one `make` makes, which is then kept. `make` runs outside the lock, so
+    /// concurrent pages wait for each other only while they look up and store.
+    pub fn messages<E>(
+        &self,
+        bodies: Vec<Vec<u8>>,
+        masked: bool,
+        make: impl Fn(&[u8]) -> Result<Bytes, E>,
+    ) -> Result<Vec<Bytes>, E> {
+        let shape = usize::from(masked);
+        let found: Vec<Option<Bytes>> = if self.generation_budget == 0 {
+            vec![None; bodies.len()]
+        } else {
+            let mut kept = self.lock();
+            bodies
+                .iter()
+                .map(|body| kept[shape].find(body, self.generation_budget))
+                .collect()
+        };
+        let mut messages = Vec::with_capacity(bodies.len());
+        let mut new = Vec::new();
+        for (body, found) in bodies.into_iter().zip(found) {
+            match found {
+                Some(message) => {
+                    self.reused.inc();
+                    messages.push(message);
+                }
+                None => {
+                    self.made.inc();
+                    let message = make(&body)?;
+                    messages.push(message.clone());
+                    new.push((body.into_boxed_slice(), message));
+                }
+            }
+        }
+        if !new.is_empty() && self.generation_budget > 0 {
+            let mut kept = self.lock();
+            for (body, message) in new {
+                kept[shape].keep(body, message, self.generation_budget);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Bytes kept now (keys, messages and the estimated overhead), both shapes.
+    pub fn kept_bytes(&self) -> usize {
+        let kept = self.lock();
+        kept.iter()
+            .map(|g| {
+                let old: usize = g
+                    .old
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
+                    .sum();
+                g.young_bytes + old
+            })
+            .sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, [Generations; 2]> {
+        // A panic while the lock was held left at worst a message kept or not: both are
+        // correct states of a cache.
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn cache(budget: usize) -> EncodedTickets {
+        EncodedTickets::new(budget, Counter::default(), Counter::default())
+    }
+
+    /// A message that names its body and whether it was masked, counting the calls.
+    fn maker(calls: &Cell<u32>, masked: bool) -> impl Fn(&[u8]) -> Result<Bytes, ()> + '_ {
+        move |body| {
+            calls.set(calls.get() + 1);
+            let mut message = body.to_vec();
+            message.push(u8::from(masked));
+            Ok(Bytes::from(message))
+        }
+    }
+
+    fn bodies(names: &[&str]) -> Vec<Vec<u8>> {
+        names.iter().map(|n| n.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_body_read_again_is_not_made_again_and_order_is_kept() {
+        let cache = cache(1 << 20);
+        let calls = Cell::new(0);
+        let first = cache
+            .messages(bodies(&["a", "b", "c"]), false, maker(&calls, false))
+            .unwrap();
+        assert_eq!(calls.get(), 3);
+        let again = cache
+            .messages(bodies(&["c", "d", "a"]), false, maker(&calls, false))
+            .unwrap();
+        assert_eq!(calls.get(), 4, "only d is new");
+        assert_eq!(again[0], first[2]);
+        assert_eq!(again[1], Bytes::from_static(b"d\0"));
+        assert_eq!(again[2], first[0]);
+        assert_eq!(cache.reused.get(), 2);
+        assert_eq!(cache.made.get(), 4);
+    }
+
+    #[test]
+    fn masked_and_unmasked_answers_are_kept_apart() {
+        let cache = cache(1 << 20);
+        let calls = Cell::new(0);
+        let plain = cache
+            .messages(bodies(&["a"]), false, maker(&calls, false))
+            .unwrap();
+        let masked = cache
+            .messages(bodies(&["a"]), true, maker(&calls, true))
+            .unwrap();
+        assert_eq!(calls.get(), 2);
+        assert_eq!(plain[0], Bytes::from_static(b"a\0"));
+        assert_eq!(masked[0], Bytes::from_static(b"a\x01"));
+        let masked_again = cache
+            .messages(bodies(&["a"]), true, maker(&calls, true))
+            .unwrap();
+        assert_eq!(masked_again[0], masked[0]);
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[test]
+    fn memory_stays_within_the_budget_and_what_is_read_stays() {
+        // Each entry costs 100 bytes of body, 101 of message and the overhead.
+        let entry = 100 + 101 + ENTRY_OVERHEAD;
+        let budget = 20 * entry;
+        let cache = cache(budget);
+        let calls = Cell::new(0);
+        let body = |i: u32| format!("{i:0>100}").into_bytes();
+        let hot = body(0);
+        for i in 1..=500 {
+            cache
+                .messages(vec![hot.clone(), body(i)], false, maker(&calls, false))
+                .unwrap();
+            assert!(
+                cache.kept_bytes() <= budget,
+                "{} > {budget}",
+                cache.kept_bytes()
+            );
+        }
+        assert_eq!(
+            calls.get(),
+            501,
+            "the hot body was made once, each other body once"
+        );
+        assert!(cache.kept_bytes() > budget / 2, "the cache is in use");
+    }
+
+    #[test]
+    fn a_zero_budget_keeps_nothing_and_an_error_is_passed_on() {
+        let cache = cache(0);
+        let calls = Cell::new(0);
+        cache
+            .messages(bodies(&["a"]), false, maker(&calls, false))
+            .unwrap();
+        cache
+            .messages(bodies(&["a"]), false, maker(&calls, false))
+            .unwrap();
+        assert_eq!(calls.get(), 2);
+        assert_eq!(cache.kept_bytes(), 0);
+        let failed = cache.messages(bodies(&["x"]), false, |_| Err::<Bytes, _>("corrupt"));
+        assert_eq!(failed, Err("corrupt"));
+    }
+}
