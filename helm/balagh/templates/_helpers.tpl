@@ -98,6 +98,7 @@ sqlite_mmap_mib = {{ $c.store.sqlite_mmap_mib | int64 }}
 statement_timeout_seconds = {{ $c.store.statement_timeout_seconds | int64 }}
 idle_in_transaction_timeout_seconds = {{ $c.store.idle_in_transaction_timeout_seconds | int64 }}
 acquire_timeout_seconds = {{ $c.store.acquire_timeout_seconds | int64 }}
+encoded_ticket_cache_mib = {{ $c.store.encoded_ticket_cache_mib | int64 }}
 
 [watch]
 retention_days = {{ $c.watch.retention_days | int64 }}
