@@ -174,6 +174,7 @@ impl Application {
                 usize::try_from(config.store.encoded_ticket_cache_mib << 20).unwrap_or(usize::MAX),
                 metrics.list_tickets_reused.clone(),
                 metrics.list_tickets_made.clone(),
+                metrics.list_tickets_kept_bytes.clone(),
             )),
             limits.max_message_bytes,
         );

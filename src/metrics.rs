@@ -63,6 +63,7 @@ pub struct Metrics {
     /// ListTickets' tickets answered from a message kept from before, and made anew.
     pub list_tickets_reused: Counter,
     pub list_tickets_made: Counter,
+    pub list_tickets_kept_bytes: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -91,6 +92,7 @@ impl Metrics {
         let leader = Family::<RoleLabels, Gauge>::default();
         let list_tickets_reused = Counter::default();
         let list_tickets_made = Counter::default();
+        let list_tickets_kept_bytes = Gauge::default();
         let mut registry = Registry::with_prefix("balagh");
         registry.register(
             "grpc_requests",
@@ -162,6 +164,11 @@ impl Metrics {
             "ListTickets' tickets decoded and encoded anew (not kept, changed, or first read)",
             list_tickets_made.clone(),
         );
+        registry.register(
+            "list_tickets_kept_bytes",
+            "Memory ListTickets keeps encoded tickets in, with their bodies (an estimate)",
+            list_tickets_kept_bytes.clone(),
+        );
         Self {
             grpc_requests,
             grpc_duration,
@@ -177,6 +184,7 @@ impl Metrics {
             leader,
             list_tickets_reused,
             list_tickets_made,
+            list_tickets_kept_bytes,
             registry: Arc::new(registry),
         }
     }

@@ -484,6 +484,24 @@ async fn personal_data_is_masked_and_each_reveal_is_recorded() {
     };
     let masked = get_as(&mut app, &supervisor, get(false)).await;
     assert!(masked.reporter.unwrap().masked);
+    // ListTickets keeps the messages it made (grpc::encoded_tickets): read twice, the answer is
+    // masked both times, and the same as GetTicket's but for the SLA clock.
+    for _ in 0..2 {
+        let listed = app
+            .tickets
+            .list_tickets(with_token(
+                proto::ListTicketsRequest::default(),
+                &supervisor,
+            ))
+            .await
+            .expect("list")
+            .into_inner()
+            .tickets;
+        let mut expected = get_as(&mut app, &supervisor, get(false)).await;
+        expected.sla = None;
+        assert_eq!(listed, vec![expected]);
+        assert_eq!(listed[0].reporter.as_ref().unwrap().name, "C•••");
+    }
     let status = app
         .tickets
         .get_ticket(with_token(get(true), &supervisor))

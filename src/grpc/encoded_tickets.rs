@@ -8,11 +8,12 @@
 //! has another body and is simply not found: nothing is ever invalidated, and no rule
 //! elsewhere (that every change raises the version, say) is relied on.
 //!
-//! Memory is bounded by two generations. New messages go into the young one; when it holds
-//! half the budget it becomes the old one and the previous old one is dropped. A message
-//! found in the old generation moves to the young one, so what is read keeps its place and
-//! what is not read is gone after two turns. A page answered holds its messages by reference
-//! (`Bytes`), so a turn never frees one that is being sent.
+//! Memory is bounded by two generations, shared by both answer shapes. New messages go into
+//! the young one; when it holds half the budget it becomes the old one and the previous old
+//! one is dropped (after the lock is released). A message found in the old generation moves to
+//! the young one, so what is read keeps its place and what is not read is gone after two
+//! turns. A page answered holds its messages by reference (`Bytes`), so a turn never frees one
+//! that is being sent.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,70 +21,104 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use foldhash::fast::RandomState;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
-/// What one kept message costs besides its key and its bytes: the two boxes' headers, the
-/// table's slot and the shared count of `Bytes`. An estimate; it keeps a budget of many tiny
-/// entries honest.
-const ENTRY_OVERHEAD: usize = 96;
+/// What one kept message costs besides its key and its bytes: the two allocations' headers,
+/// the table's slot with its spare capacity, and the shared header of `Bytes`. An estimate; it
+/// keeps a budget of many small entries honest.
+const ENTRY_OVERHEAD: usize = 192;
+
+/// Bodies and their messages, one map per answer shape: `[unmasked, masked]`.
+type Shapes = [HashMap<Box<[u8]>, Bytes, RandomState>; 2];
 
 /// The kept messages, and counters of how often one was found or had to be made.
 pub struct EncodedTickets {
     /// Bytes each generation may hold; 0 keeps nothing.
     generation_budget: usize,
-    /// One set of generations per answer shape: `[unmasked, masked]`.
-    kept: Mutex<[Generations; 2]>,
+    kept: Mutex<Generations>,
     reused: Counter,
     made: Counter,
+    kept_bytes: Gauge,
 }
 
 #[derive(Default)]
 struct Generations {
-    young: HashMap<Box<[u8]>, Bytes, RandomState>,
-    old: HashMap<Box<[u8]>, Bytes, RandomState>,
+    young: Shapes,
+    old: Shapes,
     young_bytes: usize,
+    old_bytes: usize,
+}
+
+fn cost(body: &[u8], message: &Bytes) -> usize {
+    body.len() + message.len() + ENTRY_OVERHEAD
 }
 
 impl Generations {
     /// The message kept for `body`, moved to the young generation when found in the old one.
-    fn find(&mut self, body: &[u8], generation_budget: usize) -> Option<Bytes> {
-        if let Some(message) = self.young.get(body) {
+    /// A generation this displaces goes to `dropped`, to be freed outside the lock.
+    fn find(
+        &mut self,
+        shape: usize,
+        body: &[u8],
+        generation_budget: usize,
+        dropped: &mut Vec<Shapes>,
+    ) -> Option<Bytes> {
+        if let Some(message) = self.young[shape].get(body) {
             return Some(message.clone());
         }
-        let (key, message) = self.old.remove_entry(body)?;
-        self.keep(key, message.clone(), generation_budget);
+        let (key, message) = self.old[shape].remove_entry(body)?;
+        self.old_bytes -= cost(&key, &message);
+        self.keep(shape, key, message.clone(), generation_budget, dropped);
         Some(message)
     }
 
-    fn keep(&mut self, body: Box<[u8]>, message: Bytes, generation_budget: usize) {
-        let cost = body.len() + message.len() + ENTRY_OVERHEAD;
-        if cost > generation_budget {
+    fn keep(
+        &mut self,
+        shape: usize,
+        body: Box<[u8]>,
+        message: Bytes,
+        generation_budget: usize,
+        dropped: &mut Vec<Shapes>,
+    ) {
+        let cost = cost(&body, &message);
+        if cost > generation_budget || self.young[shape].contains_key(&body) {
             return;
         }
         if self.young_bytes + cost > generation_budget {
-            self.old = std::mem::take(&mut self.young);
+            dropped.push(std::mem::replace(
+                &mut self.old,
+                std::mem::take(&mut self.young),
+            ));
+            self.old_bytes = self.young_bytes;
             self.young_bytes = 0;
         }
-        if self.young.insert(body, message).is_none() {
-            self.young_bytes += cost;
-        }
+        self.young[shape].insert(body, message);
+        self.young_bytes += cost;
+    }
+
+    fn bytes(&self) -> usize {
+        self.young_bytes + self.old_bytes
     }
 }
 
 impl EncodedTickets {
-    /// Keeps at most about `budget_bytes` of bodies and messages (both generations); 0 keeps
-    /// nothing and makes every message anew.
-    pub fn new(budget_bytes: usize, reused: Counter, made: Counter) -> Self {
+    /// Keeps at most about `budget_bytes` of bodies and messages (both generations, both
+    /// shapes); 0 keeps nothing and makes every message anew. `kept_bytes` follows the bytes
+    /// kept.
+    pub fn new(budget_bytes: usize, reused: Counter, made: Counter, kept_bytes: Gauge) -> Self {
         Self {
             generation_budget: budget_bytes / 2,
             kept: Mutex::default(),
             reused,
             made,
+            kept_bytes,
         }
     }
 
     /// The encoded `Ticket` message of each body, in order: a kept one where there is one,
-    /// otherwise the one `make` makes, which is then kept. `make` runs outside the lock, so
-    /// concurrent pages wait for each other only while they look up and store.
+    /// otherwise the one `make` makes, which is then kept. `make` runs outside the lock, and
+    /// so does freeing a displaced generation: concurrent pages wait for each other only
+    /// while they look up and store.
     pub fn messages<E>(
         &self,
         bodies: Vec<Vec<u8>>,
@@ -91,15 +126,17 @@ impl EncodedTickets {
         make: impl Fn(&[u8]) -> Result<Bytes, E>,
     ) -> Result<Vec<Bytes>, E> {
         let shape = usize::from(masked);
+        let mut dropped = Vec::new();
         let found: Vec<Option<Bytes>> = if self.generation_budget == 0 {
             vec![None; bodies.len()]
         } else {
             let mut kept = self.lock();
             bodies
                 .iter()
-                .map(|body| kept[shape].find(body, self.generation_budget))
+                .map(|body| kept.find(shape, body, self.generation_budget, &mut dropped))
                 .collect()
         };
+        drop(dropped);
         let mut messages = Vec::with_capacity(bodies.len());
         let mut new = Vec::new();
         for (body, found) in bodies.into_iter().zip(found) {
@@ -117,30 +154,25 @@ impl EncodedTickets {
             }
         }
         if !new.is_empty() && self.generation_budget > 0 {
+            let mut dropped = Vec::new();
             let mut kept = self.lock();
             for (body, message) in new {
-                kept[shape].keep(body, message, self.generation_budget);
+                kept.keep(shape, body, message, self.generation_budget, &mut dropped);
             }
+            self.kept_bytes
+                .set(i64::try_from(kept.bytes()).unwrap_or(i64::MAX));
+            drop(kept);
+            drop(dropped);
         }
         Ok(messages)
     }
 
     /// Bytes kept now (keys, messages and the estimated overhead), both shapes.
     pub fn kept_bytes(&self) -> usize {
-        let kept = self.lock();
-        kept.iter()
-            .map(|g| {
-                let old: usize = g
-                    .old
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
-                    .sum();
-                g.young_bytes + old
-            })
-            .sum()
+        self.lock().bytes()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, [Generations; 2]> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
         // A panic while the lock was held left at worst a message kept or not: both are
         // correct states of a cache.
         self.kept
@@ -156,7 +188,12 @@ mod tests {
     use super::*;
 
     fn cache(budget: usize) -> EncodedTickets {
-        EncodedTickets::new(budget, Counter::default(), Counter::default())
+        EncodedTickets::new(
+            budget,
+            Counter::default(),
+            Counter::default(),
+            Gauge::default(),
+        )
     }
 
     /// A message that names its body and whether it was masked, counting the calls.
@@ -214,7 +251,8 @@ mod tests {
 
     #[test]
     fn memory_stays_within_the_budget_and_what_is_read_stays() {
-        // Each entry costs 100 bytes of body, 101 of message and the overhead.
+        // Each entry costs 100 bytes of body, 101 of message and the overhead; both shapes
+        // share the budget.
         let entry = 100 + 101 + ENTRY_OVERHEAD;
         let budget = 20 * entry;
         let cache = cache(budget);
@@ -222,19 +260,27 @@ mod tests {
         let body = |i: u32| format!("{i:0>100}").into_bytes();
         let hot = body(0);
         for i in 1..=500 {
+            let masked = i % 2 == 0;
             cache
-                .messages(vec![hot.clone(), body(i)], false, maker(&calls, false))
+                .messages(vec![hot.clone(), body(i)], masked, maker(&calls, masked))
                 .unwrap();
-            assert!(
-                cache.kept_bytes() <= budget,
-                "{} > {budget}",
-                cache.kept_bytes()
-            );
+            let counted = cache.kept_bytes();
+            let actual: usize = {
+                let kept = cache.lock();
+                [&kept.young, &kept.old]
+                    .iter()
+                    .flat_map(|shapes| shapes.iter())
+                    .flat_map(|map| map.iter())
+                    .map(|(k, v)| cost(k, v))
+                    .sum()
+            };
+            assert_eq!(counted, actual, "the running count is exact");
+            assert!(counted <= budget, "{counted} > {budget}");
         }
         assert_eq!(
             calls.get(),
-            501,
-            "the hot body was made once, each other body once"
+            502,
+            "the hot body was made once per shape, each other body once"
         );
         assert!(cache.kept_bytes() > budget / 2, "the cache is in use");
     }

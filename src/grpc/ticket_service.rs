@@ -129,6 +129,7 @@ impl TicketServiceImpl {
                 DEFAULT_ENCODED_TICKETS_BYTES,
                 Default::default(),
                 Default::default(),
+                Default::default(),
             )),
         }
     }
