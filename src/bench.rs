@@ -116,6 +116,13 @@ pub struct BenchArgs {
     /// every ticket of every page [default: the server's default].
     #[arg(long)]
     pub encoded_ticket_cache_mib: Option<u64>,
+    /// CreateTicket calls per second made beside the ListTickets scenarios (by 8 paced
+    /// clients), so that inboxes change while they are read; none by default.
+    #[arg(long)]
+    pub list_while_creating: Option<u32>,
+    /// The server's `store.sqlite_mmap_mib` [default: the server's default].
+    #[arg(long)]
+    pub sqlite_mmap_mib: Option<u64>,
 }
 
 /// A part of the benchmark that `--only` can select.
@@ -139,6 +146,8 @@ struct Plan {
     auth: bool,
     full_decode: bool,
     encoded_ticket_cache_mib: Option<u64>,
+    list_while_creating: Option<u32>,
+    sqlite_mmap_mib: Option<u64>,
 }
 
 impl Plan {
@@ -182,6 +191,14 @@ impl Plan {
             auth: args.auth,
             full_decode: args.full_decode,
             encoded_ticket_cache_mib: args.encoded_ticket_cache_mib,
+            sqlite_mmap_mib: args.sqlite_mmap_mib,
+            list_while_creating: match args.list_while_creating {
+                Some(0) | None => None,
+                Some(rate) if rate > 100_000 => {
+                    anyhow::bail!("--list-while-creating must be at most 100000 a second")
+                }
+                rate => rate,
+            },
         })
     }
 
@@ -289,10 +306,13 @@ async fn run_plan(plan: &Plan, dir: &Path) -> anyhow::Result<Report> {
     }
 
     let started = Instant::now();
-    let cache_mib = plan.encoded_ticket_cache_mib;
+    let (cache_mib, mmap_mib) = (plan.encoded_ticket_cache_mib, plan.sqlite_mmap_mib);
     let server = RunningServer::start_with(&server_url, move |config| {
         if let Some(mib) = cache_mib {
             config.store.encoded_ticket_cache_mib = mib;
+        }
+        if let Some(mib) = mmap_mib {
+            config.store.sqlite_mmap_mib = mib;
         }
     })
     .await?;
@@ -319,6 +339,9 @@ async fn run_plan(plan: &Plan, dir: &Path) -> anyhow::Result<Report> {
         let server = RunningServer::start_with(&server_url, move |config| {
             if let Some(mib) = cache_mib {
                 config.store.encoded_ticket_cache_mib = mib;
+            }
+            if let Some(mib) = mmap_mib {
+                config.store.sqlite_mmap_mib = mib;
             }
             config.auth = Some(authenticator);
             // One bench caller makes every call: no per-caller limit may slow it down.
@@ -413,13 +436,19 @@ async fn run_scenarios(
         workloads.push(Workload::List(plan.decode()));
     }
     if plan.runs(Part::Create) {
-        workloads.push(Workload::Create(corpus));
+        workloads.push(Workload::Create(corpus.clone()));
     }
     let mut results = Vec::new();
     let mut kept = KeptMessages::default();
     kept.report_quietly(server.admin_addr).await;
     for workload in &workloads {
         for &clients in &plan.clients {
+            let creating = match (workload, plan.list_while_creating) {
+                (Workload::List(_), Some(rate)) => Some(
+                    PacedCreates::start(server.addr, credentials, &corpus, rate, clients).await?,
+                ),
+                _ => None,
+            };
             let measured = drive_as(
                 credentials,
                 workload,
@@ -430,6 +459,9 @@ async fn run_scenarios(
             )
             .await?;
             println!("  {}", measured.one_line());
+            if let Some(creating) = creating {
+                creating.stop_and_report(&measured).await?;
+            }
             if matches!(workload, Workload::List(_)) {
                 kept.report(server.admin_addr, &measured).await;
             }
@@ -437,6 +469,77 @@ async fn run_scenarios(
         }
     }
     Ok(results)
+}
+
+/// CreateTicket calls at a steady rate beside a read scenario (`--list-while-creating`), on
+/// connections of their own.
+struct PacedCreates {
+    stop: CancellationToken,
+    tasks: JoinSet<(u64, u64)>,
+    started: Instant,
+}
+
+impl PacedCreates {
+    const CLIENTS: u32 = 8;
+
+    async fn start(
+        addr: SocketAddr,
+        credentials: &Credentials,
+        corpus: &Arc<Corpus>,
+        rate: u32,
+        salt: usize,
+    ) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let period = Duration::from_secs_f64(f64::from(Self::CLIENTS) / f64::from(rate));
+        for index in 0..Self::CLIENTS {
+            let mut client = TicketServiceClient::new(connect(addr).await?);
+            let (credentials, corpus, stop) = (credentials.clone(), corpus.clone(), stop.clone());
+            let mut rng = SplitMix64::new(0xC0FF_EE00 + (salt as u64) * 64 + u64::from(index));
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let (mut done, mut failed) = (0, 0);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return (done, failed),
+                        _ = tick.tick() => {
+                            match create_once(&credentials, &mut client, &corpus, rng.next()).await {
+                                Ok(_) => done += 1,
+                                Err(_) => failed += 1,
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            stop,
+            tasks,
+            started: Instant::now(),
+        })
+    }
+
+    async fn stop_and_report(mut self, measured: &Measured) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let elapsed = self.started.elapsed();
+        let (mut done, mut failed) = (0, 0);
+        while let Some(joined) = self.tasks.join_next().await {
+            let (d, f) = joined.context("a paced creator failed")?;
+            done += d;
+            failed += f;
+        }
+        println!(
+            "  {} @{}: beside it {} tickets created ({:.0}/s, warm-up included), {} failed",
+            measured.name,
+            measured.clients,
+            group_digits(done),
+            done as f64 / elapsed.as_secs_f64(),
+            failed
+        );
+        anyhow::ensure!(failed == 0, "{failed} creates beside the reads failed");
+        Ok(())
+    }
 }
 
 /// How many of ListTickets' tickets the server answered from kept messages, read from its
