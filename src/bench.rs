@@ -987,6 +987,13 @@ fn pick_id<'a>(ids: &'a [String], rng: &mut SplitMix64) -> anyhow::Result<&'a St
         .context("no ticket ids to get")
 }
 
+/// 1 when GetTicket answered the ticket asked for.
+fn got_ticket(asked: &str, answered: Option<String>) -> anyhow::Result<u64> {
+    let answered = answered.context("GetTicket answered without a ticket")?;
+    anyhow::ensure!(answered == asked, "GetTicket answered another ticket");
+    Ok(1)
+}
+
 fn get_request(id: &str) -> proto::GetTicketRequest {
     proto::GetTicketRequest {
         reveal_personal_data: false,
@@ -1004,12 +1011,7 @@ async fn get_once(
     let response = client
         .get_ticket(credentials.request(get_request(id)))
         .await?;
-    let ticket = response
-        .into_inner()
-        .ticket
-        .context("GetTicket answered without a ticket")?;
-    anyhow::ensure!(ticket.id == *id, "GetTicket answered another ticket");
-    Ok(1)
+    got_ticket(id, response.into_inner().ticket.map(|t| t.id))
 }
 
 /// `GetTicketResponse` as the load generator reads it by default: the same wire format, only
@@ -1055,12 +1057,31 @@ async fn get_once_slim(
             tonic_prost::ProstCodec::<proto::GetTicketRequest, SlimGetTicketResponse>::default(),
         )
         .await?;
-    let ticket = response
-        .into_inner()
-        .ticket
-        .context("GetTicket answered without a ticket")?;
-    anyhow::ensure!(ticket.id == *id, "GetTicket answered another ticket");
-    Ok(1)
+    got_ticket(id, response.into_inner().ticket.map(|t| t.id))
+}
+
+/// What a ListTickets client checks of a page, however much of it it decoded.
+struct PageSeen {
+    ids: Vec<String>,
+    next_page_token: String,
+}
+
+impl From<proto::ListTicketsResponse> for PageSeen {
+    fn from(page: proto::ListTicketsResponse) -> Self {
+        Self {
+            ids: page.tickets.into_iter().map(|t| t.id).collect(),
+            next_page_token: page.next_page_token,
+        }
+    }
+}
+
+impl From<SlimListTicketsResponse> for PageSeen {
+    fn from(page: SlimListTicketsResponse) -> Self {
+        Self {
+            ids: page.tickets.into_iter().map(|t| t.id).collect(),
+            next_page_token: page.next_page_token,
+        }
+    }
 }
 
 /// Where a ListTickets client is in its walk through the inbox's pages.
@@ -1071,6 +1092,27 @@ struct Paging {
 }
 
 impl Paging {
+    /// Takes a page's outcome (its ticket ids and next token): the number of tickets, or the
+    /// error, which ends the walk.
+    fn take(&mut self, outcome: Result<PageSeen, tonic::Status>) -> anyhow::Result<u64> {
+        let PageSeen {
+            ids,
+            next_page_token,
+        } = match outcome {
+            Ok(page) => page,
+            Err(status) => {
+                self.advance(None);
+                return Err(status.into());
+            }
+        };
+        if ids.iter().any(String::is_empty) {
+            self.advance(None);
+            anyhow::bail!("ListTickets answered a ticket without an id");
+        }
+        self.advance(Some(next_page_token));
+        Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
+    }
+
     /// Follows `next_page_token` a few pages deep, then starts over; after an error, starts
     /// over at once.
     fn advance(&mut self, next_page_token: Option<String>) {
@@ -1103,21 +1145,9 @@ async fn list_once(
 ) -> anyhow::Result<u64> {
     let outcome = client
         .list_tickets(credentials.request(list_request(&page.token)))
-        .await;
-    let response = match outcome {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            page.advance(None);
-            return Err(status.into());
-        }
-    };
-    let n = response.tickets.len();
-    if response.tickets.iter().any(|t| t.id.is_empty()) {
-        page.advance(None);
-        anyhow::bail!("ListTickets answered a ticket without an id");
-    }
-    page.advance(Some(response.next_page_token));
-    Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        .await
+        .map(|response| PageSeen::from(response.into_inner()));
+    page.take(outcome)
 }
 
 async fn list_once_slim(
@@ -1133,21 +1163,9 @@ async fn list_once_slim(
             tonic_prost::ProstCodec::<proto::ListTicketsRequest, SlimListTicketsResponse>::default(
             ),
         )
-        .await;
-    let response = match outcome {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            page.advance(None);
-            return Err(status.into());
-        }
-    };
-    let n = response.tickets.len();
-    if response.tickets.iter().any(|t| t.id.is_empty()) {
-        page.advance(None);
-        anyhow::bail!("ListTickets answered a ticket without an id");
-    }
-    page.advance(Some(response.next_page_token));
-    Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        .await
+        .map(|response| PageSeen::from(response.into_inner()));
+    page.take(outcome)
 }
 
 // ---------------------------------------------------------------------------------------------
