@@ -4054,11 +4054,15 @@ mod tests {
         assert_eq!(prefix_query(&words(&["-", "--"])), "");
     }
 
-    /// The writer's chained commit, on a server named by `BALAGH_TEST_DATABASE_URL` (left out,
-    /// with a notice, without one). Advisory locks are per database; the key is balagh's.
-    #[tokio::test]
-    async fn a_commit_begins_the_next_transaction_and_never_waits_there_for_the_lock() {
-        use sqlx::{Connection, Row};
+    /// Runs `body` with a database of its own on the server `BALAGH_TEST_DATABASE_URL` names
+    /// (the test is left out, with a notice, without one), and drops the database afterwards,
+    /// also when `body` panics: the panic is passed on after.
+    async fn in_scratch_database<F, Fut>(prefix: &str, body: F)
+    where
+        F: FnOnce(PgConnectOptions) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use sqlx::Connection;
         let Ok(url) = std::env::var("BALAGH_TEST_DATABASE_URL") else {
             use std::io::Write;
             let _ = writeln!(
@@ -4068,81 +4072,154 @@ mod tests {
             );
             return;
         };
-        // A database of its own, so no other session wants the lock.
         let admin_options = PgConnectOptions::from_str(&url).unwrap();
         let mut admin = PgConnection::connect_with(&admin_options).await.unwrap();
         let name = format!(
-            "balagh_chain_{}_{}",
+            "balagh_{prefix}_{}_{}",
             std::process::id(),
             uuid::Uuid::now_v7().simple()
         );
-        // The name is made of digits and hex here, never of input.
+        // The name is made of a literal, digits and hex, never of input.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .unwrap();
-        let options = admin_options.database(&name);
-        let mut writer = PgConnection::connect_with(&options).await.unwrap();
-        let mut tx = writer.begin_with(BEGIN_WRITE).await.unwrap();
-        // Nobody else wants the lock: the next transaction has it.
-        let (committed, next) = commit_and_begin(&mut tx).await;
-        assert!(committed.is_ok());
-        assert_eq!(next, Next::Locked);
-
-        // Another session waits for the lock: the commit hands it over, and the next
-        // transaction begins without it, at once.
-        let mut other = PgConnection::connect_with(&options).await.unwrap();
-        let other_pid: i32 = sqlx::query("SELECT pg_backend_pid()")
-            .fetch_one(&mut other)
-            .await
-            .unwrap()
-            .get(0);
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let holder = tokio::spawn(async move {
-            let other_tx = other.begin_with(BEGIN_WRITE).await.unwrap();
-            released.await.unwrap();
-            other_tx.commit().await.unwrap();
-        });
-        let mut watcher = PgConnection::connect_with(&options).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(
-                !holder.is_finished() && tokio::time::Instant::now() < deadline,
-                "the other session never waited for the lock"
-            );
-            let waiting: bool = sqlx::query(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted)",
-            )
-            .bind(other_pid)
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap()
-            .get(0);
-            if waiting {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let (committed, next) = commit_and_begin(&mut tx).await;
-        assert!(committed.is_ok());
-        assert_eq!(next, Next::Unlocked);
-        // The other session has the lock until it is told to commit: the commit above did not
-        // wait for it. Now the writer waits for the lock, in the transaction begun without it.
-        release.send(()).unwrap();
-        sqlx::raw_sql(TAKE_WRITE_LOCK)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        holder.await.unwrap();
-        tx.commit().await.unwrap();
-        writer.close().await.unwrap();
-        watcher.close().await.unwrap();
+        let outcome = tokio::spawn(body(admin_options.database(&name))).await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE {name} WITH (FORCE)"
         )))
         .execute(&mut admin)
         .await
         .unwrap();
+        if let Err(error) = outcome {
+            match error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(error) => panic!("the test's task ended: {error}"),
+            }
+        }
+    }
+
+    /// The writer's chained commit. A database of its own, so no other session wants the lock
+    /// (advisory locks are per database; the key is balagh's).
+    #[tokio::test]
+    async fn a_commit_begins_the_next_transaction_and_never_waits_there_for_the_lock() {
+        in_scratch_database("chain", |options| async move {
+            use sqlx::{Connection, Row};
+            let mut writer = PgConnection::connect_with(&options).await.unwrap();
+            let mut tx = writer.begin_with(BEGIN_WRITE).await.unwrap();
+            // Nobody else wants the lock: the next transaction has it.
+            let (committed, next) = commit_and_begin(&mut tx).await;
+            assert!(committed.is_ok());
+            assert_eq!(next, Next::Locked);
+
+            // Another session waits for the lock: the commit hands it over, and the next
+            // transaction begins without it, at once.
+            let mut other = PgConnection::connect_with(&options).await.unwrap();
+            let other_pid: i32 = sqlx::query("SELECT pg_backend_pid()")
+                .fetch_one(&mut other)
+                .await
+                .unwrap()
+                .get(0);
+            let (release, released) = tokio::sync::oneshot::channel::<()>();
+            let holder = tokio::spawn(async move {
+                let other_tx = other.begin_with(BEGIN_WRITE).await.unwrap();
+                released.await.unwrap();
+                other_tx.commit().await.unwrap();
+            });
+            let mut watcher = PgConnection::connect_with(&options).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                assert!(
+                    !holder.is_finished() && tokio::time::Instant::now() < deadline,
+                    "the other session never waited for the lock"
+                );
+                let waiting: bool = sqlx::query(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted)",
+                )
+                .bind(other_pid)
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap()
+                .get(0);
+                if waiting {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let (committed, next) = commit_and_begin(&mut tx).await;
+            assert!(committed.is_ok());
+            assert_eq!(next, Next::Unlocked);
+            // The other session has the lock until it is told to commit: the commit above did not
+            // wait for it. Now the writer waits for the lock, in the transaction begun without it.
+            release.send(()).unwrap();
+            sqlx::raw_sql(TAKE_WRITE_LOCK)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            holder.await.unwrap();
+            tx.commit().await.unwrap();
+            writer.close().await.unwrap();
+            watcher.close().await.unwrap();
+        })
+        .await;
+    }
+
+    /// The search index's cleaner merges its pending list as the index's owner, and stops at
+    /// once, after one warning, in a session that does not own it (SQLSTATE 42501). Any other
+    /// error would leave it running, and the test waiting.
+    #[tokio::test]
+    async fn the_index_cleaner_stops_when_it_does_not_own_the_index() {
+        in_scratch_database("cleaner", |options| async move {
+            use sqlx::postgres::PgPoolOptions;
+            let owner = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE t (v tsvector);
+                 CREATE INDEX tickets_search ON t USING gin (v) WITH (fastupdate = on);
+                 INSERT INTO t SELECT to_tsvector('simple', 'word ' || g) FROM generate_series(1, 100) g",
+            )
+            .execute(&owner)
+            .await
+            .unwrap();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let run = |pool: sqlx::PgPool| {
+                let (commits, commit) = tokio::sync::watch::channel(0u64);
+                let task = tokio::spawn(super::clean_search_index(pool, commit, stop.clone()));
+                commits.send(1).unwrap();
+                (commits, task)
+            };
+
+            let (_commits, as_owner) = run(owner.clone());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(!as_owner.is_finished(), "the owner's cleaner keeps running");
+
+            // pg_monitor exists on every server since PostgreSQL 10 and owns nothing here.
+            let not_owner = PgPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::raw_sql("SET ROLE pg_monitor").execute(conn).await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await
+                .unwrap();
+            let (_commits, as_other) = run(not_owner.clone());
+            tokio::time::timeout(Duration::from_secs(30), as_other)
+                .await
+                .expect("the cleaner stops when it may not merge")
+                .unwrap();
+            assert!(!as_owner.is_finished(), "the owner's cleaner still runs");
+            stop.cancel();
+            as_owner.await.unwrap();
+            owner.close().await;
+            not_owner.close().await;
+        })
+        .await;
     }
 
     #[test]
