@@ -131,10 +131,14 @@ impl EncodedTickets {
             vec![None; bodies.len()]
         } else {
             let mut kept = self.lock();
-            bodies
+            let found = bodies
                 .iter()
                 .map(|body| kept.find(shape, body, self.generation_budget, &mut dropped))
-                .collect()
+                .collect();
+            if !dropped.is_empty() {
+                self.show(&kept);
+            }
+            found
         };
         drop(dropped);
         let mut messages = Vec::with_capacity(bodies.len());
@@ -159,12 +163,16 @@ impl EncodedTickets {
             for (body, message) in new {
                 kept.keep(shape, body, message, self.generation_budget, &mut dropped);
             }
-            self.kept_bytes
-                .set(i64::try_from(kept.bytes()).unwrap_or(i64::MAX));
+            self.show(&kept);
             drop(kept);
             drop(dropped);
         }
         Ok(messages)
+    }
+
+    fn show(&self, kept: &Generations) {
+        self.kept_bytes
+            .set(i64::try_from(kept.bytes()).unwrap_or(i64::MAX));
     }
 
     /// Bytes kept now (keys, messages and the estimated overhead), both shapes.
