@@ -210,6 +210,19 @@ impl Plan {
         self.runs(Part::Get) || self.runs(Part::List)
     }
 
+    /// The server's store settings the flags change.
+    fn store_settings(&self) -> impl FnOnce(&mut Config) + Send + 'static {
+        let (cache_mib, mmap_mib) = (self.encoded_ticket_cache_mib, self.sqlite_mmap_mib);
+        move |config| {
+            if let Some(mib) = cache_mib {
+                config.store.encoded_ticket_cache_mib = mib;
+            }
+            if let Some(mib) = mmap_mib {
+                config.store.sqlite_mmap_mib = mib;
+            }
+        }
+    }
+
     fn decode(&self) -> Decode {
         if self.full_decode {
             Decode::Full
@@ -306,16 +319,7 @@ async fn run_plan(plan: &Plan, dir: &Path) -> anyhow::Result<Report> {
     }
 
     let started = Instant::now();
-    let (cache_mib, mmap_mib) = (plan.encoded_ticket_cache_mib, plan.sqlite_mmap_mib);
-    let server = RunningServer::start_with(&server_url, move |config| {
-        if let Some(mib) = cache_mib {
-            config.store.encoded_ticket_cache_mib = mib;
-        }
-        if let Some(mib) = mmap_mib {
-            config.store.sqlite_mmap_mib = mib;
-        }
-    })
-    .await?;
+    let server = RunningServer::start_with(&server_url, plan.store_settings()).await?;
     report.server_start = Some(started.elapsed());
     println!(
         "\nserver listening on {} (opened in {:.2} s)",
@@ -336,13 +340,9 @@ async fn run_plan(plan: &Plan, dir: &Path) -> anyhow::Result<Report> {
     stopped?;
     if plan.auth {
         let (credentials, authenticator) = bench_credentials()?;
+        let store_settings = plan.store_settings();
         let server = RunningServer::start_with(&server_url, move |config| {
-            if let Some(mib) = cache_mib {
-                config.store.encoded_ticket_cache_mib = mib;
-            }
-            if let Some(mib) = mmap_mib {
-                config.store.sqlite_mmap_mib = mib;
-            }
+            store_settings(config);
             config.auth = Some(authenticator);
             // One bench caller makes every call: no per-caller limit may slow it down.
             config.limits.caller_rate_per_second = u32::MAX;
@@ -1040,7 +1040,6 @@ struct SlimTicket {
 }
 
 const GET_TICKET_PATH: &str = "/balagh.v1.TicketService/GetTicket";
-const LIST_TICKETS_PATH: &str = "/balagh.v1.TicketService/ListTickets";
 
 async fn get_once_slim(
     credentials: &Credentials,
@@ -1159,7 +1158,9 @@ async fn list_once_slim(
     let outcome = grpc
         .unary(
             credentials.request(list_request(&page.token)),
-            tonic::codegen::http::uri::PathAndQuery::from_static(LIST_TICKETS_PATH),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                crate::grpc::watch::route::LIST_TICKETS_PATH,
+            ),
             tonic_prost::ProstCodec::<proto::ListTicketsRequest, SlimListTicketsResponse>::default(
             ),
         )

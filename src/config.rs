@@ -601,8 +601,7 @@ impl Default for StoreTuning {
             statement_timeout_seconds: 30,
             idle_in_transaction_timeout_seconds: 60,
             acquire_timeout_seconds: 10,
-            encoded_ticket_cache_mib: (crate::grpc::ticket_service::DEFAULT_ENCODED_TICKETS_BYTES
-                >> 20) as u64,
+            encoded_ticket_cache_mib: crate::grpc::ticket_service::DEFAULT_ENCODED_TICKETS_MIB,
         }
     }
 }

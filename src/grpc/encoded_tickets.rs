@@ -1,7 +1,7 @@
 //! ListTickets' encoded tickets, kept by the stored JSON they were made from.
 //!
-//! A directorate's inbox is read again and again, by many agents, page after page. Most of a
-//! page's server time went to decoding each ticket's JSON, converting it and encoding the
+//! A directorate's inbox is read again and again, by many agents, page after page. About half
+//! of a page's server time went to decoding each ticket's JSON, converting it and encoding the
 //! message (docs/benchmarks.md). The `Ticket` message a caller receives is a function of the
 //! stored JSON and of whether personal data is masked for the caller, and of nothing else
 //! (`convert::ticket_to_proto_masked`), so it is kept under exactly that key. A changed ticket

@@ -58,9 +58,9 @@ pub struct TicketServiceImpl {
     encoded: Arc<EncodedTickets>,
 }
 
-/// Bytes of bodies and encoded tickets ListTickets keeps when the configuration says nothing
+/// MiB of bodies and encoded tickets ListTickets keeps when the configuration says nothing
 /// (`store.encoded_ticket_cache_mib`).
-pub const DEFAULT_ENCODED_TICKETS_BYTES: usize = 64 << 20;
+pub const DEFAULT_ENCODED_TICKETS_MIB: u64 = 64;
 
 /// A `ListTicketsResponse` from its tickets' encoded messages: the bytes prost would write
 /// for the message with these tickets and this token (fields in tag order).
@@ -126,7 +126,7 @@ impl TicketServiceImpl {
             survey_policy,
             caller_limits: None,
             encoded: Arc::new(EncodedTickets::new(
-                DEFAULT_ENCODED_TICKETS_BYTES,
+                (DEFAULT_ENCODED_TICKETS_MIB << 20) as usize,
                 Default::default(),
                 Default::default(),
                 Default::default(),

@@ -66,29 +66,30 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let max_decoding_message_size = self.max_decoding_message_size;
+        let max = self.max_decoding_message_size;
         match request.uri().path() {
             WATCH_TICKETS_PATH => {
                 let method = WatchTickets(self.service.clone());
-                Box::pin(async move {
-                    let mut grpc =
-                        Grpc::new(PreEncodedCodec::<proto::WatchTicketsRequest>::default())
-                            .apply_max_message_size_config(Some(max_decoding_message_size), None);
-                    Ok(grpc.server_streaming(method, request).await)
-                })
+                Box::pin(
+                    async move { Ok(pre_encoded(max).server_streaming(method, request).await) },
+                )
             }
             LIST_TICKETS_PATH => {
                 let method = ListTickets(self.service.clone());
-                Box::pin(async move {
-                    let mut grpc =
-                        Grpc::new(PreEncodedCodec::<proto::ListTicketsRequest>::default())
-                            .apply_max_message_size_config(Some(max_decoding_message_size), None);
-                    Ok(grpc.unary(method, request).await)
-                })
+                Box::pin(async move { Ok(pre_encoded(max).unary(method, request).await) })
             }
             _ => self.generated.call(request),
         }
     }
+}
+
+/// What the generated service would build for a method, with [`PreEncodedCodec`].
+fn pre_encoded<T>(max_decoding_message_size: usize) -> Grpc<PreEncodedCodec<T>>
+where
+    T: prost::Message + Default + Send + 'static,
+{
+    Grpc::new(PreEncodedCodec::<T>::default())
+        .apply_max_message_size_config(Some(max_decoding_message_size), None)
 }
 
 struct ListTickets(Arc<TicketServiceImpl>);
