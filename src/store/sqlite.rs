@@ -47,8 +47,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::common::{
-    FactsColumns, answer_batch, check_version, from_json, inbound_record_fields, new_ticket,
-    not_a_handler, reference, search_document, sla_row, to_json, unknown,
+    FactsColumns, SearchTerms, answer_batch, check_version, from_json, inbound_record_fields,
+    new_ticket, not_a_handler, reference, search_document, sla_row, to_json, unknown,
 };
 use super::inbound::{self, InboundTx};
 use super::{
@@ -1066,7 +1066,12 @@ fn projection(ticket: &Ticket) -> [Value; 10] {
     ]
 }
 
-fn insert_ticket(conn: &Connection, ticket: &Ticket, body: &str) -> Result<i64, StoreError> {
+fn insert_ticket(
+    conn: &Connection,
+    ticket: &Ticket,
+    body: &str,
+    terms: &SearchTerms,
+) -> Result<i64, StoreError> {
     let mut values = vec![
         Value::Text(ticket.id.to_string()),
         Value::Text(ticket.reference.to_string()),
@@ -1088,7 +1093,7 @@ fn insert_ticket(conn: &Connection, ticket: &Ticket, body: &str) -> Result<i64, 
              RETURNING seq",
         )?
         .query_row(params_from_iter(values), |row| row.get(0))?;
-    queue_search_text(conn, seq, ticket, false)?;
+    queue_search_text(conn, seq, terms.document(&ticket.reference), false)?;
     Ok(seq)
 }
 
@@ -1098,14 +1103,14 @@ fn insert_ticket(conn: &Connection, ticket: &Ticket, body: &str) -> Result<i64, 
 fn queue_search_text(
     conn: &Connection,
     seq: i64,
-    ticket: &Ticket,
+    document: String,
     replaces: bool,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO temp.search_pending (rowid, content, replaces) VALUES (?, ?, ?)
          ON CONFLICT (rowid) DO UPDATE SET content = excluded.content",
     )?
-    .execute(params![seq, search_document(ticket), replaces])?;
+    .execute(params![seq, document, replaces])?;
     Ok(())
 }
 
@@ -1131,7 +1136,7 @@ fn save_ticket(
     )?
     .execute(params_from_iter(values))?;
     if before.subject != ticket.subject || before.description != ticket.description {
-        queue_search_text(conn, seq, ticket, true)?;
+        queue_search_text(conn, seq, search_document(ticket), true)?;
     }
     Ok(())
 }
@@ -1222,6 +1227,7 @@ fn create_ticket_tx(
     conn: &Connection,
     author: Author,
     new: NewTicket,
+    terms: &SearchTerms,
     now: Timestamp,
 ) -> Result<Ticket, StoreError> {
     let (directorate, default_priority) = check_category(conn, "category", &new.category)?;
@@ -1245,7 +1251,7 @@ fn create_ticket_tx(
         &author.actor,
     );
     let body = to_json(&ticket)?;
-    insert_ticket(conn, &ticket, &body)?;
+    insert_ticket(conn, &ticket, &body, &terms)?;
     append_event(conn, &ticket, &body, &author, now, created_event(&ticket))?;
     Ok(ticket)
 }
@@ -1374,7 +1380,8 @@ impl InboundTx for SqliteInbound<'_> {
         version: i64,
         new: NewTicket,
     ) -> Result<Ticket, StoreError> {
-        let ticket = create_ticket_tx(self.conn.0, self.author.clone(), new, self.now)?;
+        let terms = SearchTerms::of(&new.subject, &new.description);
+        let ticket = create_ticket_tx(self.conn.0, self.author.clone(), new, &terms, self.now)?;
         self.conn
             .0
             .prepare_cached(
@@ -2147,8 +2154,10 @@ fn link_platform_case_tx(
 impl Store for SqliteStore {
     async fn create_ticket(&self, ctx: WriteContext, new: NewTicket) -> Result<Ticket, StoreError> {
         let author = self.author(ctx.actor, ctx.reach);
+        // Prepared here, on the caller's worker: the writer is the store's one bottleneck.
+        let terms = SearchTerms::of(&new.subject, &new.description);
         self.submit(ctx.request, move |conn, now| {
-            create_ticket_tx(conn, author, new, now)
+            create_ticket_tx(conn, author, new, &terms, now)
         })
         .await
     }
