@@ -399,7 +399,10 @@ mod tests {
             ("إنارة معطلة في الشارع", ""),
             ("", "أمام المدرسة، قرب الحديقة"),
             ("  ...حفرة!! ", " -- والحديقة للأطفال ٣٤ "),
-            ("Pothole on Sultan Qaboos St.", "Near exit 12\u{200B}, since ١٢/٥"),
+            (
+                "Pothole on Sultan Qaboos St.",
+                "Near exit 12\u{200B}, since ١٢/٥",
+            ),
             ("-", "-"),
             ("ـــ", "\u{064B}\u{0650}"),
         ];

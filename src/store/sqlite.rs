@@ -1251,7 +1251,7 @@ fn create_ticket_tx(
         &author.actor,
     );
     let body = to_json(&ticket)?;
-    insert_ticket(conn, &ticket, &body, &terms)?;
+    insert_ticket(conn, &ticket, &body, terms)?;
     append_event(conn, &ticket, &body, &author, now, created_event(&ticket))?;
     Ok(ticket)
 }
