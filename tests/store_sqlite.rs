@@ -79,7 +79,7 @@ async fn the_checkpoint_thread_copies_committed_writes_into_the_database_file() 
     }
     assert!(
         store.checkpoints() >= 1,
-        "the checkpoint thread did the copy"
+        "the checkpoint thread reports a complete checkpoint"
     );
     store.close().await;
 }

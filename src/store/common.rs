@@ -72,6 +72,8 @@ impl SearchTerms {
     /// article to add a second form of, and normalising joins the two with one space.
     pub(super) fn document(&self, reference: &ReferenceNumber) -> String {
         let reference = crate::domain::text::normalize_for_search(&reference.to_string());
+        // What makes the two texts equal: one ASCII word, so no article to expand.
+        debug_assert!(!reference.is_empty() && reference.is_ascii() && !reference.contains(' '));
         if self.0.is_empty() {
             reference
         } else {

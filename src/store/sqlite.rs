@@ -113,6 +113,11 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// writer that keeps appending cannot. It also bounds the WAL if the checkpointer stops.
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 4_000;
 
+/// The size the `-wal` file is cut back to when the WAL starts over (`journal_size_limit`):
+/// above the 16 MiB a steady write load keeps it at, so it is cut only after something held it
+/// back, such as a long read.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
+
 /// How to open a [`SqliteStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteStoreOptions {
@@ -259,8 +264,9 @@ impl SqliteStore {
         })
     }
 
-    /// Checkpoints the checkpointer thread has run on a WAL holding frames since the store
-    /// opened (the writer's own are not counted).
+    /// Checkpoints of the checkpoint thread that found frames in the WAL and left every one
+    /// of them copied into the database file, since the store opened (the writer's own
+    /// checkpoints are not counted).
     pub fn checkpoints(&self) -> u64 {
         self.checkpoints.load(Ordering::Relaxed)
     }
@@ -383,6 +389,9 @@ fn open_connection(file: &Path, access: Access) -> Result<Connection, StoreError
                      (it is {pages})"
                 )));
             }
+            // When the WAL starts over, a file grown past this (a long read held it back)
+            // is cut back to it.
+            conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
             // Each write's savepoint journals the pages it changes; in memory, that costs no
             // system call.
             conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -541,18 +550,27 @@ fn run_checkpointer(conn: Connection, due: std::sync::mpsc::Receiver<()>, checkp
     use std::sync::mpsc::RecvTimeoutError;
     let mut writer_running = due.recv().is_ok();
     while writer_running {
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            row.get::<_, i64>(1)
+        // (blocked, frames in the WAL, frames copied so far). SQLite reports a checkpoint it
+        // could not run (the writer's own was running) as a row, not an error: (1, -1, -1).
+        let complete = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
         }) {
-            Ok(frames) if frames > 0 => {
-                checkpoints.fetch_add(1, Ordering::Relaxed);
+            Ok((0, frames, copied)) => {
+                if frames > 0 && copied == frames {
+                    checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                copied == frames
             }
-            Ok(_) => {}
-            // The writer's own checkpoint was running: the next turn copies what it left.
-            Err(rusqlite::Error::SqliteFailure(error, _))
-                if error.code == rusqlite::ErrorCode::DatabaseBusy => {}
-            Err(error) => tracing::warn!(error = %error, "a WAL checkpoint failed"),
-        }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::warn!(error = %error, "a WAL checkpoint failed");
+                false
+            }
+        };
         // Rest until the interval is over, noting commits meanwhile; stop at once when the
         // writer does.
         let rested = std::time::Instant::now() + CHECKPOINT_INTERVAL;
@@ -568,7 +586,9 @@ fn run_checkpointer(conn: Connection, due: std::sync::mpsc::Receiver<()>, checkp
                 }
             }
         }
-        if writer_running && !committed_meanwhile {
+        // A checkpoint stops at the oldest snapshot a reader still holds: what it left is
+        // tried again after the rest, also when no commit came meanwhile.
+        if writer_running && complete && !committed_meanwhile {
             writer_running = due.recv().is_ok();
         }
     }
