@@ -8,6 +8,10 @@ use tokio_util::sync::CancellationToken;
 use balagh::app::Application;
 use balagh::config::{Config, LogFormat, ServeArgs};
 
+/// mimalloc for every Rust allocation of the process (docs/benchmarks.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "balagh",
