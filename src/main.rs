@@ -8,7 +8,10 @@ use tokio_util::sync::CancellationToken;
 use balagh::app::Application;
 use balagh::config::{Config, LogFormat, ServeArgs};
 
-/// mimalloc for every Rust allocation of the process (docs/benchmarks.md, "The allocator").
+/// mimalloc for every allocation of the process: Rust's through this, C's (SQLite's) through
+/// the crate's `override` feature, which replaces `malloc` (docs/benchmarks.md, "The
+/// allocator").
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
