@@ -48,7 +48,6 @@ use crate::config::Config;
 use crate::domain::catalog::CatalogData;
 use crate::domain::lifecycle::{Action, EventRecord, TicketEvent, apply_action, created_event};
 use crate::domain::sync::{OutboxState, PushKind, SyncPolicy, push_for};
-use crate::domain::text::index_terms;
 use crate::domain::ticket::{
     Assignment, Channel, NewTicket, Priority, Resolution, ResolutionCode, Status, SupportLine,
     Ticket, TicketType,
@@ -59,6 +58,7 @@ use crate::grpc::convert::parse_new_ticket;
 use crate::grpc::proto;
 use crate::grpc::proto::ticket_service_client::TicketServiceClient;
 use crate::grpc::request::{ACTOR_METADATA_KEY, request_key};
+use crate::store::search_document;
 
 /// The same migrations the store runs, so the baseline and preloaded files have its schema.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1580,14 +1580,6 @@ async fn load_catalog(conn: &mut SqliteConnection, catalog: &CatalogData) -> any
     }
     tx.commit().await?;
     Ok(())
-}
-
-/// The store's search document: reference, subject and description, as index terms.
-pub(crate) fn search_document(ticket: &Ticket) -> String {
-    index_terms(&format!(
-        "{} {} {}",
-        ticket.reference, ticket.subject, ticket.description
-    ))
 }
 
 /// Writes tickets (with seq `first_seq`, `first_seq + 1`, ...), their search text, their

@@ -51,7 +51,7 @@ pub(super) fn unknown(field: &str, description: &str) -> StoreError {
 }
 
 /// The normalised text a ticket is found by: reference, subject and description.
-pub(super) fn search_document(ticket: &Ticket) -> String {
+pub(crate) fn search_document(ticket: &Ticket) -> String {
     SearchTerms::of(&ticket.subject, &ticket.description).document(&ticket.reference)
 }
 

@@ -38,6 +38,7 @@ use crate::domain::ticket::{Channel, NewTicket, Priority, Satisfaction, Ticket, 
 use crate::domain::values::{EmployeeId, ReferenceNumber, TicketId};
 use crate::domain::{FieldViolation, Timestamp};
 
+pub(crate) use common::search_document;
 pub(crate) use postgres::WRITER_THREAD_NAME as POSTGRES_WRITER_THREAD_NAME;
 pub(crate) use postgres::search_text as postgres_search_text;
 pub use postgres::{PostgresStore, PostgresStoreOptions, SessionLimits};

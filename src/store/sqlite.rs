@@ -377,18 +377,7 @@ fn open_connection(file: &Path, access: Access) -> Result<Connection, StoreError
         }
         Access::Checkpoint => {}
         Access::Write => {
-            let pages: i64 = conn.pragma_update_and_check(
-                None,
-                "wal_autocheckpoint",
-                WRITER_AUTOCHECKPOINT_PAGES,
-                |row| row.get(0),
-            )?;
-            if pages != WRITER_AUTOCHECKPOINT_PAGES {
-                return Err(StoreError::Corrupt(format!(
-                    "the database refused wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES} \
-                     (it is {pages})"
-                )));
-            }
+            conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
             // When the WAL starts over, a file grown past this (a long read held it back)
             // is cut back to it.
             conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
